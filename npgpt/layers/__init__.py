@@ -1,0 +1,32 @@
+"""Forward/backward pairs for every layer of GPT-2, each `out, cache = X_forward(...)` and
+`grads = X_backward(dout, cache)`.  One file per layer; docs/derivations/ has one page per file."""
+
+from .attention import AttentionCache, attention_backward, attention_forward, causal_mask
+from .block import BLOCK_PARAM_NAMES, BlockCache, block_backward, block_forward
+from .cross_entropy import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
+from .dropout import DropoutCache, dropout_backward, dropout_forward
+from .embedding import EmbeddingCache, embedding_backward, embedding_forward
+from .gelu import GeluCache, gelu_backward, gelu_forward
+from .layernorm import LayerNormCache, layernorm_backward, layernorm_forward
+from .linear import LinearCache, linear_backward, linear_forward
+from .merge_heads import MergeHeadsCache, merge_heads_backward, merge_heads_forward
+from .mlp import MLPCache, mlp_backward, mlp_forward
+from .self_attention import SelfAttentionCache, self_attention_backward, self_attention_forward
+from .softmax import SoftmaxCache, softmax_backward, softmax_forward
+from .split_heads import SplitHeadsCache, split_heads_backward, split_heads_forward
+
+__all__ = [
+    "embedding_forward", "embedding_backward", "EmbeddingCache",
+    "linear_forward", "linear_backward", "LinearCache",
+    "layernorm_forward", "layernorm_backward", "LayerNormCache",
+    "gelu_forward", "gelu_backward", "GeluCache",
+    "softmax_forward", "softmax_backward", "SoftmaxCache",
+    "attention_forward", "attention_backward", "AttentionCache", "causal_mask",
+    "split_heads_forward", "split_heads_backward", "SplitHeadsCache",
+    "merge_heads_forward", "merge_heads_backward", "MergeHeadsCache",
+    "dropout_forward", "dropout_backward", "DropoutCache",
+    "cross_entropy_forward", "cross_entropy_backward", "CrossEntropyCache",
+    "mlp_forward", "mlp_backward", "MLPCache",
+    "self_attention_forward", "self_attention_backward", "SelfAttentionCache",
+    "block_forward", "block_backward", "BlockCache", "BLOCK_PARAM_NAMES",
+]

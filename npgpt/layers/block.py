@@ -1,0 +1,79 @@
+"""One pre-LayerNorm transformer block (GPT-2):  x1 = x + attn(ln_1(x));  out = x1 + mlp(ln_2(x1)).
+
+Parameters come in a mapping keyed by GPT-2's names inside a block ('ln_1.weight', 'attn.c_attn.weight',
+'mlp.c_fc.bias', ...).  Forward x (B, T, C) -> out (B, T, C); backward dout -> dx and a dict of gradients.
+Derivation: docs/derivations/block.md
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from .dropout import DropoutCache, dropout_backward, dropout_forward
+from .layernorm import LayerNormCache, layernorm_backward, layernorm_forward
+from .mlp import MLPCache, mlp_backward, mlp_forward
+from .self_attention import SelfAttentionCache, self_attention_backward, self_attention_forward
+
+Array = npt.NDArray[np.floating]
+
+BLOCK_PARAM_NAMES = (
+    "ln_1.weight", "ln_1.bias",
+    "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
+    "ln_2.weight", "ln_2.bias",
+    "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
+)
+
+
+class BlockCache(NamedTuple):
+    ln_1: LayerNormCache
+    attn: SelfAttentionCache
+    attn_drop: DropoutCache  # residual dropout on the attention branch
+    ln_2: LayerNormCache
+    mlp: MLPCache
+    mlp_drop: DropoutCache  # residual dropout on the MLP branch
+
+
+def block_forward(x: Array, p: Mapping[str, Array], n_head: int, dropout: float = 0.0,
+                  rng: np.random.Generator | None = None, train: bool = False) -> tuple[Array, BlockCache]:
+    """x1 = x + drop(attn(ln_1(x)));  out = x1 + drop(mlp(ln_2(x1))).  x (B, T, C) -> out (B, T, C).
+
+    See docs/derivations/block.md.
+    """
+    missing = [n for n in BLOCK_PARAM_NAMES if n not in p]
+    if missing:
+        raise ValueError(f"p: missing block parameter(s) {missing}")
+    h, ln_1_cache = layernorm_forward(x, p["ln_1.weight"], p["ln_1.bias"])  # (B, T, C)
+    a, attn_cache = self_attention_forward(h, p["attn.c_attn.weight"], p["attn.c_attn.bias"],
+                                           p["attn.c_proj.weight"], p["attn.c_proj.bias"], n_head)  # (B, T, C)
+    a, attn_drop_cache = dropout_forward(a, dropout, rng, train)  # (B, T, C)
+    x1 = x + a  # (B, T, C) first residual add
+    h, ln_2_cache = layernorm_forward(x1, p["ln_2.weight"], p["ln_2.bias"])  # (B, T, C)
+    m, mlp_cache = mlp_forward(h, p["mlp.c_fc.weight"], p["mlp.c_fc.bias"],
+                               p["mlp.c_proj.weight"], p["mlp.c_proj.bias"])  # (B, T, C)
+    m, mlp_drop_cache = dropout_forward(m, dropout, rng, train)  # (B, T, C)
+    out = x1 + m  # (B, T, C) second residual add
+    return out, BlockCache(ln_1_cache, attn_cache, attn_drop_cache, ln_2_cache, mlp_cache, mlp_drop_cache)
+
+
+def block_backward(dout: Array, cache: BlockCache) -> tuple[Array, dict[str, Array]]:
+    """Each residual add copies its gradient to both of its inputs, so dx1 = dout + (MLP branch) and
+    dx = dx1 + (attention branch).  Returns dx (B, T, C) and the gradients keyed like p.
+
+    See docs/derivations/block.md.
+    """
+    g: dict[str, Array] = {}
+    dm = dropout_backward(dout, cache.mlp_drop)  # (B, T, C)
+    dh, g["mlp.c_fc.weight"], g["mlp.c_fc.bias"], g["mlp.c_proj.weight"], g["mlp.c_proj.bias"] = \
+        mlp_backward(dm, cache.mlp)
+    dx1_branch, g["ln_2.weight"], g["ln_2.bias"] = layernorm_backward(dh, cache.ln_2)  # (B, T, C)
+    dx1 = dout + dx1_branch  # (B, T, C) residual: straight path + MLP branch
+    da = dropout_backward(dx1, cache.attn_drop)  # (B, T, C)
+    dh, g["attn.c_attn.weight"], g["attn.c_attn.bias"], g["attn.c_proj.weight"], g["attn.c_proj.bias"] = \
+        self_attention_backward(da, cache.attn)
+    dx_branch, g["ln_1.weight"], g["ln_1.bias"] = layernorm_backward(dh, cache.ln_1)  # (B, T, C)
+    dx = dx1 + dx_branch  # (B, T, C) residual: straight path + attention branch
+    return dx, {n: g[n] for n in BLOCK_PARAM_NAMES}

@@ -1,0 +1,50 @@
+"""Inverted dropout: out = x * m / (1 - p), m_i ~ Bernoulli(1 - p); p is the probability of dropping.
+
+Identity when train is False or p == 0, so evaluation needs no rescaling.
+Forward x (...) -> out (...); backward dout (...) -> dx (...).
+Derivation: docs/derivations/dropout.md
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from .._checks import float_array, upstream
+
+
+class DropoutCache(NamedTuple):
+    scaled_mask: npt.NDArray[np.floating] | None  # (...) m / (1 - p), or None for the identity
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def dropout_forward(
+    x: npt.NDArray[np.floating], p: float, rng: np.random.Generator | None, train: bool = True
+) -> tuple[npt.NDArray[np.floating], DropoutCache]:
+    """out = x * m / (1 - p) with m_i = 1 with probability 1 - p, else 0.  x (...) -> out (...).
+
+    rng is a numpy Generator (only drawn from when train and p > 0).  See docs/derivations/dropout.md.
+    """
+    float_array("x", x)
+    p = float(p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p: expected a drop probability in [0, 1), got {p}")
+    if not train or p == 0.0:
+        return x.copy(), DropoutCache(None, x.shape, x.dtype)  # a copy: outputs never alias inputs
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    keep = rng.random(x.shape, dtype=x.dtype) >= p  # (...) True with probability 1 - p
+    scaled_mask = keep.astype(x.dtype)
+    scaled_mask *= 1.0 / (1.0 - p)  # the 1/(1-p) keeps E[out] = x
+    return x * scaled_mask, DropoutCache(scaled_mask, x.shape, x.dtype)
+
+
+def dropout_backward(dout: npt.NDArray[np.floating], cache: DropoutCache) -> npt.NDArray[np.floating]:
+    """dx = dout * m / (1 - p): the same mask and scale as the forward (identity when it was off)."""
+    upstream("dout", dout, cache.shape, cache.dtype)
+    if cache.scaled_mask is None:
+        return dout.copy()
+    return dout * cache.scaled_mask  # (1)

@@ -1,0 +1,83 @@
+"""GELU: out = x * Phi(x), with GPT-2's tanh approximation by default or the exact erf form.
+
+tanh: out = 0.5 * x * (1 + tanh(u)), u = sqrt(2/pi) * (x + 0.044715 x^3).   erf: out = 0.5 * x * (1 + erf(x/sqrt(2))).
+Forward x (...) -> out (...); backward dout (...) -> dx (...).
+Derivation: docs/derivations/gelu.md
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from scipy.special import erf
+
+from .._checks import float_array, upstream
+
+GELU_COEF = 0.044715
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # Python floats keep float32 arrays float32
+INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+class GeluCache(NamedTuple):
+    x: npt.NDArray[np.floating]  # (...) the input: both derivatives need it
+    t: npt.NDArray[np.floating]  # (...) tanh(u) for "tanh", Phi(x) for "erf": saves recomputing it
+    approximate: str
+
+
+def gelu_forward(
+    x: npt.NDArray[np.floating], approximate: Literal["tanh", "erf"] = "tanh"
+) -> tuple[npt.NDArray[np.floating], GeluCache]:
+    """out = 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))  [approximate="tanh", GPT-2]
+    or out = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))  [approximate="erf"].  x (...) -> out (...).
+
+    See docs/derivations/gelu.md.
+    """
+    float_array("x", x)
+    if approximate == "tanh":
+        t = x * x  # (...) x^2
+        t *= GELU_COEF
+        t += 1.0
+        t *= x
+        t *= SQRT_2_OVER_PI  # u = sqrt(2/pi) (x + 0.044715 x^3), built in one buffer
+        np.tanh(t, out=t)  # (...) tanh(u), in place
+        out = t + 1.0
+        out *= x
+        out *= 0.5
+    elif approximate == "erf":
+        t = erf(x * INV_SQRT_2)  # (...)
+        t += 1.0
+        t *= 0.5  # Phi(x)
+        out = x * t
+    else:
+        raise ValueError(f"approximate: expected 'tanh' or 'erf', got {approximate!r}")
+    return out, GeluCache(x, t, approximate)
+
+
+def gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArray[np.floating]:
+    """tanh: dx = dout * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)), t = tanh(u).
+    erf:  dx = dout * (Phi(x) + x phi(x)).   See docs/derivations/gelu.md (terms 1-2).
+    """
+    x, t, approximate = cache
+    upstream("dout", dout, x.shape, x.dtype)
+    if approximate == "tanh":
+        # (2) d/du of tanh times du/dx, times the 0.5 x in front
+        dx = x * x  # (...) x^2
+        dx *= 3.0 * GELU_COEF
+        dx += 1.0
+        dx *= SQRT_2_OVER_PI  # du/dx
+        dx *= 1.0 - t * t  # sech^2(u) = 1 - tanh^2(u)
+        dx *= x
+        dx += 1.0 + t  # (1) the 0.5 (1 + t) term, before the common factor 0.5 below
+        dx *= 0.5
+    else:
+        # (1) Phi(x)  +  (2) x phi(x), phi the standard normal density
+        dx = np.exp(-0.5 * x * x)  # (...)
+        dx *= INV_SQRT_2PI
+        dx *= x
+        dx += t
+    dx *= dout
+    return dx

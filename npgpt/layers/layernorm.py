@@ -1,0 +1,71 @@
+"""Layer normalisation over the last axis: out = (x - mean) / sqrt(var + eps) * w + b.
+
+Forward  x (..., C), w (C,), b (C,) -> out (..., C); var is the biased (1/C) variance.
+Backward dout (..., C) -> dx (..., C), dw (C,), db (C,).
+Derivation: docs/derivations/layernorm.md
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from .._checks import float_array, same_dtype, shape_is, upstream
+
+
+class LayerNormCache(NamedTuple):
+    xhat: npt.NDArray[np.floating]  # (..., C) normalised input: needed for dw and for dx
+    rstd: npt.NDArray[np.floating]  # (..., 1) 1 / sqrt(var + eps): the only statistic dx needs
+    w: npt.NDArray[np.floating]  # (C,) scale, needed for dxhat
+
+
+def layernorm_forward(
+    x: npt.NDArray[np.floating],
+    w: npt.NDArray[np.floating],
+    b: npt.NDArray[np.floating],
+    eps: float = 1e-5,
+) -> tuple[npt.NDArray[np.floating], LayerNormCache]:
+    """out = xhat * w + b, xhat = (x - mean(x)) * rsqrt(var(x) + eps), over the last axis.
+
+    x (..., C), w (C,), b (C,) -> out (..., C).  See docs/derivations/layernorm.md.
+    """
+    float_array("x", x, min_ndim=1)
+    float_array("w", w, ndim=1)
+    float_array("b", b, ndim=1)
+    same_dtype("x", x, w=w, b=b)
+    C = x.shape[-1]
+    shape_is("w", w, (C,))
+    shape_is("b", b, (C,))
+    if not eps > 0:
+        raise ValueError(f"eps: expected a positive number, got {eps}")
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    xc = x - mean  # (..., C) centred; becomes xhat in place below
+    var = np.mean(xc * xc, axis=-1, keepdims=True)  # (..., 1) biased variance
+    rstd = 1.0 / np.sqrt(var + eps)  # (..., 1) Python-float eps keeps float32 float32
+    xc *= rstd  # (..., C) xhat, in place: no extra temporary
+    out = xc * w  # (..., C)
+    out += b
+    return out, LayerNormCache(xc, rstd, w)
+
+
+def layernorm_backward(
+    dout: npt.NDArray[np.floating], cache: LayerNormCache
+) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout * w.
+
+    dw = sum(dout * xhat), db = sum(dout), summed over all leading axes.  See docs/derivations/layernorm.md.
+    """
+    xhat, rstd, w = cache
+    upstream("dout", dout, xhat.shape, xhat.dtype)
+    lead = tuple(range(dout.ndim - 1))
+    db = dout.sum(axis=lead)  # (1) (C,)
+    dw = np.sum(dout * xhat, axis=lead)  # (2) (C,)
+    dxhat = dout * w  # (3) (..., C)
+    term_mean = dxhat.mean(axis=-1, keepdims=True)  # (4) (..., 1) through the mean
+    term_var = np.mean(dxhat * xhat, axis=-1, keepdims=True)  # (5) (..., 1) through the variance
+    dx = dxhat - term_mean  # (..., C) reuse dxhat's shape, new array
+    dx -= xhat * term_var
+    dx *= rstd  # (6) (..., C)
+    return dx, dw, db

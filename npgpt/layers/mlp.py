@@ -1,0 +1,47 @@
+"""The transformer's MLP: out = c_proj(gelu(c_fc(x))), hidden width 4C in GPT-2.
+
+Forward  x (..., C), w_fc (C, 4C), b_fc (4C,), w_proj (4C, C), b_proj (C,) -> out (..., C).
+Backward dout (..., C) -> dx, dw_fc, db_fc, dw_proj, db_proj.
+Derivation: docs/derivations/mlp.md
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from .gelu import GeluCache, gelu_backward, gelu_forward
+from .linear import LinearCache, linear_backward, linear_forward
+
+Array = npt.NDArray[np.floating]
+
+
+class MLPCache(NamedTuple):
+    fc: LinearCache  # keeps x for dw_fc
+    gelu: GeluCache  # keeps the pre-activation h for the GELU derivative
+    proj: LinearCache  # keeps gelu(h) for dw_proj
+
+
+def mlp_forward(x: Array, w_fc: Array, b_fc: Array, w_proj: Array, b_proj: Array,
+                approximate: str = "tanh") -> tuple[Array, MLPCache]:
+    """out = gelu(x @ w_fc + b_fc) @ w_proj + b_proj.  x (..., C) -> h (..., 4C) -> out (..., C).
+
+    See docs/derivations/mlp.md.
+    """
+    h, fc_cache = linear_forward(x, w_fc, b_fc)  # (..., 4C)
+    a, gelu_cache = gelu_forward(h, approximate)  # (..., 4C)
+    out, proj_cache = linear_forward(a, w_proj, b_proj)  # (..., C)
+    return out, MLPCache(fc_cache, gelu_cache, proj_cache)
+
+
+def mlp_backward(dout: Array, cache: MLPCache) -> tuple[Array, Array, Array, Array, Array]:
+    """Chain the three backward passes in reverse: c_proj, GELU, c_fc.
+
+    Returns dx, dw_fc, db_fc, dw_proj, db_proj.  See docs/derivations/mlp.md.
+    """
+    da, dw_proj, db_proj = linear_backward(dout, cache.proj)  # (..., 4C)
+    dh = gelu_backward(da, cache.gelu)  # (..., 4C)
+    dx, dw_fc, db_fc = linear_backward(dh, cache.fc)  # (..., C)
+    return dx, dw_fc, db_fc, dw_proj, db_proj

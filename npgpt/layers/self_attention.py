@@ -1,0 +1,62 @@
+"""Causal multi-head self-attention: c_attn -> split q, k, v into heads -> attention -> merge -> c_proj.
+
+Forward  x (B, T, C), w_attn (C, 3C), b_attn (3C,), w_proj (C, C), b_proj (C,) -> out (B, T, C).
+Backward dout (B, T, C) -> dx, dw_attn, db_attn, dw_proj, db_proj.
+Derivation: docs/derivations/self_attention.md
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from .._checks import float_array
+from .attention import AttentionCache, attention_backward, attention_forward
+from .linear import LinearCache, linear_backward, linear_forward
+from .merge_heads import MergeHeadsCache, merge_heads_backward, merge_heads_forward
+from .split_heads import SplitHeadsCache, split_heads_backward, split_heads_forward
+
+Array = npt.NDArray[np.floating]
+
+
+class SelfAttentionCache(NamedTuple):
+    c_attn: LinearCache
+    split: SplitHeadsCache  # the same rearrangement for q, k and v
+    attention: AttentionCache
+    merge: MergeHeadsCache
+    c_proj: LinearCache
+
+
+def self_attention_forward(x: Array, w_attn: Array, b_attn: Array, w_proj: Array, b_proj: Array,
+                           n_head: int) -> tuple[Array, SelfAttentionCache]:
+    """q, k, v = split(x @ w_attn + b_attn); out = merge(attention(q, k, v)) @ w_proj + b_proj.
+
+    x (B, T, C) -> out (B, T, C); the 3C columns of c_attn are [q | k | v].  See docs/derivations/self_attention.md.
+    """
+    float_array("x", x, ndim=3)
+    C = x.shape[-1]
+    qkv, c_attn_cache = linear_forward(x, w_attn, b_attn)  # (B, T, 3C)
+    if qkv.shape[-1] != 3 * C:
+        raise ValueError(f"w_attn: expected shape ({C}, {3 * C}), got {w_attn.shape}")
+    q, split_cache = split_heads_forward(qkv[..., :C], n_head)  # (B, H, T, D) views into qkv
+    k, _ = split_heads_forward(qkv[..., C:2 * C], n_head)  # (B, H, T, D)
+    v, _ = split_heads_forward(qkv[..., 2 * C:], n_head)  # (B, H, T, D)
+    y, att_cache = attention_forward(q, k, v)  # (B, H, T, D)
+    y, merge_cache = merge_heads_forward(y)  # (B, T, C)
+    out, c_proj_cache = linear_forward(y, w_proj, b_proj)  # (B, T, C)
+    return out, SelfAttentionCache(c_attn_cache, split_cache, att_cache, merge_cache, c_proj_cache)
+
+
+def self_attention_backward(dout: Array, cache: SelfAttentionCache) -> tuple[Array, Array, Array, Array, Array]:
+    """Reverse of the forward; dq, dk, dv land side by side in one (B, T, 3C) gradient for c_attn.
+
+    Returns dx, dw_attn, db_attn, dw_proj, db_proj.  See docs/derivations/self_attention.md.
+    """
+    dy, dw_proj, db_proj = linear_backward(dout, cache.c_proj)  # (B, T, C)
+    dy = merge_heads_backward(dy, cache.merge)  # (B, H, T, D)
+    dq, dk, dv = attention_backward(dy, cache.attention)  # (B, H, T, D) each
+    dqkv = np.concatenate([split_heads_backward(g, cache.split) for g in (dq, dk, dv)], axis=-1)  # (B, T, 3C)
+    dx, dw_attn, db_attn = linear_backward(dqkv, cache.c_attn)  # (B, T, C)
+    return dx, dw_attn, db_attn, dw_proj, db_proj
