@@ -1,0 +1,232 @@
+"""GPT-2's architecture chained from the layer pairs: a functional core and a small class around it.
+
+logits = ln_f(blocks(wte[idx] + wpe[:T])) @ wte.T        (the LM head is tied to the token embedding)
+Functional: `logits, loss, cache = gpt_forward(params, config, idx, targets)`; `grads = gpt_backward(cache)`.
+Class: `GPT(config)` owns params (views into one buffer), its grads, and a Generator for dropout.
+Walkthrough: docs/model.md
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from ._checks import token_ids
+from .config import GPTConfig
+from .flat import pack
+from .layers import (
+    BLOCK_PARAM_NAMES,
+    BlockCache,
+    CrossEntropyCache,
+    DropoutCache,
+    EmbeddingCache,
+    LayerNormCache,
+    block_backward,
+    block_forward,
+    cross_entropy_backward,
+    cross_entropy_forward,
+    dropout_backward,
+    dropout_forward,
+    embedding_backward,
+    embedding_forward,
+    layernorm_backward,
+    layernorm_forward,
+)
+
+Array = npt.NDArray[np.floating]
+Params = Mapping[str, Array]
+
+
+def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name and shape, exactly as in a GPT-2 checkpoint (the tied lm_head has no entry)."""
+    V, T, C = config.vocab_size, config.block_size, config.n_embd
+    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (V, C), "wpe.weight": (T, C)}
+    for i in range(config.n_layer):
+        block = {
+            "ln_1.weight": (C,), "ln_1.bias": (C,),
+            "attn.c_attn.weight": (C, 3 * C), "attn.c_attn.bias": (3 * C,),
+            "attn.c_proj.weight": (C, C), "attn.c_proj.bias": (C,),
+            "ln_2.weight": (C,), "ln_2.bias": (C,),
+            "mlp.c_fc.weight": (C, 4 * C), "mlp.c_fc.bias": (4 * C,),
+            "mlp.c_proj.weight": (4 * C, C), "mlp.c_proj.bias": (C,),
+        }
+        shapes.update({f"h.{i}.{name}": block[name] for name in BLOCK_PARAM_NAMES})
+    shapes["ln_f.weight"] = (C,)
+    shapes["ln_f.bias"] = (C,)
+    return shapes
+
+
+def buffer_order(shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Layout inside the flat buffer: the 2-D matrices (weight-decayed) first, then biases and LayerNorm,
+    so AdamW's decay touches one contiguous slice."""
+    return [k for k in shapes if len(shapes[k]) == 2] + [k for k in shapes if len(shapes[k]) != 2]
+
+
+def init_params(config: GPTConfig, rng: np.random.Generator, out: Mapping[str, Array]) -> None:
+    """GPT-2 initialisation, written into `out`: weights ~ N(0, 0.02), residual projections (attn.c_proj,
+    mlp.c_proj) ~ N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm weight 1 and bias 0."""
+    proj_std = 0.02 / math.sqrt(2 * config.n_layer)
+    for name, p in out.items():
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            p[...] = 1.0
+        elif name.endswith(".bias"):
+            p[...] = 0.0
+        else:
+            std = proj_std if name.endswith("c_proj.weight") else 0.02
+            p[...] = rng.normal(0.0, std, size=p.shape)
+
+
+class GPTCache(NamedTuple):
+    """Everything gpt_backward needs, layer by layer."""
+
+    config: GPTConfig
+    tok: EmbeddingCache  # token ids, for the scatter-add into wte
+    drop: DropoutCache  # embedding dropout
+    blocks: list[BlockCache]
+    ln_f: LayerNormCache
+    xf: Array  # (B, T, C) ln_f output: the LM head's input, needed for the head's part of dwte
+    wte: Array  # (V, C) the tied weight: the head's backward needs it for dx
+    ce: CrossEntropyCache | None  # None when no targets were given
+    dtype: np.dtype
+
+
+def gpt_forward(
+    params: Params,
+    config: GPTConfig,
+    idx: npt.NDArray[np.integer],
+    targets: npt.NDArray[np.integer] | None = None,
+    *,
+    train: bool = False,
+    rng: np.random.Generator | None = None,
+) -> tuple[Array, Array | None, GPTCache]:
+    """logits (B, T, V), mean cross-entropy loss (0-d, or None without targets), and the cache.
+
+    idx, targets (B, T) ints in [0, V) with T <= block_size.  Dropout only when train=True (drawn from rng).
+    See docs/model.md.
+    """
+    token_ids("idx", idx, config.vocab_size)
+    B, T = idx.shape
+    if not 1 <= T <= config.block_size:
+        raise ValueError(f"idx: sequence length {T} must be between 1 and block_size={config.block_size}")
+    if targets is not None:
+        token_ids("targets", targets, config.vocab_size)
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets: expected shape {idx.shape} (same as idx), got {targets.shape}")
+    wte, wpe = params["wte.weight"], params["wpe.weight"]
+    p_drop = config.dropout if train else 0.0
+
+    tok, tok_cache = embedding_forward(idx, wte)  # (B, T, C)
+    x = tok
+    x += wpe[:T]  # (B, T, C) learned positions, broadcast over B; in place on the fresh embedding copy
+    x, drop_cache = dropout_forward(x, p_drop, rng, train)  # (B, T, C)
+    block_caches = []
+    for i in range(config.n_layer):
+        p = {name: params[f"h.{i}.{name}"] for name in BLOCK_PARAM_NAMES}
+        x, c = block_forward(x, p, config.n_head, p_drop, rng, train)  # (B, T, C)
+        block_caches.append(c)
+    xf, ln_f_cache = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])  # (B, T, C)
+    logits = xf @ wte.T  # (B, T, V) tied LM head, no bias
+    loss, ce_cache = (None, None) if targets is None else cross_entropy_forward(logits, targets)
+    cache = GPTCache(config, tok_cache, drop_cache, block_caches, ln_f_cache, xf, wte, ce_cache, wte.dtype)
+    return logits, loss, cache
+
+
+def gpt_backward(cache: GPTCache, out: Mapping[str, Array] | None = None) -> dict[str, Array]:
+    """Gradient of the mean loss with respect to every parameter, keyed like params.
+
+    With `out`, the gradients are written into those arrays (e.g. views of one flat buffer) and it is
+    returned.  See docs/model.md for where each gradient comes from.
+    """
+    if cache.ce is None:
+        raise ValueError("cache: the forward was run without targets, so there is no loss to differentiate")
+    config = cache.config
+    g: dict[str, Array] = {}
+    dlogits = cross_entropy_backward(1.0, cache.ce)  # (B, T, V)
+    B, T, V = dlogits.shape
+    C = config.n_embd
+    dlogits2 = dlogits.reshape(-1, V)  # (B*T, V)
+    dwte_head = dlogits2.T @ cache.xf.reshape(-1, C)  # (V, C) first source of dwte: the LM head
+    dx = (dlogits2 @ cache.wte).reshape(B, T, C)  # (B, T, C)
+    dx, g["ln_f.weight"], g["ln_f.bias"] = layernorm_backward(dx, cache.ln_f)
+    for i in reversed(range(config.n_layer)):
+        dx, block_grads = block_backward(dx, cache.blocks[i])  # (B, T, C)
+        for name, grad in block_grads.items():
+            g[f"h.{i}.{name}"] = grad
+    dx = dropout_backward(dx, cache.drop)  # (B, T, C)
+    dwpe = np.zeros((config.block_size, C), dtype=cache.dtype)  # (block_size, C)
+    dwpe[:T] = dx.sum(axis=0)  # (T, C) every sequence in the batch used the same positions
+    g["wpe.weight"] = dwpe
+    dwte_tok = embedding_backward(dx, cache.tok)  # (V, C) second source of dwte: the token lookup
+    g["wte.weight"] = dwte_head + dwte_tok  # (V, C) tied weight: its two uses add
+    names = list(param_shapes(config))
+    if out is None:
+        return {k: g[k] for k in names}
+    for k in names:
+        out[k][...] = g[k]
+    return dict(out)
+
+
+class GPT:
+    """A GPT-2-architecture model: params in one buffer, forward/backward through the functional core.
+
+    `logits, loss = model.forward(idx, targets)`; `grads = model.backward()`.  See docs/model.md.
+    """
+
+    def __init__(self, config: GPTConfig, seed: int = 0, dtype: npt.DTypeLike = np.float32) -> None:
+        if not isinstance(config, GPTConfig):
+            raise ValueError(f"config: expected a GPTConfig, got {type(config).__name__}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
+        self.config = config
+        self.dtype = dtype
+        shapes = param_shapes(config)
+        order = buffer_order(shapes)
+        # one contiguous buffer each for params and grads; the dicts hold views (AdamW runs on the buffers)
+        self.flat_params, self.params = pack(shapes, dtype, order)
+        self.flat_grads, self.grads = pack(shapes, dtype, order)
+        self.rng = np.random.default_rng(seed)  # dropout draws; seeded so runs repeat
+        init_params(config, np.random.default_rng(seed), self.params)
+        self.training = True
+        self._cache: GPTCache | None = None
+
+    def num_params(self) -> int:
+        """Number of parameters (the tied head counted once)."""
+        return int(self.flat_params.size)
+
+    def train(self, mode: bool = True) -> "GPT":
+        self.training = mode
+        return self
+
+    def eval(self) -> "GPT":
+        return self.train(False)
+
+    def forward(self, idx: npt.NDArray[np.integer],
+                targets: npt.NDArray[np.integer] | None = None) -> tuple[Array, Array | None]:
+        """logits (B, T, V) and the mean loss (None without targets); keeps the cache for backward()."""
+        logits, loss, self._cache = gpt_forward(self.params, self.config, idx, targets,
+                                                train=self.training, rng=self.rng)
+        return logits, loss
+
+    __call__ = forward
+
+    def backward(self) -> dict[str, Array]:
+        """Gradients of the last forward's loss, written into self.grads (views of self.flat_grads)."""
+        if self._cache is None:
+            raise ValueError("backward: call forward(idx, targets) first")
+        gpt_backward(self._cache, out=self.grads)
+        self._cache = None  # free the activations
+        return self.grads
+
+    def generate(self, idx: npt.NDArray[np.integer], max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None,
+                 rng: np.random.Generator | None = None, use_cache: bool = True) -> npt.NDArray[np.int64]:
+        """Append max_new_tokens sampled tokens to idx (B, T); see npgpt.generate.generate."""
+        from .generate import generate
+
+        return generate(self.params, self.config, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                        top_p=top_p, rng=rng, use_cache=use_cache)

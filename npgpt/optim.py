@@ -1,0 +1,179 @@
+"""AdamW (decoupled weight decay), global-norm gradient clipping and a warmup + cosine learning rate.
+
+AdamW step t, for every parameter p with gradient g:
+    m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;   m_hat = m / (1 - b1^t);   v_hat = v / (1 - b2^t)
+    p = p - lr * wd * p   (2-D weight matrices only)
+    p = p - lr * m_hat / (sqrt(v_hat) + eps)
+Derivation and conventions: docs/optim.md
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .flat import span
+
+Array = npt.NDArray[np.floating]
+
+
+class AdamW:
+    """Hand-written AdamW over a dict of parameter arrays, updated in place.
+
+    When the params (and the grads passed to step) are views tiling one buffer, as GPT's are, each step is a
+    few vectorised passes over that buffer; otherwise it loops over the tensors.  Decay applies to 2-D
+    arrays only.  lr may be changed between steps (opt.lr = ...).
+    """
+
+    def __init__(self, params: Mapping[str, Array], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95),
+                 eps: float = 1e-8, weight_decay: float = 0.1) -> None:
+        if not params:
+            raise ValueError("params: expected at least one parameter array")
+        for k, p in params.items():
+            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+                raise ValueError(f"params[{k!r}]: expected a float32 or float64 array")
+        b1, b2 = betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"betas: expected two numbers in [0, 1), got {betas}")
+        if not lr >= 0.0 or not eps > 0.0 or not weight_decay >= 0.0:
+            raise ValueError(f"lr, eps, weight_decay: expected lr >= 0, eps > 0, weight_decay >= 0, "
+                             f"got {lr}, {eps}, {weight_decay}")
+        self.params = dict(params)
+        self.lr, self.betas, self.eps, self.weight_decay = float(lr), (float(b1), float(b2)), float(eps), \
+            float(weight_decay)
+        self.t = 0  # steps taken
+        self._flat = span(self.params)
+        dtype = next(iter(self.params.values())).dtype
+        if self._flat is not None:
+            buf, slices = self._flat
+            # moments: one buffer each, laid out like the params buffer, with per-key views for state_dict
+            self._m, self._v = np.zeros_like(buf), np.zeros_like(buf)  # (P,)
+            self.m = {k: self._m[s].reshape(self.params[k].shape) for k, s in slices.items()}
+            self.v = {k: self._v[s].reshape(self.params[k].shape) for k, s in slices.items()}
+            self._decay = _runs(slices, {k: p.ndim == 2 for k, p in self.params.items()})
+            self._scratch = np.empty_like(buf)  # reused every step: no per-step allocation
+        else:
+            self.m = {k: np.zeros_like(p) for k, p in self.params.items()}
+            self.v = {k: np.zeros_like(p) for k, p in self.params.items()}
+        self._dtype = dtype
+
+    def step(self, grads: Mapping[str, Array]) -> None:
+        """One AdamW update of every parameter in place, from grads keyed like params."""
+        if set(grads) != set(self.params):
+            missing, extra = set(self.params) - set(grads), set(grads) - set(self.params)
+            raise ValueError(f"grads: keys differ from params (missing {sorted(missing)}, extra {sorted(extra)})")
+        for k, g in grads.items():
+            if g.shape != self.params[k].shape:
+                raise ValueError(f"grads[{k!r}]: expected shape {self.params[k].shape}, got {g.shape}")
+        self.t += 1
+        b1, b2 = self.betas
+        lr, wd, eps = self.lr, self.weight_decay, self.eps
+        bc1 = 1.0 - b1 ** self.t  # bias corrections: m and v start at 0, so early averages are too small
+        bc2 = 1.0 - b2 ** self.t
+        step_size = lr / bc1
+        flat_g = self._grad_buffer(grads)
+        if flat_g is not None:
+            p, m, v, s = self._flat[0], self._m, self._v, self._scratch
+            m *= b1
+            m += (1.0 - b1) * flat_g  # m = b1 m + (1 - b1) g
+            v *= b2
+            np.multiply(flat_g, flat_g, out=s)
+            s *= 1.0 - b2
+            v += s  # v = b2 v + (1 - b2) g^2
+            np.sqrt(v, out=s)
+            s *= 1.0 / math.sqrt(bc2)
+            s += eps  # sqrt(v_hat) + eps
+            np.divide(m, s, out=s)
+            for run in self._decay:
+                p[run] *= 1.0 - lr * wd  # decoupled weight decay, 2-D matrices only
+            s *= step_size  # lr * m_hat / (sqrt(v_hat) + eps)
+            p -= s
+            return
+        for k, p in self.params.items():  # general path: one tensor at a time, same formulas
+            g, m, v = grads[k], self.m[k], self.v[k]
+            m *= b1
+            m += (1.0 - b1) * g
+            v *= b2
+            v += (1.0 - b2) * (g * g)
+            if p.ndim == 2:
+                p *= 1.0 - lr * wd
+            p -= step_size * m / (np.sqrt(v) / math.sqrt(bc2) + eps)
+
+    def _grad_buffer(self, grads: Mapping[str, Array]) -> Array | None:
+        """The grads as one buffer laid out exactly like the params buffer, or None."""
+        if self._flat is None:
+            return None
+        g = span(grads)
+        if g is None or g[1] != self._flat[1] or g[0].dtype != self._dtype:
+            return None
+        return g[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of everything the optimizer holds: hyperparameters, step count, m and v per parameter."""
+        return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
+                "t": self.t, "m": {k: a.copy() for k, a in self.m.items()},
+                "v": {k: a.copy() for k, a in self.v.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from state_dict(); shapes and keys must match this optimizer's params."""
+        for name in ("m", "v"):
+            d = state[name]
+            if set(d) != set(self.params):
+                raise ValueError(f"state['{name}']: keys differ from this optimizer's params")
+            for k, a in d.items():
+                if np.shape(a) != self.params[k].shape:
+                    raise ValueError(f"state['{name}'][{k!r}]: expected shape {self.params[k].shape}, "
+                                     f"got {np.shape(a)}")
+        for name in ("m", "v"):
+            for k, a in state[name].items():
+                getattr(self, name)[k][...] = a
+        self.lr, self.eps, self.weight_decay = float(state["lr"]), float(state["eps"]), float(state["weight_decay"])
+        self.betas = (float(state["betas"][0]), float(state["betas"][1]))
+        self.t = int(state["t"])
+
+
+def _runs(slices: Mapping[str, slice], decay: Mapping[str, bool]) -> list[slice]:
+    """Merge the slices of the decayed tensors into as few contiguous runs as possible."""
+    runs: list[slice] = []
+    for k in sorted(slices, key=lambda k: slices[k].start):
+        if not decay[k]:
+            continue
+        s = slices[k]
+        if runs and runs[-1].stop == s.start:
+            runs[-1] = slice(runs[-1].start, s.stop)
+        else:
+            runs.append(s)
+    return runs
+
+
+def clip_grad_norm(grads: Mapping[str, Array], max_norm: float) -> float:
+    """Scale all gradients in place so their global L2 norm is at most max_norm; return the norm before.
+
+    norm = sqrt(sum over every tensor of sum(g^2)).  No change when norm <= max_norm.
+    """
+    if not max_norm > 0.0:
+        raise ValueError(f"max_norm: expected a positive number, got {max_norm}")
+    flat = span(grads)
+    arrays = [flat[0]] if flat is not None else list(grads.values())
+    total = math.sqrt(sum(float(np.dot(a.reshape(-1), a.reshape(-1))) for a in arrays))
+    if total > max_norm:
+        scale = max_norm / (total + 1e-6)
+        for a in arrays:
+            a *= scale
+    return total
+
+
+def cosine_lr(it: int, max_lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
+    """Learning rate at iteration it (0-based): linear warmup from max_lr/warmup_iters to max_lr over
+    warmup_iters steps, then cosine decay to min_lr at decay_iters, then min_lr."""
+    if it < warmup_iters:
+        return max_lr * (it + 1) / warmup_iters
+    if it >= decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / max(1, decay_iters - warmup_iters)  # 0 -> 1
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return min_lr + coeff * (max_lr - min_lr)
