@@ -1,5 +1,23 @@
-"""npgpt: a pure-NumPy GPT (GPT-2 architecture) with hand-written, finite-difference-checked backpropagation."""
+"""npgpt: a pure-NumPy GPT (GPT-2 architecture) with hand-written, finite-difference-checked backpropagation.
+
+Layers: `npgpt.layers` (forward/backward pairs).  Model: GPTConfig, GPT, gpt_forward, gpt_backward.
+Training: AdamW, clip_grad_norm, cosine_lr.  Testing other code against npgpt: `npgpt.gradcheck`.
+The public API and its conventions: docs/oracle.md
+"""
 
 from . import gradcheck, layers
+from .config import GPTConfig
+from .generate import KVCache, forward_cached, generate, sample_next, top_k_filter, top_p_filter
+from .gradcheck import check_layer, numerical_gradient, relative_error
+from .model import GPT, GPTCache, gpt_backward, gpt_forward, init_params, param_shapes
+from .optim import AdamW, clip_grad_norm, cosine_lr
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "layers", "gradcheck",
+    "GPTConfig", "GPT", "GPTCache", "gpt_forward", "gpt_backward", "param_shapes", "init_params",
+    "AdamW", "clip_grad_norm", "cosine_lr",
+    "generate", "sample_next", "top_k_filter", "top_p_filter", "KVCache", "forward_cached",
+    "check_layer", "numerical_gradient", "relative_error",
+]
