@@ -66,7 +66,7 @@ def attention_backward(
 ) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating]]:
     """dv = att^T dout;  datt = dout v^T;  dscores = softmax_backward(datt);  dq = dscores k s;  dk = dscores^T q s.
 
-    (B, H, T, D) each.  See docs/derivations/attention.md (terms 1-4).
+    (B, H, T, D) each.  See docs/derivations/attention.md (terms 1-5).
     """
     q, k, v, sm_cache, scale = cache
     upstream("dout", dout, q.shape, q.dtype)
@@ -74,7 +74,7 @@ def attention_backward(
     dv = att.swapaxes(-1, -2) @ dout  # (1) (B, H, T, D)
     datt = dout @ v.swapaxes(-1, -2)  # (2) (B, H, T, T)
     dscores = softmax_backward(datt, sm_cache)  # (3) (B, H, T, T) exactly 0 where att is 0 (the future)
-    dscores *= scale  # the 1/sqrt(D) of the scores, applied once for both dq and dk
+    dscores *= scale  # the s = 1/sqrt(D) of (4) and (5), applied once for both
     dq = dscores @ k  # (4) (B, H, T, D)
-    dk = dscores.swapaxes(-1, -2) @ q  # (4) (B, H, T, D)
+    dk = dscores.swapaxes(-1, -2) @ q  # (5) (B, H, T, D)
     return dq, dk, dv

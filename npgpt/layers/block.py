@@ -66,14 +66,14 @@ def block_backward(dout: Array, cache: BlockCache) -> tuple[Array, dict[str, Arr
     See docs/derivations/block.md.
     """
     g: dict[str, Array] = {}
-    dm = dropout_backward(dout, cache.mlp_drop)  # (B, T, C)
+    dm = dropout_backward(dout, cache.mlp_drop)  # (1) (B, T, C)
     dh, g["mlp.c_fc.weight"], g["mlp.c_fc.bias"], g["mlp.c_proj.weight"], g["mlp.c_proj.bias"] = \
-        mlp_backward(dm, cache.mlp)
-    dx1_branch, g["ln_2.weight"], g["ln_2.bias"] = layernorm_backward(dh, cache.ln_2)  # (B, T, C)
-    dx1 = dout + dx1_branch  # (B, T, C) residual: straight path + MLP branch
-    da = dropout_backward(dx1, cache.attn_drop)  # (B, T, C)
+        mlp_backward(dm, cache.mlp)  # (2) (B, T, C)
+    dx1_branch, g["ln_2.weight"], g["ln_2.bias"] = layernorm_backward(dh, cache.ln_2)  # (3) (B, T, C)
+    dx1 = dout + dx1_branch  # (4) (B, T, C) residual: straight path + MLP branch
+    da = dropout_backward(dx1, cache.attn_drop)  # (5) (B, T, C)
     dh, g["attn.c_attn.weight"], g["attn.c_attn.bias"], g["attn.c_proj.weight"], g["attn.c_proj.bias"] = \
-        self_attention_backward(da, cache.attn)
-    dx_branch, g["ln_1.weight"], g["ln_1.bias"] = layernorm_backward(dh, cache.ln_1)  # (B, T, C)
-    dx = dx1 + dx_branch  # (B, T, C) residual: straight path + attention branch
+        self_attention_backward(da, cache.attn)  # (6) (B, T, C)
+    dx_branch, g["ln_1.weight"], g["ln_1.bias"] = layernorm_backward(dh, cache.ln_1)  # (7) (B, T, C)
+    dx = dx1 + dx_branch  # (8) (B, T, C) residual: straight path + attention branch
     return dx, {n: g[n] for n in BLOCK_PARAM_NAMES}

@@ -17,8 +17,8 @@ from .._checks import float_array, upstream
 
 class DropoutCache(NamedTuple):
     scaled_mask: npt.NDArray[np.floating] | None  # (...) m / (1 - p), or None for the identity
-    shape: tuple[int, ...]
-    dtype: np.dtype
+    shape: tuple[int, ...]  # x's shape, to check dout against
+    dtype: np.dtype  # x's dtype, likewise
 
 
 def dropout_forward(
@@ -37,13 +37,16 @@ def dropout_forward(
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     keep = rng.random(x.shape, dtype=x.dtype) >= p  # (...) True with probability 1 - p
-    scaled_mask = keep.astype(x.dtype)
+    scaled_mask = keep.astype(x.dtype)  # (...) m, 0 or 1
     scaled_mask *= 1.0 / (1.0 - p)  # the 1/(1-p) keeps E[out] = x
     return x * scaled_mask, DropoutCache(scaled_mask, x.shape, x.dtype)
 
 
 def dropout_backward(dout: npt.NDArray[np.floating], cache: DropoutCache) -> npt.NDArray[np.floating]:
-    """dx = dout * m / (1 - p): the same mask and scale as the forward (identity when it was off)."""
+    """dx = dout * m / (1 - p): the same mask and scale as the forward (identity when it was off).
+
+    See docs/derivations/dropout.md (term 1).
+    """
     upstream("dout", dout, cache.shape, cache.dtype)
     if cache.scaled_mask is None:
         return dout.copy()

@@ -19,7 +19,7 @@ class EmbeddingCache(NamedTuple):
     idx: npt.NDArray[np.integer]  # (B, T) which row each position read: all backward needs
     vocab_size: int  # V, the number of rows of dw
     out_shape: tuple[int, ...]  # (B, T, C) to check dout against
-    dtype: np.dtype
+    dtype: np.dtype  # w's dtype: dw's dtype and dout's expected one
 
 
 def embedding_forward(

@@ -25,7 +25,7 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 class GeluCache(NamedTuple):
     x: npt.NDArray[np.floating]  # (...) the input: both derivatives need it
     t: npt.NDArray[np.floating]  # (...) tanh(u) for "tanh", Phi(x) for "erf": saves recomputing it
-    approximate: str
+    approximate: str  # which derivative backward uses
 
 
 def gelu_forward(
@@ -59,12 +59,14 @@ def gelu_forward(
 
 def gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArray[np.floating]:
     """tanh: dx = dout * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)), t = tanh(u).
-    erf:  dx = dout * (Phi(x) + x phi(x)).   See docs/derivations/gelu.md (terms 1-2).
+    erf:  dx = dout * (Phi(x) + x phi(x)).
+
+    See docs/derivations/gelu.md (terms 1-2 for each form).
     """
     x, t, approximate = cache
     upstream("dout", dout, x.shape, x.dtype)
     if approximate == "tanh":
-        # (2) d/du of tanh times du/dx, times the 0.5 x in front
+        # (2) 0.5 x sech^2(u) du/dx, built without its 0.5 (the common factor applied last)
         dx = x * x  # (...) x^2
         dx *= 3.0 * GELU_COEF
         dx += 1.0

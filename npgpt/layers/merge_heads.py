@@ -16,7 +16,7 @@ from .._checks import float_array, upstream
 
 class MergeHeadsCache(NamedTuple):
     x_shape: tuple[int, ...]  # (B, H, T, D): all the backward needs
-    dtype: np.dtype
+    dtype: np.dtype  # to check dout against
 
 
 def merge_heads_forward(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.floating], MergeHeadsCache]:
@@ -31,7 +31,10 @@ def merge_heads_forward(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.flo
 
 
 def merge_heads_backward(dout: npt.NDArray[np.floating], cache: MergeHeadsCache) -> npt.NDArray[np.floating]:
-    """dx[b, h, t, d] = dout[b, t, h * D + d].  (B, T, C) -> (B, H, T, D), a new array."""
+    """dx[b, h, t, d] = dout[b, t, h * D + d].  (B, T, C) -> (B, H, T, D), a new array.
+
+    The inverse permutation; see docs/derivations/merge_heads.md (term 1).
+    """
     B, H, T, D = cache.x_shape
     upstream("dout", dout, (B, T, H * D), cache.dtype)
-    return np.ascontiguousarray(dout.reshape(B, T, H, D).transpose(0, 2, 1, 3))  # (B, H, T, D)
+    return np.ascontiguousarray(dout.reshape(B, T, H, D).transpose(0, 2, 1, 3))  # (1) (B, H, T, D)

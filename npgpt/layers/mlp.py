@@ -41,7 +41,7 @@ def mlp_backward(dout: Array, cache: MLPCache) -> tuple[Array, Array, Array, Arr
 
     Returns dx, dw_fc, db_fc, dw_proj, db_proj.  See docs/derivations/mlp.md.
     """
-    da, dw_proj, db_proj = linear_backward(dout, cache.proj)  # (..., 4C)
-    dh = gelu_backward(da, cache.gelu)  # (..., 4C)
-    dx, dw_fc, db_fc = linear_backward(dh, cache.fc)  # (..., C)
+    da, dw_proj, db_proj = linear_backward(dout, cache.proj)  # (1) (..., 4C)
+    dh = gelu_backward(da, cache.gelu)  # (2) (..., 4C)
+    dx, dw_fc, db_fc = linear_backward(dh, cache.fc)  # (3) (..., C)
     return dx, dw_fc, db_fc, dw_proj, db_proj

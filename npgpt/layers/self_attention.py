@@ -22,11 +22,11 @@ Array = npt.NDArray[np.floating]
 
 
 class SelfAttentionCache(NamedTuple):
-    c_attn: LinearCache
+    c_attn: LinearCache  # x and w_attn
     split: SplitHeadsCache  # the same rearrangement for q, k and v
-    attention: AttentionCache
-    merge: MergeHeadsCache
-    c_proj: LinearCache
+    attention: AttentionCache  # q, k, v (views into qkv) and the attention weights
+    merge: MergeHeadsCache  # shapes only
+    c_proj: LinearCache  # the merged heads y and w_proj
 
 
 def self_attention_forward(x: Array, w_attn: Array, b_attn: Array, w_proj: Array, b_proj: Array,
@@ -54,9 +54,9 @@ def self_attention_backward(dout: Array, cache: SelfAttentionCache) -> tuple[Arr
 
     Returns dx, dw_attn, db_attn, dw_proj, db_proj.  See docs/derivations/self_attention.md.
     """
-    dy, dw_proj, db_proj = linear_backward(dout, cache.c_proj)  # (B, T, C)
-    dy = merge_heads_backward(dy, cache.merge)  # (B, H, T, D)
-    dq, dk, dv = attention_backward(dy, cache.attention)  # (B, H, T, D) each
-    dqkv = np.concatenate([split_heads_backward(g, cache.split) for g in (dq, dk, dv)], axis=-1)  # (B, T, 3C)
-    dx, dw_attn, db_attn = linear_backward(dqkv, cache.c_attn)  # (B, T, C)
+    dy, dw_proj, db_proj = linear_backward(dout, cache.c_proj)  # (1) (B, T, C)
+    dy = merge_heads_backward(dy, cache.merge)  # (2) (B, H, T, D)
+    dq, dk, dv = attention_backward(dy, cache.attention)  # (3) (B, H, T, D) each
+    dqkv = np.concatenate([split_heads_backward(g, cache.split) for g in (dq, dk, dv)], axis=-1)  # (4) (B, T, 3C)
+    dx, dw_attn, db_attn = linear_backward(dqkv, cache.c_attn)  # (5) (B, T, C)
     return dx, dw_attn, db_attn, dw_proj, db_proj

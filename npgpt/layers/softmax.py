@@ -1,6 +1,6 @@
 """Softmax over the last axis: out_i = exp(x_i - max x) / sum_j exp(x_j - max x).
 
-Forward x (..., N) -> out (..., N), rows sum to 1; backward dout (..., N) -> dx (..., N).
+Forward x (..., K) -> out (..., K), rows sum to 1; backward dout (..., K) -> dx (..., K).
 Derivation: docs/derivations/softmax.md
 """
 
@@ -15,31 +15,31 @@ from .._checks import float_array, upstream
 
 
 class SoftmaxCache(NamedTuple):
-    out: npt.NDArray[np.floating]  # (..., N) the probabilities: the Jacobian is written in them alone
+    out: npt.NDArray[np.floating]  # (..., K) the probabilities: the Jacobian is written in them alone
 
 
 def softmax_forward(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.floating], SoftmaxCache]:
-    """out = exp(x - max(x)) / sum(exp(x - max(x))) along the last axis.  x (..., N) -> out (..., N).
+    """out = exp(x - max(x)) / sum(exp(x - max(x))) along the last axis.  x (..., K) -> out (..., K).
 
     Subtracting the row max makes every exponent <= 0, so nothing overflows.  See docs/derivations/softmax.md.
     """
     float_array("x", x, min_ndim=1)
     if x.shape[-1] == 0:
         raise ValueError(f"x: expected a non-empty last axis, got shape {x.shape}")
-    out = x - x.max(axis=-1, keepdims=True)  # (..., N) new array, max entry 0
-    np.exp(out, out=out)  # in place: no second (..., N) temporary
+    out = x - x.max(axis=-1, keepdims=True)  # (..., K) new array, max entry 0
+    np.exp(out, out=out)  # in place: no second (..., K) temporary
     out /= out.sum(axis=-1, keepdims=True)
     return out, SoftmaxCache(out)
 
 
 def softmax_backward(dout: npt.NDArray[np.floating], cache: SoftmaxCache) -> npt.NDArray[np.floating]:
-    """dx = out * (dout - sum(dout * out)) along the last axis.  (..., N) -> (..., N).
+    """dx = out * (dout - sum(dout * out)) along the last axis.  (..., K) -> (..., K).
 
     See docs/derivations/softmax.md (terms 1-2).
     """
     out = cache.out
     upstream("dout", dout, out.shape, out.dtype)
-    inner = np.sum(dout * out, axis=-1, keepdims=True)  # (2) (..., 1) the off-diagonal part
-    dx = dout - inner  # (1) diagonal part minus (2)
+    inner = np.sum(dout * out, axis=-1, keepdims=True)  # (..., 1) p . dout, the scalar inside (2)
+    dx = dout - inner  # (..., K) (1) - (2) = p * dout - p (p . dout), factor p applied next
     dx *= out
     return dx

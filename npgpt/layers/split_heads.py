@@ -16,8 +16,8 @@ from .._checks import float_array, upstream
 
 class SplitHeadsCache(NamedTuple):
     x_shape: tuple[int, ...]  # (B, T, C): with n_head, all the backward needs
-    n_head: int
-    dtype: np.dtype
+    n_head: int  # H
+    dtype: np.dtype  # to check dout against
 
 
 def split_heads_forward(
@@ -36,8 +36,11 @@ def split_heads_forward(
 
 
 def split_heads_backward(dout: npt.NDArray[np.floating], cache: SplitHeadsCache) -> npt.NDArray[np.floating]:
-    """dx[b, t, h * D + d] = dout[b, h, t, d].  (B, H, T, D) -> (B, T, C), a new array."""
+    """dx[b, t, h * D + d] = dout[b, h, t, d].  (B, H, T, D) -> (B, T, C), a new array.
+
+    The inverse permutation; see docs/derivations/split_heads.md (term 1).
+    """
     B, T, C = cache.x_shape
     H = cache.n_head
     upstream("dout", dout, (B, H, T, C // H), cache.dtype)
-    return np.ascontiguousarray(dout.transpose(0, 2, 1, 3)).reshape(B, T, C)  # (B, T, C)
+    return np.ascontiguousarray(dout.transpose(0, 2, 1, 3)).reshape(B, T, C)  # (1) (B, T, C)
