@@ -26,7 +26,7 @@ def merge_heads_forward(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.flo
     """
     float_array("x", x, ndim=4)
     B, H, T, D = x.shape
-    out = np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(B, T, H * D)  # (B, T, C)
+    out = x.transpose(0, 2, 1, 3).copy().reshape(B, T, H * D)  # (B, T, C)
     return out, MergeHeadsCache(x.shape, x.dtype)
 
 
@@ -37,4 +37,4 @@ def merge_heads_backward(dout: npt.NDArray[np.floating], cache: MergeHeadsCache)
     """
     B, H, T, D = cache.x_shape
     upstream("dout", dout, (B, T, H * D), cache.dtype)
-    return np.ascontiguousarray(dout.reshape(B, T, H, D).transpose(0, 2, 1, 3))  # (1) (B, H, T, D)
+    return dout.reshape(B, T, H, D).transpose(0, 2, 1, 3).copy()  # (1) (B, H, T, D)

@@ -43,4 +43,4 @@ def split_heads_backward(dout: npt.NDArray[np.floating], cache: SplitHeadsCache)
     B, T, C = cache.x_shape
     H = cache.n_head
     upstream("dout", dout, (B, H, T, C // H), cache.dtype)
-    return np.ascontiguousarray(dout.transpose(0, 2, 1, 3)).reshape(B, T, C)  # (1) (B, T, C)
+    return dout.transpose(0, 2, 1, 3).copy().reshape(B, T, C)  # (1) (B, T, C)
