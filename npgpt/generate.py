@@ -89,6 +89,8 @@ def top_p_filter(logits: Array, p: float) -> Array:
     (so the smallest set reaching mass p is kept, with ties at its edge); the rest become -inf."""
     if not 0.0 < p <= 1.0:
         raise ValueError(f"top_p: expected a probability in (0, 1], got {p}")
+    if p >= 1.0:
+        return logits.copy()  # everything is kept (a cumulative sum could round past 1 and drop a tail)
     probs, _ = softmax_forward(logits.astype(np.float64))  # (..., V)
     order = np.argsort(-probs, axis=-1, kind="stable")  # (..., V) most likely first
     sorted_p = np.take_along_axis(probs, order, axis=-1)  # (..., V)
@@ -103,12 +105,21 @@ def top_p_filter(logits: Array, p: float) -> Array:
     return np.where(keep, logits, -np.inf)
 
 
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise a ValueError naming the first sampling argument out of range."""
+    if not isinstance(temperature, (int, float)) or temperature < 0.0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k: expected a positive integer, got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
+        raise ValueError(f"top_p: expected a probability in (0, 1], got {top_p!r}")
+
+
 def sample_next(logits: Array, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                 rng: np.random.Generator | None = None) -> npt.NDArray[np.int64]:
     """One token id per row of logits (B, V): argmax at temperature 0, else a draw from
     softmax(logits / temperature) after the top-k and top-p filters."""
-    if temperature < 0.0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature}")
+    check_sampling(temperature, top_k, top_p)
     if temperature == 0.0:
         return np.argmax(logits, axis=-1).astype(np.int64)
     z = logits.astype(np.float64) / temperature  # (B, V)
@@ -120,7 +131,7 @@ def sample_next(logits: Array, temperature: float = 1.0, top_k: int | None = Non
     rng = rng if rng is not None else np.random.default_rng()
     u = rng.random((probs.shape[0], 1))  # (B, 1) one uniform per row: inverse-CDF sampling
     cdf = np.cumsum(probs, axis=-1)  # (B, V)
-    out = (cdf < u * cdf[:, -1:]).sum(axis=-1)
+    out = (cdf <= u * cdf[:, -1:]).sum(axis=-1)  # first token whose cumulative mass exceeds u: never a p=0 one
     return np.minimum(out, probs.shape[-1] - 1).astype(np.int64)
 
 
@@ -139,6 +150,7 @@ def generate(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np
         raise ValueError("idx: expected a prompt of at least one token")
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens: expected a non-negative integer, got {max_new_tokens!r}")
+    check_sampling(temperature, top_k, top_p)
     seq = idx.astype(np.int64)
     dtype = params["wte.weight"].dtype
     kv: KVCache | None = None

@@ -36,6 +36,8 @@ class AdamW:
         for k, p in params.items():
             if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
                 raise ValueError(f"params[{k!r}]: expected a float32 or float64 array")
+        if len(betas) != 2:
+            raise ValueError(f"betas: expected two numbers (beta1, beta2), got {betas!r}")
         b1, b2 = betas
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ValueError(f"betas: expected two numbers in [0, 1), got {betas}")
@@ -120,6 +122,9 @@ class AdamW:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from state_dict(); shapes and keys must match this optimizer's params."""
+        missing = [k for k in ("lr", "betas", "eps", "weight_decay", "t", "m", "v") if k not in state]
+        if missing:
+            raise ValueError(f"state: missing entries {missing}")
         for name in ("m", "v"):
             d = state[name]
             if set(d) != set(self.params):

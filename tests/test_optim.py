@@ -1,0 +1,416 @@
+"""AdamW against an element-by-element reference, on both of its code paths (one flat buffer, separate arrays);
+state_dict round trips; clip_grad_norm; cosine_lr."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from npgpt import GPT, AdamW, GPTConfig, clip_grad_norm, cosine_lr
+from npgpt.flat import pack, span
+
+# a mix of decayed (2-D) and undecayed (1-D) tensors, like a model's
+SHAPES = {"w1": (3, 4), "b1": (4,), "ln": (5,), "w2": (4, 2), "b2": (2,)}
+
+
+# ---------------------------------------------------------------------------------------------- reference
+
+class ReferenceAdamW:
+    """AdamW written one scalar at a time with Python floats, straight from the textbook equations."""
+
+    def __init__(self, params, lr, betas, eps, weight_decay):
+        self.p = {k: [float(x) for x in a.reshape(-1)] for k, a in params.items()}
+        self.ndim = {k: a.ndim for k, a in params.items()}
+        self.shape = {k: a.shape for k, a in params.items()}
+        self.m = {k: [0.0] * len(v) for k, v in self.p.items()}
+        self.v = {k: [0.0] * len(v) for k, v in self.p.items()}
+        self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
+        self.t = 0
+
+    def step(self, grads):
+        self.t += 1
+        b1, b2 = self.betas
+        for k in self.p:
+            g_flat = [float(x) for x in np.asarray(grads[k]).reshape(-1)]
+            for j, g in enumerate(g_flat):
+                m = b1 * self.m[k][j] + (1.0 - b1) * g
+                v = b2 * self.v[k][j] + (1.0 - b2) * g * g
+                self.m[k][j], self.v[k][j] = m, v
+                m_hat = m / (1.0 - b1 ** self.t)
+                v_hat = v / (1.0 - b2 ** self.t)
+                p = self.p[k][j]
+                if self.ndim[k] == 2:
+                    p = p - self.lr * self.wd * p
+                p = p - self.lr * m_hat / (math.sqrt(v_hat) + self.eps)
+                self.p[k][j] = p
+
+    def params(self):
+        return {k: np.array(v).reshape(self.shape[k]) for k, v in self.p.items()}
+
+
+def flat_dict(values, order=None):
+    """Copies of `values` as views tiling one buffer (the AdamW fast path)."""
+    _, views = pack({k: a.shape for k, a in values.items()}, next(iter(values.values())).dtype, order)
+    for k in views:
+        views[k][...] = values[k]
+    return views
+
+
+def separate_dict(values):
+    """Copies of `values` as independent arrays (the AdamW general path)."""
+    return {k: np.array(a, copy=True) for k, a in values.items()}
+
+
+def random_tensors(rng, shapes=SHAPES, scale=1.0):
+    return {k: scale * rng.standard_normal(s) for k, s in shapes.items()}
+
+
+def assert_dicts_close(actual, expected, rtol=1e-12, atol=0.0):
+    assert set(actual) == set(expected)
+    for k in expected:
+        np.testing.assert_allclose(actual[k], expected[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+# --------------------------------------------------------------------------------------- AdamW vs reference
+
+@pytest.mark.parametrize("layout", ["flat", "separate", "flat-params-separate-grads", "flat-grads-other-order"])
+def test_adamw_matches_reference(layout):
+    rng = np.random.default_rng(0)
+    init = random_tensors(rng)
+    grad_seq = [random_tensors(rng) for _ in range(5)]
+    lrs = [1e-2, 1e-2, 3e-3, 5e-2, 0.0]  # lr changed between steps, including a zero-lr step
+    kw = dict(betas=(0.8, 0.99), eps=1e-6, weight_decay=0.3)
+    params = separate_dict(init) if layout == "separate" else flat_dict(init)
+    opt = AdamW(params, lr=lrs[0], **kw)
+    ref = ReferenceAdamW(init, lrs[0], kw["betas"], kw["eps"], kw["weight_decay"])
+    assert (span(opt.m) is None) == (layout == "separate")
+    for lr, g in zip(lrs, grad_seq):
+        if layout == "flat":
+            g = flat_dict(g)
+        elif layout == "flat-grads-other-order":
+            g = flat_dict(g, order=list(reversed(SHAPES)))
+        else:
+            g = separate_dict(g)
+        opt.lr = ref.lr = lr
+        opt.step(g)
+        ref.step(g)
+        assert_dicts_close(params, ref.params())
+    assert opt.t == 5
+
+
+@given(
+    lr=st.floats(1e-4, 1e-1), b1=st.floats(0.0, 0.99), b2=st.floats(0.0, 0.999),
+    eps=st.sampled_from([1e-8, 1e-3, 1.0, 1e3]), wd=st.floats(0.0, 1.0), steps=st.integers(1, 4),
+    seed=st.integers(0, 1000),
+)
+def test_adamw_hyperparameters_against_reference(lr, b1, b2, eps, wd, steps, seed):
+    rng = np.random.default_rng(seed)
+    init = random_tensors(rng)
+    fast_params, slow_params = flat_dict(init), separate_dict(init)
+    fast = AdamW(fast_params, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    slow = AdamW(slow_params, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    ref = ReferenceAdamW(init, lr, (b1, b2), eps, wd)
+    for _ in range(steps):
+        g = random_tensors(rng, scale=rng.uniform(0.01, 10.0))
+        fast.step(flat_dict(g))
+        slow.step(g)
+        ref.step(g)
+    expected = ref.params()
+    assert_dicts_close(fast_params, expected, atol=1e-15)
+    assert_dicts_close(slow_params, expected, atol=1e-15)
+    assert_dicts_close(fast_params, slow_params, atol=1e-15)
+    assert_dicts_close(fast.m, slow.m)
+    assert_dicts_close(fast.v, slow.v)
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_bias_correction_makes_constant_gradient_steps_equal(flat):
+    # with a constant gradient, m_hat = g and v_hat = g^2 at every t (that is what bias correction is for),
+    # so each of the first steps moves every element by exactly lr * g / (|g| + eps)
+    rng = np.random.default_rng(1)
+    init = random_tensors(rng)
+    g = random_tensors(rng)
+    params = flat_dict(init) if flat else separate_dict(init)
+    lr, eps = 1e-2, 1e-3
+    opt = AdamW(params, lr=lr, betas=(0.9, 0.95), eps=eps, weight_decay=0.0)
+    grads = flat_dict(g) if flat else g
+    for t in (1, 2, 3):
+        opt.step(grads)
+        for k in init:
+            expected = init[k] - t * lr * g[k] / (np.abs(g[k]) + eps)
+            np.testing.assert_allclose(params[k], expected, rtol=1e-12, atol=1e-15, err_msg=f"{k} at t={t}")
+        # the raw moments are the biased averages: m_t = (1 - b1^t) g
+        for k in init:
+            np.testing.assert_allclose(opt.m[k], (1 - 0.9 ** t) * g[k], rtol=1e-13)
+            np.testing.assert_allclose(opt.v[k], (1 - 0.95 ** t) * g[k] ** 2, rtol=1e-13)
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_weight_decay_only_touches_matrices(flat):
+    rng = np.random.default_rng(2)
+    init = random_tensors(rng)
+    params = flat_dict(init) if flat else separate_dict(init)
+    lr, wd = 0.05, 0.4
+    opt = AdamW(params, lr=lr, weight_decay=wd)
+    zero = {k: np.zeros(s) for k, s in SHAPES.items()}
+    for t in (1, 2, 3):
+        opt.step(flat_dict(zero) if flat else zero)  # zero gradient: only decay can move anything
+        for k in init:
+            if init[k].ndim == 2:
+                np.testing.assert_allclose(params[k], init[k] * (1 - lr * wd) ** t, rtol=1e-14, err_msg=k)
+            else:
+                np.testing.assert_array_equal(params[k], init[k], err_msg=k)
+
+
+def test_decay_is_decoupled_from_the_adaptive_step():
+    # the decay term is lr * wd * p, not folded into the gradient: doubling wd doubles the shrink exactly
+    init = {"w": np.array([[2.0, -4.0]])}
+    g = {"w": np.array([[1.0, 1.0]])}
+    moves = []
+    for wd in (0.0, 0.1, 0.2):
+        params = separate_dict(init)
+        AdamW(params, lr=0.01, eps=1e-12, weight_decay=wd).step(g)
+        moves.append(params["w"] - init["w"])
+    np.testing.assert_allclose(moves[0], [[-0.01, -0.01]], rtol=1e-10)
+    np.testing.assert_allclose(moves[1] - moves[0], -0.01 * 0.1 * init["w"], rtol=1e-10)
+    np.testing.assert_allclose(moves[2] - moves[0], -0.01 * 0.2 * init["w"], rtol=1e-10)
+
+
+def test_gpt_params_use_the_flat_path_and_agree_with_separate_arrays():
+    config = GPTConfig(vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8)
+    model = GPT(config, seed=0, dtype=np.float64)
+    copy = separate_dict(model.params)
+    fast = AdamW(model.params, lr=3e-3, weight_decay=0.1)
+    slow = AdamW(copy, lr=3e-3, weight_decay=0.1)
+    assert span(fast.m) is not None and span(slow.m) is None
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 11, size=(2, 6))
+    for _ in range(4):
+        model.forward(idx, idx)
+        grads = model.backward()
+        separate = separate_dict(grads)
+        fast.step(grads)
+        slow.step(separate)
+    assert_dicts_close(model.params, copy)
+    assert_dicts_close(fast.m, slow.m)
+    assert_dicts_close(fast.v, slow.v)
+
+
+def test_float32_params_stay_float32():
+    rng = np.random.default_rng(3)
+    init = {k: a.astype(np.float32) for k, a in random_tensors(rng).items()}
+    for params in (flat_dict(init), separate_dict(init)):
+        opt = AdamW(params, lr=1e-2)
+        g = {k: a.astype(np.float32) for k, a in random_tensors(rng).items()}
+        opt.step(flat_dict(g) if span(params) is not None else g)
+        assert all(p.dtype == np.float32 for p in params.values())
+        assert all(m.dtype == np.float32 for m in opt.m.values())
+
+
+# ------------------------------------------------------------------------------------------ state_dict
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_state_dict_round_trip_continues_bit_identically(flat):
+    rng = np.random.default_rng(4)
+    init = random_tensors(rng)
+    make = flat_dict if flat else separate_dict
+    grads = [random_tensors(rng) for _ in range(6)]
+    a_params = make(init)
+    a = AdamW(a_params, lr=1e-2, betas=(0.85, 0.97), eps=1e-7, weight_decay=0.2)
+    for g in grads[:3]:
+        a.step(make(g))
+    state = a.state_dict()
+    b_params = make(a_params)  # a snapshot of the params at the same moment
+    b = AdamW(b_params)  # default hyperparameters: all must come from the state
+    b.load_state_dict(state)
+    assert (b.lr, b.betas, b.eps, b.weight_decay, b.t) == (1e-2, (0.85, 0.97), 1e-7, 0.2, 3)
+    for g in grads[3:]:
+        a.step(make(g))
+        b.step(make(g))
+    for k in init:
+        assert np.array_equal(a_params[k], b_params[k]), k
+        assert np.array_equal(a.m[k], b.m[k]) and np.array_equal(a.v[k], b.v[k]), k
+
+
+def test_state_dict_is_a_copy():
+    rng = np.random.default_rng(5)
+    params = flat_dict(random_tensors(rng))
+    opt = AdamW(params)
+    opt.step(flat_dict(random_tensors(rng)))
+    state = opt.state_dict()
+    before = {k: a.copy() for k, a in opt.m.items()}
+    for a in state["m"].values():
+        a[...] = 123.0
+    assert_dicts_close(opt.m, before, rtol=0)
+    opt.step(flat_dict(random_tensors(rng)))
+    assert state["t"] == 1
+
+
+def _broken_states(state):
+    wrong_key = {**state, "m": {**{k: v for k, v in state["m"].items() if k != "w1"}, "zz": state["m"]["w1"]}}
+    missing_key = {**state, "v": {k: v for k, v in state["v"].items() if k != "b1"}}
+    extra_key = {**state, "m": {**state["m"], "extra": np.zeros(3)}}
+    wrong_shape = {**state, "v": {**state["v"], "w2": np.zeros((2, 4))}}
+    return {"wrong_key": wrong_key, "missing_key": missing_key, "extra_key": extra_key,
+            "wrong_shape": wrong_shape}
+
+
+@pytest.mark.parametrize("case", ["wrong_key", "missing_key", "extra_key", "wrong_shape"])
+def test_load_state_dict_rejects_mismatched_moments(case):
+    rng = np.random.default_rng(6)
+    source = AdamW(separate_dict(random_tensors(rng)))
+    source.step(random_tensors(rng))
+    target = AdamW(flat_dict(random_tensors(rng)), lr=0.5)
+    bad = _broken_states(source.state_dict())[case]
+    with pytest.raises(ValueError, match=r"^state\['(m|v)'\]"):
+        target.load_state_dict(bad)
+    # nothing was loaded
+    assert target.t == 0 and target.lr == 0.5
+    assert not any(a.any() for a in target.m.values()) and not any(a.any() for a in target.v.values())
+
+
+@pytest.mark.parametrize("missing", ["t", "lr", "betas"])
+def test_load_state_dict_missing_entry_is_a_value_error_and_changes_nothing(missing):
+    # A state without one of its top-level entries is as malformed as one with the wrong moment keys, so it
+    # should get the same treatment: a ValueError, and the optimizer left as it was.
+    rng = np.random.default_rng(7)
+    source = AdamW(separate_dict(random_tensors(rng)))
+    source.step(random_tensors(rng))
+    state = {k: v for k, v in source.state_dict().items() if k != missing}
+    target = AdamW(separate_dict(random_tensors(rng)), lr=0.5)
+    with pytest.raises(ValueError, match=missing):
+        target.load_state_dict(state)
+    assert target.t == 0 and target.lr == 0.5
+    assert not any(a.any() for a in target.m.values())
+
+
+# ------------------------------------------------------------------------------------- argument checks
+
+@pytest.mark.parametrize("kwargs", [
+    dict(lr=-1e-3), dict(lr=float("nan")), dict(eps=0.0), dict(eps=-1e-8), dict(eps=float("nan")),
+    dict(weight_decay=-0.1), dict(weight_decay=float("nan")),
+    dict(betas=(1.0, 0.9)), dict(betas=(0.9, 1.0)), dict(betas=(-0.1, 0.9)), dict(betas=(0.9, float("nan"))),
+], ids=lambda kw: f"{list(kw)[0]}={list(kw.values())[0]}")
+def test_bad_hyperparameters(kwargs):
+    name = list(kwargs)[0]
+    with pytest.raises(ValueError, match=name):
+        AdamW({"w": np.zeros((2, 2))}, **kwargs)
+
+
+@pytest.mark.parametrize("params", [{}, {"w": np.zeros((2, 2), dtype=np.int64)}, {"w": [[0.0]]},
+                                    {"w": np.zeros(2, dtype=np.float16)}], ids=["empty", "int", "list", "f16"])
+def test_bad_params(params):
+    with pytest.raises(ValueError, match="params"):
+        AdamW(params)
+
+
+def test_step_rejects_mismatched_grads():
+    params = separate_dict(random_tensors(np.random.default_rng(8)))
+    before = separate_dict(params)
+    opt = AdamW(params)
+    g = {k: np.ones(s) for k, s in SHAPES.items()}
+    with pytest.raises(ValueError, match="grads"):
+        opt.step({k: v for k, v in g.items() if k != "b2"})
+    with pytest.raises(ValueError, match="grads"):
+        opt.step({**g, "extra": np.ones(1)})
+    with pytest.raises(ValueError, match=r"grads\['w1'\]"):
+        opt.step({**g, "w1": np.ones((4, 3))})
+    assert opt.t == 0
+    assert_dicts_close(params, before, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------ clipping
+
+def global_norm(d):
+    return math.sqrt(sum(float((a.astype(np.float64) ** 2).sum()) for a in d.values()))
+
+
+@pytest.mark.parametrize("flat", [True, False])
+@given(scale=st.floats(1e-3, 1e3), max_norm=st.floats(1e-2, 1e2), seed=st.integers(0, 100))
+def test_clip_grad_norm(flat, scale, max_norm, seed):
+    g = random_tensors(np.random.default_rng(seed), scale=scale)
+    grads = flat_dict(g) if flat else separate_dict(g)
+    norm = clip_grad_norm(grads, max_norm)
+    assert norm == pytest.approx(global_norm(g), rel=1e-12)
+    if norm > max_norm:
+        # lands on max_norm, up to the small absolute guard the scale divides by (max_norm / (norm + 1e-6))
+        after = global_norm(grads)
+        assert max_norm * (1.0 - 2e-6 / norm) <= after <= max_norm
+        # one common factor: the direction is unchanged
+        factor = grads["w1"].reshape(-1)[0] / g["w1"].reshape(-1)[0]
+        assert_dicts_close(grads, {k: factor * a for k, a in g.items()})
+    else:
+        assert_dicts_close(grads, g, rtol=0)
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_clip_at_exactly_max_norm_is_untouched(flat):
+    g = {"w": np.array([[3.0, 0.0]]), "b": np.array([4.0])}  # global norm exactly 5
+    grads = flat_dict(g) if flat else separate_dict(g)
+    assert clip_grad_norm(grads, 5.0) == 5.0
+    assert_dicts_close(grads, g, rtol=0)
+    assert clip_grad_norm(grads, 1.0) == 5.0
+    np.testing.assert_allclose(grads["w"], [[0.6, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(grads["b"], [0.8], rtol=1e-6)
+
+
+def test_clip_grad_norm_on_a_model():
+    config = GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8)
+    model = GPT(config, dtype=np.float64)
+    idx = np.random.default_rng(0).integers(0, 11, size=(2, 6))
+    model.forward(idx, idx)
+    grads = model.backward()
+    expected = float(np.linalg.norm(model.flat_grads))
+    assert clip_grad_norm(grads, expected / 10) == pytest.approx(expected, rel=1e-12)
+    assert float(np.linalg.norm(model.flat_grads)) == pytest.approx(expected / 10, rel=1e-6)
+
+
+@pytest.mark.parametrize("max_norm", [0.0, -1.0, float("nan")])
+def test_clip_rejects_non_positive_max_norm(max_norm):
+    with pytest.raises(ValueError, match="max_norm"):
+        clip_grad_norm({"w": np.ones((2, 2))}, max_norm)
+
+
+# ------------------------------------------------------------------------------------------ schedule
+
+MAX_LR, MIN_LR, WARMUP, DECAY = 6e-4, 6e-5, 10, 110
+
+
+def test_cosine_lr_key_points():
+    lr = lambda it: cosine_lr(it, MAX_LR, MIN_LR, WARMUP, DECAY)  # noqa: E731
+    assert lr(0) == pytest.approx(MAX_LR / WARMUP, rel=1e-15)
+    assert lr(4) == pytest.approx(MAX_LR * 5 / WARMUP, rel=1e-15)
+    assert lr(WARMUP - 1) == pytest.approx(MAX_LR, rel=1e-15)
+    assert lr(WARMUP) == pytest.approx(MAX_LR, rel=1e-15)
+    assert lr((WARMUP + DECAY) // 2) == pytest.approx((MAX_LR + MIN_LR) / 2, rel=1e-12)
+    assert lr(DECAY) == MIN_LR
+    assert lr(DECAY + 1) == MIN_LR
+    assert lr(10 * DECAY) == MIN_LR
+
+
+def test_cosine_lr_shape():
+    lrs = [cosine_lr(it, MAX_LR, MIN_LR, WARMUP, DECAY) for it in range(DECAY + 20)]
+    warm, rest = lrs[:WARMUP], lrs[WARMUP - 1:]
+    assert all(a < b for a, b in zip(warm, warm[1:]))  # strictly rising during warmup
+    assert all(a >= b for a, b in zip(rest, rest[1:]))  # never rising afterwards
+    assert all(MIN_LR <= x <= MAX_LR for x in rest)
+    assert all(0 < x for x in lrs)
+
+
+@given(warmup=st.integers(0, 20), length=st.integers(1, 100), it=st.integers(0, 200))
+def test_cosine_lr_stays_between_bounds(warmup, length, it):
+    lr = cosine_lr(it, 1.0, 0.1, warmup, warmup + length)
+    assert 0.0 < lr <= 1.0 + 1e-15
+    if it >= warmup:
+        assert 0.1 - 1e-15 <= lr
+
+
+def test_cosine_lr_without_warmup():
+    assert cosine_lr(0, MAX_LR, MIN_LR, 0, 100) == MAX_LR  # starts at the peak, no division by zero
+    assert cosine_lr(50, MAX_LR, MIN_LR, 0, 100) == pytest.approx((MAX_LR + MIN_LR) / 2, rel=1e-12)
+    assert cosine_lr(100, MAX_LR, MIN_LR, 0, 100) == MIN_LR
+    assert cosine_lr(0, MAX_LR, MIN_LR, 0, 0) == MIN_LR  # no warmup and no decay: the floor throughout
