@@ -11,6 +11,8 @@ from .generate import KVCache, forward_cached, generate, sample_next, top_k_filt
 from .gradcheck import check_layer, numerical_gradient, relative_error
 from .model import GPT, GPTCache, gpt_backward, gpt_forward, init_params, param_shapes
 from .optim import AdamW, clip_grad_norm, cosine_lr
+from .pretrained import from_pretrained, save_pretrained
+from .safetensors import load_safetensors, save_safetensors
 
 __version__ = "0.1.0"
 
@@ -18,6 +20,7 @@ __all__ = [
     "layers", "gradcheck",
     "GPTConfig", "GPT", "GPTCache", "gpt_forward", "gpt_backward", "param_shapes", "init_params",
     "AdamW", "clip_grad_norm", "cosine_lr",
+    "from_pretrained", "save_pretrained", "load_safetensors", "save_safetensors",
     "generate", "sample_next", "top_k_filter", "top_p_filter", "KVCache", "forward_cached",
     "check_layer", "numerical_gradient", "relative_error",
 ]

@@ -173,10 +173,13 @@ def gpt_backward(cache: GPTCache, out: Mapping[str, Array] | None = None) -> dic
 class GPT:
     """A GPT-2-architecture model: params in one buffer, forward/backward through the functional core.
 
+    init=False leaves the parameters zero (for loaders that fill them).
+
     `logits, loss = model.forward(idx, targets)`; `grads = model.backward()`.  See docs/model.md.
     """
 
-    def __init__(self, config: GPTConfig, seed: int = 0, dtype: npt.DTypeLike = np.float32) -> None:
+    def __init__(self, config: GPTConfig, seed: int = 0, dtype: npt.DTypeLike = np.float32, *,
+                 init: bool = True) -> None:
         if not isinstance(config, GPTConfig):
             raise ValueError(f"config: expected a GPTConfig, got {type(config).__name__}")
         dtype = np.dtype(dtype)
@@ -190,7 +193,8 @@ class GPT:
         self.flat_params, self.params = pack(shapes, dtype, order)
         self.flat_grads, self.grads = pack(shapes, dtype, order)
         self.rng = np.random.default_rng(seed)  # dropout draws; seeded so runs repeat
-        init_params(config, np.random.default_rng(seed), self.params)
+        if init:  # from_pretrained passes init=False: it overwrites every entry anyway
+            init_params(config, np.random.default_rng(seed), self.params)
         self.training = True
         self._cache: GPTCache | None = None
 
