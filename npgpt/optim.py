@@ -103,7 +103,12 @@ class AdamW:
             v += (1.0 - b2) * (g * g)
             if p.ndim == 2:
                 p *= 1.0 - lr * wd
-            p -= step_size * m / (np.sqrt(v) / math.sqrt(bc2) + eps)
+            denom = np.sqrt(v)
+            denom *= 1.0 / math.sqrt(bc2)
+            denom += eps  # sqrt(v_hat) + eps, rounded exactly as in the flat path
+            update = m / denom
+            update *= step_size
+            p -= update
 
     def _grad_buffer(self, grads: Mapping[str, Array]) -> Array | None:
         """The grads as one buffer laid out exactly like the params buffer, or None."""

@@ -1,0 +1,501 @@
+"""npgpt.oracle: golden files round-trip exactly, tampering is caught and named, float32 and float64 dumps
+agree, the CLI's exit codes, and docs/oracle.md describing exactly what is written."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npgpt import layers
+from npgpt.model import GPTCache
+from npgpt.oracle.__main__ import main as oracle_main
+from npgpt.oracle import (
+    CASE_NAMES,
+    OracleError,
+    check_path,
+    compare_arrays,
+    dump_cases,
+    load_case,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "oracle.md"
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "npgpt.oracle", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd or ROOT, timeout=120)
+
+
+def cli(capsys, *args) -> subprocess.CompletedProcess:
+    """The CLI in this process (same code as `python -m npgpt.oracle`, without an interpreter start-up)."""
+    capsys.readouterr()
+    code = oracle_main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+@pytest.fixture(scope="module")
+def dump64(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("golden64")
+    dump_cases(out, dtype="float64", seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dump32(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("golden32")
+    dump_cases(out, dtype="float32", seed=0)
+    return out
+
+
+def tamper(src: Path, dst: Path, key: str, rel: float = 1e-6) -> tuple[int, ...]:
+    """Copy a case file with the largest element of `key` scaled by (1 + rel), written by numpy's own savez."""
+    arrays = dict(np.load(src, allow_pickle=False))
+    a = arrays[key].copy()
+    i = np.unravel_index(int(np.argmax(np.abs(a))), a.shape)
+    a[i] *= 1.0 + rel
+    arrays[key] = a
+    np.savez(dst, **arrays)
+    return tuple(int(j) for j in i)
+
+
+# ------------------------------------------------------------------------------------------ round trip
+
+def test_dump_writes_one_file_per_case(dump64):
+    names = sorted(p.name for p in dump64.glob("*.npz"))
+    assert names == sorted(f"{c}.npz" for c in CASE_NAMES)
+    assert set(CASE_NAMES) >= {"embedding", "linear", "layernorm", "gelu_tanh", "gelu_erf", "softmax", "attention",
+                               "split_heads", "merge_heads", "dropout", "cross_entropy", "mlp", "self_attention",
+                               "block", "gpt_train"}
+
+
+@pytest.mark.parametrize("fixture", ["dump64", "dump32"])
+def test_round_trip_is_exact(fixture, request):
+    report = check_path(request.getfixturevalue(fixture))
+    assert report.ok and report.exit_code == 0, "\n".join(report.lines())
+    assert len(report.files) == len(CASE_NAMES)
+    assert all(r.max_abs == 0.0 and r.max_rel == 0.0 for r in report.results)  # same code, same inputs
+    keys = {(r.file, r.key) for r in report.results}
+    assert ("gpt_train.npz", "train.losses") in keys and ("block.npz", "grad.p.mlp.c_fc.weight") in keys
+    assert ("dropout.npz", "keep") in keys and ("cross_entropy.npz", "grad.logits") in keys
+
+
+def test_dump_returns_paths_and_is_deterministic(dump64, tmp_path):
+    paths = dump_cases(tmp_path / "again", seed=0)
+    assert [p.name for p in paths] == [f"{c}.npz" for c in CASE_NAMES]
+    for p in paths:
+        assert p.read_bytes() == (dump64 / p.name).read_bytes(), p.name
+    other, _ = load_case(dump_cases(tmp_path / "seed1", seed=1)[1])
+    assert not np.array_equal(other["in.x"], load_case(dump64 / "linear.npz")[0]["in.x"])
+
+
+def test_cli_dump_then_check(tmp_path):
+    out = tmp_path / "g"
+    dumped = run_cli("dump", "--out", out, "--seed", "3", "--batch", "1", "--seq", "4", "--channels", "6",
+                     "--heads", "3", "--vocab", "9", "--layers", "1")
+    assert dumped.returncode == 0, dumped.stderr
+    assert len(list(out.glob("*.npz"))) == len(CASE_NAMES)
+    checked = run_cli("check", out)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    lines = checked.stdout.strip().splitlines()
+    assert lines[-1].startswith("OK: ") and f"in {len(CASE_NAMES)} files" in lines[-1]
+    assert any("layernorm.npz" in ln and "grad.w" in ln and ln.endswith("ok") for ln in lines)
+    assert load_case(out / "linear.npz")[1]["sizes"] == {"B": 1, "T": 4, "C": 6, "H": 3, "D": 2, "V": 9, "L": 1}
+
+
+# ------------------------------------------------------------------------------------------ tampering
+
+@pytest.mark.parametrize("file,key", [
+    ("linear.npz", "grad.w"),
+    ("layernorm.npz", "grad.b"),
+    ("cross_entropy.npz", "grad.logits"),
+    ("block.npz", "grad.p.attn.c_attn.weight"),
+    ("gpt_train.npz", "grad.h.1.mlp.c_fc.weight"),
+    ("gpt_train.npz", "final.wte.weight"),
+    ("gpt_train.npz", "train.losses"),
+    ("attention.npz", "out"),
+])
+def test_tampered_file_fails_naming_the_tensor(dump64, tmp_path, capsys, file, key):
+    bad = tmp_path / file
+    tamper(dump64 / file, bad, key)
+    report = check_path(bad)
+    assert report.exit_code == 1
+    assert [(r.file, r.key) for r in report.failures] == [(file, key)]
+    assert f"{file}:{key}" in report.lines()[-1]
+
+    res = run_cli("check", bad) if key == "grad.w" else cli(capsys, "check", bad)
+    assert res.returncode == 1
+    fail_lines = [ln for ln in res.stdout.splitlines() if "FAIL" in ln]
+    assert len(fail_lines) == 2 and key in fail_lines[0] and file in fail_lines[0]  # its line, then the summary
+    assert res.stdout.strip().splitlines()[-1].startswith("FAILED: 1 of ")
+
+
+def test_tolerance_flags_override(dump64, tmp_path, capsys):
+    bad = tmp_path / "linear.npz"
+    tamper(dump64 / "linear.npz", bad, "grad.w", rel=1e-6)
+    assert cli(capsys, "check", bad).returncode == 1
+    assert cli(capsys, "check", bad, "--rtol", "1e-5").returncode == 0
+    assert check_path(bad, rtol=1e-5).ok
+    assert not check_path(dump64 / "linear.npz", rtol=0.0, atol=0.0).failures  # exact: still passes
+
+
+def test_missing_and_extra_keys_fail(dump64, tmp_path):
+    arrays = dict(np.load(dump64 / "linear.npz"))
+    del arrays["grad.b"]
+    arrays["grad.extra"] = np.zeros(3)
+    np.savez(tmp_path / "linear.npz", **arrays)
+    report = check_path(tmp_path / "linear.npz")
+    assert report.exit_code == 1
+    notes = {r.key: r.note for r in report.failures}
+    assert "missing" in notes["grad.b"] and "not in npgpt's layout" in notes["grad.extra"]
+
+
+# ------------------------------------------------------------------------------------------ --against
+
+def test_against_identical_dumps(dump64, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(dump64, copy)
+    res = cli(capsys, "check", copy, "--against", dump64)
+    assert res.returncode == 0, res.stdout
+    report = check_path(copy, against=dump64)
+    assert report.ok and all(r.max_abs == 0.0 for r in report.results)
+    # every key of every file is compared, inputs included
+    assert ("linear.npz", "in.x") in {(r.file, r.key) for r in report.results}
+
+
+def test_against_tampered_dump(dump64, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(dump64, copy)
+    tamper(dump64 / "mlp.npz", copy / "mlp.npz", "grad.w_proj")
+    res = run_cli("check", copy, "--against", dump64)
+    assert res.returncode == 1
+    assert "mlp.npz:grad.w_proj" in res.stdout.strip().splitlines()[-1]
+    assert cli(capsys, "check", copy / "mlp.npz", "--against", dump64 / "mlp.npz").returncode == 1
+    assert cli(capsys, "check", copy / "linear.npz", "--against", dump64 / "linear.npz").returncode == 0
+
+
+def test_against_a_dump_missing_a_key(dump64, tmp_path):
+    arrays = dict(np.load(dump64 / "softmax.npz"))
+    del arrays["grad.x"]
+    np.savez(tmp_path / "softmax.npz", **arrays)
+    report = check_path(tmp_path / "softmax.npz", against=dump64 / "softmax.npz")
+    assert [(r.key, "missing" in r.note) for r in report.failures] == [("grad.x", True)]
+
+
+# ------------------------------------------------------------------------------------------ float32 vs float64
+
+def test_float32_dump_agrees_with_float64_dump(dump32, dump64):
+    for name in CASE_NAMES:
+        a32, m32 = load_case(dump32 / f"{name}.npz")
+        a64, m64 = load_case(dump64 / f"{name}.npz")
+        assert m32["dtype"] == "float32" and m64["dtype"] == "float64"
+        assert set(a32) == set(a64), name
+        for key, x in a32.items():  # same inputs up to rounding
+            if key.startswith(("in.", "param.")) or key in ("dout", "idx", "targets"):
+                expected = a64[key].astype(np.float32) if x.dtype.kind == "f" else a64[key]
+                assert x.dtype == expected.dtype and np.array_equal(x, expected), (name, key)
+        if name == "dropout":
+            continue  # npgpt draws the mask in the input's dtype: different masks (checked below)
+        report = check_path(dump32 / f"{name}.npz", against=dump64 / f"{name}.npz")
+        assert report.ok, "\n".join(report.lines())
+        assert all(r.rtol in (1e-4, 1e-3) for r in report.results)  # float32 tolerances were chosen
+
+
+def test_float32_dropout_agrees_where_the_masks_agree(dump32, dump64):
+    a32, meta = load_case(dump32 / "dropout.npz")
+    a64, _ = load_case(dump64 / "dropout.npz")
+    same = a32["keep"] == a64["keep"]
+    assert same.any()
+    for key in ("out", "grad.x"):
+        assert compare_arrays(a32[key][same], a64[key][same], 1e-6, 1e-7)[2], key
+    p = meta["args"]["p"]
+    assert np.array_equal(a32["out"], a32["in.x"] * a32["keep"].astype(np.float32) * np.float32(1.0 / (1.0 - p)))
+
+
+# ------------------------------------------------------------------------------------------ unreadable files
+
+def _assert_exit_2(cli: subprocess.CompletedProcess, fragment: str) -> None:
+    assert cli.returncode == 2
+    assert cli.stdout == ""
+    lines = cli.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], cli.stderr
+
+
+def test_unreadable_files_exit_2(dump64, tmp_path, capsys):
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a zip archive\n" * 10)
+    _assert_exit_2(run_cli("check", garbage), "garbage.npz")  # the real command line once
+    _assert_exit_2(cli(capsys, "check", garbage), "garbage.npz")
+
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes((dump64 / "linear.npz").read_bytes()[:300])
+    _assert_exit_2(cli(capsys, "check", truncated), "truncated.npz")
+
+    _assert_exit_2(cli(capsys, "check", tmp_path / "does_not_exist.npz"), "does_not_exist.npz")
+
+    arrays = dict(np.load(dump64 / "linear.npz"))
+    del arrays["meta"]
+    np.savez(tmp_path / "nometa.npz", **arrays)
+    _assert_exit_2(cli(capsys, "check", tmp_path / "nometa.npz"), "meta")
+
+    arrays = dict(np.load(dump64 / "linear.npz"))
+    arrays["in.w"] = arrays["in.w"][:, :5]
+    np.savez(tmp_path / "badshape.npz", **arrays)
+    _assert_exit_2(cli(capsys, "check", tmp_path / "badshape.npz"), "badshape.npz")
+
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    _assert_exit_2(cli(capsys, "check", tmp_path / "plain.npy"), "plain.npy")
+
+    with pytest.raises(OracleError, match="garbage.npz"):
+        check_path(garbage)
+    assert issubclass(OracleError, ValueError)
+
+
+def test_unreadable_file_in_a_directory_exit_2(dump64, tmp_path, capsys):
+    d = tmp_path / "d"
+    shutil.copytree(dump64, d)
+    (d / "zz_broken.npz").write_bytes(b"PK\x03\x04 broken")
+    _assert_exit_2(cli(capsys, "check", d), "zz_broken.npz")
+    _assert_exit_2(cli(capsys, "check", dump64, "--against", tmp_path / "empty_or_missing"), "")
+
+
+def test_dump_argument_errors(tmp_path):
+    with pytest.raises(ValueError, match="^channels:"):
+        dump_cases(tmp_path, channels=6, heads=4)
+    with pytest.raises(ValueError, match="^dtype:"):
+        dump_cases(tmp_path, dtype="float16")
+    with pytest.raises(ValueError, match="^seed:"):
+        dump_cases(tmp_path, seed=-1)
+    with pytest.raises(ValueError, match="shape_options"):
+        dump_cases(tmp_path, width=3)
+    with pytest.raises(ValueError, match="^rtol:"):
+        check_path(tmp_path, rtol=-1.0)
+    assert oracle_main(["dump", "--out", str(tmp_path / "x"), "--channels", "7", "--heads", "2"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ contents
+
+@pytest.mark.parametrize("fixture,float_dtype", [("dump64", np.float64), ("dump32", np.float32)])
+def test_only_numeric_arrays_and_a_json_meta(fixture, float_dtype, request):
+    for path in sorted(request.getfixturevalue(fixture).glob("*.npz")):
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                a = z[key]
+                assert a.flags.c_contiguous and a.dtype.byteorder in ("<", "|", "="), (path.name, key)
+                if key == "meta":
+                    assert a.dtype.kind == "U" and a.shape == ()
+                else:
+                    assert a.dtype in (float_dtype, np.int64, np.uint8), (path.name, key, a.dtype)
+
+
+def test_meta_fields(dump64):
+    for name in CASE_NAMES:
+        arrays, meta = load_case(dump64 / f"{name}.npz")
+        assert meta["format"] == "npgpt-oracle" and meta["format_version"] == 1 and meta["case"] == name
+        assert {"forward", "backward", "inputs", "grads", "args", "dtype", "seed", "sizes", "npgpt_version",
+                "numpy_version", "tolerance"} <= set(meta)
+        assert meta["tolerance"] == {"rtol": 1e-10, "atol": 1e-12, **({"by_prefix": {
+            "final.": {"rtol": 1e-8, "atol": 1e-10}}} if name == "gpt_train" else {})}
+        for n in meta["inputs"]:
+            assert f"in.{n}" in arrays
+        for n in meta["grads"]:
+            assert arrays[f"grad.{n}"].shape == arrays[f"in.{n}"].shape
+        float_inputs = [k[3:] for k, a in arrays.items() if k.startswith("in.") and a.dtype.kind == "f"]
+        assert sorted(float_inputs) == sorted(meta["grads"])  # every float input has exactly one gradient
+    _, meta = load_case(dump64 / "gpt_train.npz")
+    hp = meta["args"]["adamw"]
+    assert {k: hp[k] for k in ("lr", "betas", "eps", "weight_decay", "steps", "grad_clip", "lr_schedule")} == \
+        {"lr": 1e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1, "steps": 10, "grad_clip": None,
+         "lr_schedule": "constant"}
+    assert meta["optimizer"] == "npgpt.AdamW"
+
+
+def test_gpt_train_case_is_a_real_training_run(dump64):
+    a, meta = load_case(dump64 / "gpt_train.npz")
+    losses = a["train.losses"]
+    assert losses.shape == (10,) and losses[0] == a["loss"]
+    assert np.all(np.diff(losses) < 0)  # one batch, ten steps: the loss goes down every step
+    assert math.log(meta["sizes"]["V"]) - 0.5 < float(a["loss"]) < math.log(meta["sizes"]["V"]) + 0.5
+    for name in meta["args"]["param_names"]:
+        assert not np.array_equal(a[f"final.{name}"], a[f"param.{name}"]), name
+        assert np.any(a[f"grad.{name}"] != 0), name
+
+
+def test_layer_inputs_are_not_degenerate(dump64):
+    a, _ = load_case(dump64 / "layernorm.npz")
+    assert not np.allclose(a["in.w"], 1.0) and not np.allclose(a["in.b"], 0.0)
+    b, _ = load_case(dump64 / "block.npz")
+    for name in layers.BLOCK_PARAM_NAMES:
+        if name.endswith("bias"):
+            assert np.all(b[f"in.p.{name}"] != 0), name
+    e, _ = load_case(dump64 / "embedding.npz")
+    assert len(np.unique(e["in.idx"])) < e["in.idx"].size  # a repeated id exercises the scatter-add
+    c, _ = load_case(dump64 / "cross_entropy.npz")
+    assert c["dout"].shape == () and c["dout"] != 1.0
+
+
+# ------------------------------------------------------------------------------------------ docs/oracle.md
+
+LAYOUT_SIZES = {"batch": 2, "seq": 5, "channels": 12, "heads": 3, "vocab": 7, "layers": 2}  # all distinct
+
+
+def _doc_sections() -> dict[str, list[list[str]]]:
+    """Heading (### or ####) -> the cells of every table row whose first cell is `code`."""
+    sections: dict[str, list[list[str]]] = {}
+    for chunk in re.split(r"^#{3,4} ", DOC.read_text(), flags=re.M)[1:]:
+        title, _, body = chunk.partition("\n")
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+                for line in body.splitlines() if line.startswith("| `")]
+        sections[title.strip()] = rows
+    return sections
+
+
+def _shape(text: str, sizes: dict[str, int]) -> tuple[int, ...]:
+    inner = text.strip()
+    assert inner.startswith("(") and inner.endswith(")"), text
+    out = []
+    for tok in filter(None, (t.strip() for t in inner[1:-1].split(","))):
+        m = re.fullmatch(r"(\d*)([A-Z])", tok)
+        assert m, f"undocumented shape token {tok!r} in {text!r}"
+        out.append(int(m.group(1) or 1) * sizes[m.group(2)])
+    return tuple(out)
+
+
+def documented_layout(L: int, sizes: dict[str, int], dtype: str) -> dict[str, dict[str, tuple]]:
+    """{case: {key: (shape, dtype)}} exactly as docs/oracle.md's tables state it."""
+    sections = _doc_sections()
+    params = {}
+    for name, shape in ((r[0].strip("`"), r[1]) for r in sections["Parameter names"]):
+        for i in (range(L) if "{i}" in name else [None]):
+            params[name.replace("{i}", str(i))] = _shape(shape, sizes)
+    dtypes = {"float": dtype, "int64": "int64", "uint8": "uint8", "unicode": "unicode"}
+    layout: dict[str, dict[str, tuple]] = {}
+    for title, rows in sections.items():
+        m = re.fullmatch(r"`(\w+)\.npz`", title)
+        if not m:
+            continue
+        keys: dict[str, tuple] = {}
+        for key, shape, dt, *_ in rows:
+            key = key.strip("`")
+            if "<name>" in key:
+                assert shape == "(as `<name>`)", shape
+                for name, s in params.items():
+                    keys[key.replace("<name>", name)] = (s, dtypes[dt])
+            else:
+                keys[key] = (_shape(shape, sizes), dtypes[dt])
+        layout[m.group(1)] = keys
+    return layout
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_written_files_match_the_documented_layout(tmp_path, dtype):
+    paths = dump_cases(tmp_path, dtype=dtype, seed=5, **LAYOUT_SIZES)
+    s = LAYOUT_SIZES
+    sizes = {"B": s["batch"], "T": s["seq"], "C": s["channels"], "H": s["heads"], "D": s["channels"] // s["heads"],
+             "V": s["vocab"], "L": s["layers"], "S": 10}
+    layout = documented_layout(s["layers"], sizes, dtype)
+    assert set(layout) == set(CASE_NAMES)
+    descr = {"float64": "<f8", "float32": "<f4", "int64": "<i8", "uint8": "|u1"}
+    for path in paths:
+        documented = layout[path.stem]
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            assert [i.filename for i in infos] == [f"{k}.npy" for k in [i.filename[:-4] for i in infos]]
+            written = {i.filename[:-4] for i in infos}
+            assert written == set(documented), (path.name, written ^ set(documented))
+            for info in infos:
+                key = info.filename[:-4]
+                shape, dt = documented[key]
+                assert info.compress_type == zipfile.ZIP_STORED
+                data = zf.read(info)
+                # parse the member exactly as docs/oracle.md tells a C or Rust reader to
+                assert data[:6] == b"\x93NUMPY" and data[6:8] == b"\x01\x00", (path.name, key)
+                hlen = int.from_bytes(data[8:10], "little")
+                assert (10 + hlen) % 64 == 0 and data[10 + hlen - 1:10 + hlen] == b"\n"
+                header = ast.literal_eval(data[10:10 + hlen].decode("ascii"))
+                assert header["fortran_order"] is False and header["shape"] == shape, (path.name, key, header)
+                payload = data[10 + hlen:]
+                if dt == "unicode":
+                    n = int(header["descr"][2:])
+                    assert header["descr"].startswith("<U") and len(payload) == 4 * n
+                    text = payload.decode("utf-32-le").rstrip("\x00")
+                    assert payload[::4].decode("ascii").rstrip("\x00") == text  # every fourth byte: ASCII JSON
+                    assert json.loads(text)["case"] == path.stem
+                else:
+                    assert header["descr"] == descr[dt], (path.name, key, header["descr"])
+                    assert len(payload) == math.prod(shape) * int(header["descr"][2:]), (path.name, key)
+
+
+def test_documented_cache_fields_match_the_code():
+    rows = {r[0].strip("`"): re.findall(r"`(\w+)`", r[1]) for r in _doc_sections()["What each cache holds"]}
+    caches = {name: getattr(layers, name) for name in layers.__all__ if name.endswith("Cache")}
+    caches["GPTCache"] = GPTCache
+    assert set(rows) == set(caches)
+    for name, cls in caches.items():
+        assert rows[name] == list(cls._fields), name
+
+
+def test_documented_tolerances_match_the_code():
+    from npgpt.oracle import FINAL_TOLERANCES, TOLERANCES
+
+    def fmt(x: float) -> str:  # 1e-04 -> 1e-4, as the doc writes it
+        return f"{x:.0e}".replace("e-0", "e-")
+
+    text = DOC.read_text()
+    for dtype in ("float64", "float32"):
+        (r, a), (fr, fa) = TOLERANCES[dtype], FINAL_TOLERANCES[dtype]
+        assert f"| {dtype} | {fmt(r)} | {fmt(a)} | {fmt(fr)}, {fmt(fa)} |" in text, dtype
+
+
+# ------------------------------------------------------------------------------------------ the example
+
+def test_the_example_test_file_passes():
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-p", "no:cacheprovider",
+                           str(ROOT / "examples" / "oracle_test_example.py")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+# ------------------------------------------------------------------------------------------ tolerances are fair
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_differently_ordered_training_run_passes_the_default_tolerances(tmp_path, dtype):
+    """The functional model and the per-tensor AdamW path round differently from GPT's flat-buffer path that
+    wrote the dump; a correct implementation like that must pass `check --against` at the defaults."""
+    from npgpt import AdamW, GPTConfig, gpt_backward, gpt_forward
+
+    dump_cases(tmp_path / "golden", dtype=dtype, seed=2, batch=3, seq=8, channels=16, heads=4, vocab=20)
+    a, meta = load_case(tmp_path / "golden" / "gpt_train.npz")
+    config, hp, names = GPTConfig.from_dict(meta["args"]["config"]), meta["args"]["adamw"], meta["args"]["param_names"]
+    params = {k: a[f"param.{k}"].copy() for k in names}  # separate arrays: AdamW's per-tensor path
+    opt = AdamW(params, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"])
+    mine = dict(a)
+    losses = []
+    for step in range(hp["steps"]):
+        logits, loss, cache = gpt_forward(params, config, a["idx"], a["targets"])
+        grads = gpt_backward(cache)
+        if step == 0:
+            mine.update(logits=logits, loss=loss, **{f"grad.{k}": g for k, g in grads.items()})
+        losses.append(loss)
+        opt.step(grads)
+    mine["train.losses"] = np.array(losses, dtype=dtype)
+    mine.update({f"final.{k}": p for k, p in params.items()})
+    np.savez(tmp_path / "mine.npz", meta=np.array(json.dumps(meta)), **mine)
+    report = check_path(tmp_path / "mine.npz", against=tmp_path / "golden" / "gpt_train.npz")
+    assert report.ok, "\n".join(report.lines())
+    assert any(r.max_abs > 0 for r in report.results)  # it really did round differently
