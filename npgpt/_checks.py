@@ -51,6 +51,29 @@ def token_ids(name: str, idx: Any, vocab_size: int, ndim: int | None = 2) -> np.
     return idx
 
 
+def positive_int(name: str, value: Any) -> int:
+    """Return value as an int if it is a positive integer (not a bool), else raise naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def real_number(name: str, value: Any) -> float:
+    """Return value as a Python float if it is a real number (not a bool or string), else raise naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    return float(value)
+
+
+def param(name: str, x: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Check a parameter array's dtype and exact shape, naming it in the error."""
+    float_array(name, x)
+    if x.dtype != dtype:
+        raise ValueError(f"{name}: expected dtype {dtype} (same as x), got {x.dtype}")
+    shape_is(name, x, shape)
+    return x
+
+
 def upstream(name: str, dout: Any, out_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """Check an upstream gradient against the forward output's shape and dtype."""
     float_array(name, dout)

@@ -61,7 +61,7 @@ def numerical_gradient(
     """
     kwargs = dict(kwargs or {})
     args = list(inputs)
-    x = np.array(args[wrt], copy=True)
+    x = np.array(args[wrt], copy=True, order="C")  # C order: the flat view below must alias x
     args[wrt] = x
     d = np.asarray(dout, dtype=np.float64)
     grad = np.zeros(x.shape, dtype=np.float64)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from .._checks import float_array, param, real_number
 from .dropout import DropoutCache, dropout_backward, dropout_forward
 from .layernorm import LayerNormCache, layernorm_backward, layernorm_forward
 from .mlp import MLPCache, mlp_backward, mlp_forward
@@ -26,6 +27,12 @@ BLOCK_PARAM_NAMES = (
     "ln_2.weight", "ln_2.bias",
     "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
 )
+
+
+def block_param_shapes(C: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every block parameter for width C, keyed like BLOCK_PARAM_NAMES (MLP width 4C)."""
+    shapes = [(C,), (C,), (C, 3 * C), (3 * C,), (C, C), (C,), (C,), (C,), (C, 4 * C), (4 * C,), (4 * C, C), (C,)]
+    return dict(zip(BLOCK_PARAM_NAMES, shapes))
 
 
 class BlockCache(NamedTuple):
@@ -43,9 +50,15 @@ def block_forward(x: Array, p: Mapping[str, Array], n_head: int, dropout: float 
 
     See docs/derivations/block.md.
     """
+    float_array("x", x, ndim=3)
     missing = [n for n in BLOCK_PARAM_NAMES if n not in p]
     if missing:
         raise ValueError(f"p: missing block parameter(s) {missing}")
+    for name, shape in block_param_shapes(x.shape[-1]).items():
+        param(name, p[name], shape, x.dtype)  # errors name the GPT-2 parameter, e.g. 'mlp.c_proj.weight: ...'
+    dropout = real_number("dropout", dropout)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout: expected a drop probability in [0, 1), got {dropout}")
     h, ln_1_cache = layernorm_forward(x, p["ln_1.weight"], p["ln_1.bias"])  # (B, T, C)
     a, attn_cache = self_attention_forward(h, p["attn.c_attn.weight"], p["attn.c_attn.bias"],
                                            p["attn.c_proj.weight"], p["attn.c_proj.bias"], n_head)  # (B, T, C)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, shape_is, token_ids
+from .._checks import float_array, real_number, shape_is, token_ids
 
 
 class CrossEntropyCache(NamedTuple):
@@ -55,11 +55,14 @@ def cross_entropy_backward(
     The softmax and log-sum-exp Jacobians cancel into this one line.  See docs/derivations/cross_entropy.md.
     """
     probs, t, logits_shape = cache
-    d = np.asarray(dloss)
-    if d.size != 1 or not np.issubdtype(d.dtype, np.number):
-        raise ValueError(f"dloss: expected a scalar, got shape {d.shape}")
+    if isinstance(dloss, np.ndarray):
+        if dloss.ndim != 0 or dloss.dtype != probs.dtype:
+            raise ValueError(f"dloss: expected a Python number or a 0-d {probs.dtype} array (the loss's type), "
+                             f"got {dloss.dtype} of shape {dloss.shape}")
+        dloss = float(dloss)
+    d = real_number("dloss", dloss)
     N = t.shape[0]
     dlogits = probs.copy()  # (N, V) (1) softmax term
     dlogits[np.arange(N), t] -= 1.0  # (2) minus one-hot of the target
-    dlogits *= float(d.reshape(())) / N  # (3) the mean's 1/N and the upstream scalar
+    dlogits *= d / N  # (3) the mean's 1/N and the upstream scalar
     return dlogits.reshape(logits_shape)

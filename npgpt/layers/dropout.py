@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, upstream
+from .._checks import float_array, real_number, upstream
 
 
 class DropoutCache(NamedTuple):
@@ -28,15 +28,15 @@ def dropout_forward(
 
     rng is a numpy Generator (only drawn from when train and p > 0).  See docs/derivations/dropout.md.
     """
-    float_array("x", x)
-    p = float(p)
+    float_array("x", x, min_ndim=1)
+    p = real_number("p", p)
     if not 0.0 <= p < 1.0:
         raise ValueError(f"p: expected a drop probability in [0, 1), got {p}")
     if not train or p == 0.0:
         return x.copy(), DropoutCache(None, x.shape, x.dtype)  # a copy: outputs never alias inputs
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-    keep = rng.random(x.shape, dtype=x.dtype) >= p  # (...) True with probability 1 - p
+    keep = rng.random(x.shape) >= p  # (...) True with probability 1 - p; float64 draws: same mask in any dtype
     scaled_mask = keep.astype(x.dtype)  # (...) m, 0 or 1
     scaled_mask *= 1.0 / (1.0 - p)  # the 1/(1-p) keeps E[out] = x
     return x * scaled_mask, DropoutCache(scaled_mask, x.shape, x.dtype)

@@ -36,7 +36,7 @@ def gelu_forward(
 
     See docs/derivations/gelu.md.
     """
-    float_array("x", x)
+    float_array("x", x, min_ndim=1)
     if approximate == "tanh":
         t = x * x  # (...) x^2
         t *= SQRT_2_OVER_PI * GELU_COEF

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, same_dtype, shape_is, upstream
+from .._checks import float_array, real_number, same_dtype, shape_is, upstream
 
 
 class LayerNormCache(NamedTuple):
@@ -38,7 +38,7 @@ def layernorm_forward(
     C = x.shape[-1]
     shape_is("w", w, (C,))
     shape_is("b", b, (C,))
-    eps = float(eps)  # a Python float keeps float32 float32 (a NumPy float64 scalar would promote)
+    eps = real_number("eps", eps)  # a Python float keeps float32 float32 (a NumPy float64 scalar would promote)
     if not eps > 0:
         raise ValueError(f"eps: expected a positive number, got {eps}")
     mean = row_mean(x)  # (..., 1)

@@ -33,6 +33,8 @@ def linear_forward(
     float_array("b", b, ndim=1)
     same_dtype("x", x, w=w, b=b)
     C_in, C_out = w.shape
+    if C_in == 0 or C_out == 0:
+        raise ValueError(f"w: expected non-empty dimensions (C_in, C_out), got shape {w.shape}")
     if x.shape[-1] != C_in:
         raise ValueError(f"x: expected last dimension {C_in} (w is {w.shape}), got shape {x.shape}")
     shape_is("b", b, (C_out,))

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from .._checks import float_array, param
 from .gelu import GeluCache, gelu_backward, gelu_forward
 from .linear import LinearCache, linear_backward, linear_forward
 
@@ -30,6 +31,13 @@ def mlp_forward(x: Array, w_fc: Array, b_fc: Array, w_proj: Array, b_proj: Array
 
     See docs/derivations/mlp.md.
     """
+    float_array("x", x, min_ndim=1)
+    C = x.shape[-1]
+    float_array("w_fc", w_fc, ndim=2)
+    hidden = w_fc.shape[1]
+    for name, a, shape in (("w_fc", w_fc, (C, hidden)), ("b_fc", b_fc, (hidden,)),
+                           ("w_proj", w_proj, (hidden, C)), ("b_proj", b_proj, (C,))):
+        param(name, a, shape, x.dtype)
     h, fc_cache = linear_forward(x, w_fc, b_fc)  # (..., 4C)
     a, gelu_cache = gelu_forward(h, approximate)  # (..., 4C)
     out, proj_cache = linear_forward(a, w_proj, b_proj)  # (..., C)

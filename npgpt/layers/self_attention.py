@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array
+from .._checks import float_array, param
 from .attention import AttentionCache, attention_backward, attention_forward
 from .linear import LinearCache, linear_backward, linear_forward
 from .merge_heads import MergeHeadsCache, merge_heads_backward, merge_heads_forward
@@ -37,9 +37,10 @@ def self_attention_forward(x: Array, w_attn: Array, b_attn: Array, w_proj: Array
     """
     float_array("x", x, ndim=3)
     C = x.shape[-1]
+    for name, a, shape in (("w_attn", w_attn, (C, 3 * C)), ("b_attn", b_attn, (3 * C,)),
+                           ("w_proj", w_proj, (C, C)), ("b_proj", b_proj, (C,))):
+        param(name, a, shape, x.dtype)
     qkv, c_attn_cache = linear_forward(x, w_attn, b_attn)  # (B, T, 3C)
-    if qkv.shape[-1] != 3 * C:
-        raise ValueError(f"w_attn: expected shape ({C}, {3 * C}), got {w_attn.shape}")
     q, split_cache = split_heads_forward(qkv[..., :C], n_head)  # (B, H, T, D) views into qkv
     k, _ = split_heads_forward(qkv[..., C:2 * C], n_head)  # (B, H, T, D)
     v, _ = split_heads_forward(qkv[..., 2 * C:], n_head)  # (B, H, T, D)

@@ -29,7 +29,7 @@ def split_heads_forward(
     """
     float_array("x", x, ndim=3)
     B, T, C = x.shape
-    if not isinstance(n_head, (int, np.integer)) or n_head < 1 or C % n_head:
+    if isinstance(n_head, bool) or not isinstance(n_head, (int, np.integer)) or n_head < 1 or C % n_head:
         raise ValueError(f"n_head: expected a positive divisor of C={C}, got {n_head!r}")
     out = x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)  # (B, H, T, D)
     return out, SplitHeadsCache(x.shape, int(n_head), x.dtype)
