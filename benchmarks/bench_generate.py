@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""Sampling throughput of npgpt with and without the key/value cache.
+
+    python benchmarks/bench_generate.py                   # baby config, block_size 256, 256 new tokens
+    python benchmarks/bench_generate.py --config small --block-size 64 --new-tokens 63
+
+Batch 1, float32, a 1-token prompt, temperature 1 (no top-k / top-p), the same seeded rng for both modes.
+use_cache=True runs one new position per token through the blocks against cached keys and values;
+use_cache=False re-runs the full forward over the whole window for every token.  Reported: tokens/s of each,
+the speed-up (target >= 10x), and whether both modes sampled the same tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import _benchutil as bu
+from bench_train import CONFIGS
+
+TARGET_SPEEDUP = 10.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", choices=list(CONFIGS), default="baby")
+    ap.add_argument("--block-size", type=int, default=256)
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the sampling rng (and of the model init)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed cached runs (median reported)")
+    ap.add_argument("--nocache-repeats", type=int, default=1, help="timed uncached runs (median reported)")
+    ap.add_argument("--json", metavar="OUT")
+    args = ap.parse_args()
+
+    bu.set_thread_env(args.threads)  # before numpy is imported
+    bu.use_repo_npgpt()
+    import numpy as np
+
+    import npgpt
+
+    cfg = CONFIGS[args.config]
+    config = npgpt.GPTConfig(vocab_size=cfg["vocab_size"], block_size=args.block_size, n_layer=cfg["n_layer"],
+                             n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=0.0)
+    model = npgpt.GPT(config, seed=args.seed, dtype=np.float32)
+    model.eval()
+    prompt = np.zeros((1, 1), dtype=np.int64)
+    n = args.new_tokens
+
+    print("npgpt generation benchmark")
+    for line in bu.env_report() + bu.numpy_info():
+        print("  " + line)
+    print(f"  Threads: {args.threads} (OMP/OPENBLAS/MKL_NUM_THREADS)")
+    print(f"  model: {args.config} shapes (n_layer={config.n_layer} n_head={config.n_head} n_embd={config.n_embd} "
+          f"vocab={config.vocab_size}) with block_size={config.block_size}, {model.num_params()} params, float32")
+    print(f"  task: batch 1, 1-token prompt, {n} new tokens, temperature 1.0, no top-k/top-p, "
+          f"rng default_rng({args.seed})" + (f"  (the window slides after {config.block_size} tokens: the cache is "
+                                             f"rebuilt each step from then on)" if 1 + n > config.block_size + 1
+                                             else ""))
+
+    def run(use_cache: bool) -> tuple[float, np.ndarray, float]:
+        rng = np.random.default_rng(args.seed)
+        before = bu.cpu_snapshot()
+        t0 = time.perf_counter()
+        out = model.generate(prompt, n, temperature=1.0, top_k=None, top_p=None, rng=rng, use_cache=use_cache)
+        dt = time.perf_counter() - t0
+        other, _ = bu.foreign_load(before, bu.cpu_snapshot())
+        return dt, out, other
+
+    for use_cache in (True, False):  # warm-up: BLAS threads, allocator, causal-mask cache
+        model.generate(prompt, min(8, n), rng=np.random.default_rng(args.seed), use_cache=use_cache)
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    others: dict[bool, list[float]] = {True: [], False: []}
+    seqs = {}
+    plan = [True, False] * min(args.repeats, args.nocache_repeats) \
+        + [True] * max(0, args.repeats - args.nocache_repeats) + [False] * max(0, args.nocache_repeats - args.repeats)
+    for use_cache in plan:  # alternating while both modes have runs left
+        dt, out, other = run(use_cache)
+        times[use_cache].append(dt)
+        others[use_cache].append(other)
+        seqs[use_cache] = out
+        print(f"  run use_cache={use_cache!s:<5}  {dt:8.3f} s  {n / dt:9.1f} tokens/s"
+              + (f"   [other load {other:.2f} cores]" if other >= 0.1 else ""), flush=True)
+
+    res = {}
+    for use_cache in (True, False):
+        med = statistics.median(times[use_cache])
+        res[use_cache] = dict(seconds=med, tokens_per_s=n / med, ms_per_token=1e3 * med / n,
+                              runs_s=times[use_cache], other_load=statistics.mean(others[use_cache]))
+    speedup = res[True]["tokens_per_s"] / res[False]["tokens_per_s"]
+    a, b = seqs[True][0], seqs[False][0]
+    diff = np.nonzero(a != b)[0]
+    same = "identical" if diff.size == 0 else f"differ from position {int(diff[0])} on (rounding near a " \
+                                                  f"sampling boundary)"
+    print(f"\n  with KV cache    {res[True]['tokens_per_s']:9.1f} tokens/s  ({res[True]['ms_per_token']:.2f} ms/token, "
+          f"median of {len(times[True])})")
+    print(f"  without cache    {res[False]['tokens_per_s']:9.1f} tokens/s  ({res[False]['ms_per_token']:.2f} ms/token, "
+          f"median of {len(times[False])})")
+    print(f"  speed-up         {speedup:9.1f}x   (target >= {TARGET_SPEEDUP:.0f}x)  "
+          f"{'PASS' if speedup >= TARGET_SPEEDUP else 'FAIL'}")
+    print(f"  sampled tokens:  {same}")
+    worst = max(max(o) for o in others.values())
+    print(f"  other processes during the runs (cores, mean): cached {res[True]['other_load']:.2f}, "
+          f"uncached {res[False]['other_load']:.2f}; load average {bu.loadavg()}")
+    if worst >= 0.25:
+        print(f"  WARNING: other processes used up to {worst:.2f} cores during the runs; figures are noisy")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(args=vars(args), cached=res[True], uncached=res[False], speedup=speedup,
+                           same_tokens=bool(diff.size == 0)), f, indent=1)
+        print(f"  wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
