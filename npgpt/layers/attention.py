@@ -19,7 +19,7 @@ from .softmax import SoftmaxCache, softmax_backward, softmax_forward
 
 
 class AttentionCache(NamedTuple):
-    q: npt.NDArray[np.floating]  # (B, H, T, D) needed for dk
+    q_scaled: npt.NDArray[np.floating]  # (B, H, T, D) q * scale, needed for dk
     k: npt.NDArray[np.floating]  # (B, H, T, D) needed for dq
     v: npt.NDArray[np.floating]  # (B, H, T, D) needed for datt
     softmax: SoftmaxCache  # att (B, H, T, T) probabilities: needed for dv and dscores
@@ -53,12 +53,12 @@ def attention_forward(
     shape_is("v", v, q.shape)
     T, D = q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(D)  # Python float: float32 stays float32
-    scores = q @ k.swapaxes(-1, -2)  # (B, H, T, T)
-    scores *= scale
+    q_scaled = q * scale  # (B, H, T, D) scaling q, not the (B, H, T, T) scores: T/D times fewer multiplies
+    scores = q_scaled @ k.swapaxes(-1, -2)  # (B, H, T, T)
     scores += causal_mask(T, q.dtype)  # in place: future positions become -inf
     att, sm_cache = softmax_forward(scores)  # (B, H, T, T) rows sum to 1, zero above the diagonal
     out = att @ v  # (B, H, T, D)
-    return out, AttentionCache(q, k, v, sm_cache, scale)
+    return out, AttentionCache(q_scaled, k, v, sm_cache, scale)
 
 
 def attention_backward(
@@ -68,13 +68,13 @@ def attention_backward(
 
     (B, H, T, D) each.  See docs/derivations/attention.md (terms 1-5).
     """
-    q, k, v, sm_cache, scale = cache
-    upstream("dout", dout, q.shape, q.dtype)
+    q_scaled, k, v, sm_cache, scale = cache
+    upstream("dout", dout, q_scaled.shape, q_scaled.dtype)
     att = sm_cache.out  # (B, H, T, T)
     dv = att.swapaxes(-1, -2) @ dout  # (1) (B, H, T, D)
     datt = dout @ v.swapaxes(-1, -2)  # (2) (B, H, T, T)
     dscores = softmax_backward(datt, sm_cache)  # (3) (B, H, T, T) exactly 0 where att is 0 (the future)
-    dscores *= scale  # the s = 1/sqrt(D) of (4) and (5), applied once for both
     dq = dscores @ k  # (4) (B, H, T, D)
-    dk = dscores.swapaxes(-1, -2) @ q  # (5) (B, H, T, D)
+    dq *= scale  # the s of (4), on (B, H, T, D) rather than on dscores (B, H, T, T)
+    dk = dscores.swapaxes(-1, -2) @ q_scaled  # (5) (B, H, T, D): the s of (5) is already inside q_scaled
     return dq, dk, dv

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._checks import float_array, same_dtype, shape_is, upstream
+from .reductions import column_sum
 
 
 class LinearCache(NamedTuple):
@@ -56,5 +57,5 @@ def linear_backward(
     dout2 = dout.reshape(-1, w.shape[1])  # (N, C_out)
     dx = (dout2 @ w.T).reshape(x_shape)  # (1) (N, C_in) -> (..., C_in)
     dw = x2.T @ dout2  # (2) (C_in, C_out)
-    db = np.ones(dout2.shape[0], dtype=dout2.dtype) @ dout2  # (3) (C_out,) row sum via BLAS
+    db = column_sum(dout2)  # (3) (C_out,) sum over the N rows, via BLAS
     return dx, dw, db

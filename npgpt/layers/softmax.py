@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._checks import float_array, upstream
+from .reductions import row_sum
 
 
 class SoftmaxCache(NamedTuple):
@@ -28,7 +29,7 @@ def softmax_forward(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.floatin
         raise ValueError(f"x: expected a non-empty last axis, got shape {x.shape}")
     out = x - x.max(axis=-1, keepdims=True)  # (..., K) new array, max entry 0
     np.exp(out, out=out)  # in place: no second (..., K) temporary
-    out /= out.sum(axis=-1, keepdims=True)
+    out /= row_sum(out)  # (..., 1) row sums via BLAS
     return out, SoftmaxCache(out)
 
 
@@ -39,7 +40,7 @@ def softmax_backward(dout: npt.NDArray[np.floating], cache: SoftmaxCache) -> npt
     """
     out = cache.out
     upstream("dout", dout, out.shape, out.dtype)
-    inner = np.sum(dout * out, axis=-1, keepdims=True)  # (..., 1) p . dout, the scalar inside (2)
+    inner = np.einsum("...k,...k->...", dout, out)[..., None]  # (..., 1) p . dout, the scalar inside (2); one pass
     dx = dout - inner  # (..., K) (1) - (2) = p * dout - p (p . dout), factor p applied next
     dx *= out
     return dx

@@ -1,0 +1,28 @@
+"""Sums and means along one axis as BLAS matrix-vector products.
+
+NumPy reduces along a short last axis (64-768 elements, as in LayerNorm and softmax rows) several times
+slower than a matrix-vector product with a vector of ones does the same sum, so the hot layers use these.
+Derivation notes: docs/derivations/layernorm.md (the "Means as matrix products" point).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+
+def row_sum(a: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+    """Sum over the last axis, kept as (..., 1): a @ ones(K)."""
+    return (a @ np.ones(a.shape[-1], dtype=a.dtype))[..., None]  # (..., 1)
+
+
+def row_mean(a: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+    """Mean over the last axis, kept as (..., 1): a @ full(K, 1/K)."""
+    K = a.shape[-1]
+    return (a @ np.full(K, 1.0 / K, dtype=a.dtype))[..., None]  # (..., 1)
+
+
+def column_sum(a: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+    """Sum over every axis but the last, (..., C) -> (C,): ones(N) @ a with the leading axes folded into N."""
+    a2 = a.reshape(-1, a.shape[-1])  # (N, C)
+    return np.ones(a2.shape[0], dtype=a.dtype) @ a2  # (C,)
