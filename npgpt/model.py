@@ -8,6 +8,7 @@ Walkthrough: docs/model.md
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -18,6 +19,7 @@ import numpy.typing as npt
 from ._checks import token_ids
 from .config import GPTConfig
 from .flat import pack
+from .parallel import batch_slices, default_threads, worker_pool
 from .layers import (
     BLOCK_PARAM_NAMES,
     BlockCache,
@@ -173,13 +175,15 @@ def gpt_backward(cache: GPTCache, out: Mapping[str, Array] | None = None) -> dic
 class GPT:
     """A GPT-2-architecture model: params in one buffer, forward/backward through the functional core.
 
-    init=False leaves the parameters zero (for loaders that fill them).
+    init=False leaves the parameters zero (for loaders that fill them).  threads > 1 splits each batch across
+    that many worker threads (data parallel, npgpt/parallel.py); the default is one per core in float32 and 1
+    in float64, so float64 results are exactly those of the functional core.
 
     `logits, loss = model.forward(idx, targets)`; `grads = model.backward()`.  See docs/model.md.
     """
 
     def __init__(self, config: GPTConfig, seed: int = 0, dtype: npt.DTypeLike = np.float32, *,
-                 init: bool = True) -> None:
+                 init: bool = True, threads: int | None = None) -> None:
         if not isinstance(config, GPTConfig):
             raise ValueError(f"config: expected a GPTConfig, got {type(config).__name__}")
         dtype = np.dtype(dtype)
@@ -196,7 +200,13 @@ class GPT:
         if init:  # from_pretrained passes init=False: it overwrites every entry anyway
             init_params(config, np.random.default_rng(seed), self.params)
         self.training = True
-        self._cache: GPTCache | None = None
+        if threads is None:
+            threads = default_threads() if dtype == np.float32 else 1
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads: expected a positive integer, got {threads!r}")
+        self.threads = threads
+        self._extra_grads: list[tuple[np.ndarray, dict[str, Array]]] = []  # one buffer per extra worker
+        self._cache: list[tuple[GPTCache, float]] | None = None  # (cache, share of the batch) per slice
 
     def num_params(self) -> int:
         """Number of parameters (the tied head counted once)."""
@@ -211,10 +221,36 @@ class GPT:
 
     def forward(self, idx: npt.NDArray[np.integer],
                 targets: npt.NDArray[np.integer] | None = None) -> tuple[Array, Array | None]:
-        """logits (B, T, V) and the mean loss (None without targets); keeps the cache for backward()."""
-        logits, loss, self._cache = gpt_forward(self.params, self.config, idx, targets,
-                                                train=self.training, rng=self.rng)
-        return logits, loss
+        """logits (B, T, V) and the mean loss (None without targets); keeps the cache for backward().
+
+        With threads > 1 the batch is cut into slices run concurrently; the loss is their size-weighted mean.
+        """
+        B = idx.shape[0] if isinstance(idx, np.ndarray) and idx.ndim == 2 else 1
+        slices = batch_slices(B, self.threads)
+        if len(slices) == 1:
+            logits, loss, cache = gpt_forward(self.params, self.config, idx, targets,
+                                              train=self.training, rng=self.rng)
+            self._cache = [(cache, 1.0)]
+            return logits, loss
+        token_ids("idx", idx, self.config.vocab_size)  # check once, up front, with the whole batch's shapes
+        if targets is not None and (not isinstance(targets, np.ndarray) or targets.shape != idx.shape):
+            raise ValueError(f"targets: expected shape {idx.shape} (same as idx), got "
+                             f"{getattr(targets, 'shape', type(targets).__name__)}")
+        # each slice draws dropout from its own Generator, seeded from self.rng: deterministic despite threads
+        seeds = self.rng.integers(2**63, size=len(slices)) if self.training and self.config.dropout > 0 else None
+        # each job runs in a copy of the caller's context, so np.errstate and the like carry into the workers
+        jobs = [worker_pool(len(slices)).submit(
+            contextvars.copy_context().run, gpt_forward, self.params, self.config, idx[s], None if targets is None else targets[s],
+            train=self.training, rng=None if seeds is None else np.random.default_rng(int(seeds[i])))
+            for i, s in enumerate(slices)]
+        results = [job.result() for job in jobs]
+        shares = [(s.stop - s.start) / B for s in slices]  # d(mean loss)/d(slice's mean loss)
+        self._cache = [(cache, share) for (_, _, cache), share in zip(results, shares)]
+        logits = np.concatenate([r[0] for r in results])  # (B, T, V)
+        if targets is None:
+            return logits, None
+        loss = sum(share * float(r[1]) for r, share in zip(results, shares))
+        return logits, np.asarray(loss, dtype=self.dtype)
 
     __call__ = forward
 
@@ -222,8 +258,25 @@ class GPT:
         """Gradients of the last forward's loss, written into self.grads (views of self.flat_grads)."""
         if self._cache is None:
             raise ValueError("backward: call forward(idx, targets) first")
-        gpt_backward(self._cache, out=self.grads)
-        self._cache = None  # free the activations
+        caches, self._cache = self._cache, None  # drop our reference: activations are freed as we go
+        if len(caches) == 1:
+            gpt_backward(caches[0][0], out=self.grads)
+            return self.grads
+        while len(self._extra_grads) < len(caches) - 1:
+            shapes = param_shapes(self.config)
+            self._extra_grads.append(pack(shapes, self.dtype, buffer_order(shapes)))
+        outs = [self.grads] + [g for _, g in self._extra_grads]
+        shares = [share for _, share in caches]
+        jobs = [worker_pool(len(caches)).submit(contextvars.copy_context().run, gpt_backward, cache, out)
+                for (cache, _), out in zip(caches, outs)]
+        del caches  # each worker now holds the only reference to its slice's activations
+        for job in jobs:
+            job.result()
+        # the batch's mean loss is the share-weighted sum of the slices' mean losses, and so are its gradients
+        self.flat_grads *= shares[0]
+        for (buf, _), share in zip(self._extra_grads, shares[1:]):
+            buf *= share
+            self.flat_grads += buf
         return self.grads
 
     def generate(self, idx: npt.NDArray[np.integer], max_new_tokens: int, temperature: float = 1.0,

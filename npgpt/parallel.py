@@ -1,0 +1,65 @@
+"""Data parallelism across CPU cores: split the batch, run each slice's forward and backward in its own thread.
+
+NumPy runs elementwise work (LayerNorm, GELU, softmax) on one core, so with BLAS using every core only the
+matrix products scale.  Instead, each worker thread handles a slice of the batch with single-threaded BLAS,
+and everything (matmuls and elementwise) runs on all cores at once.  NumPy releases the GIL inside ufunc
+loops and BLAS calls, so the threads really do overlap.  See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import Callable
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@lru_cache(maxsize=1)
+def _blas_set_threads_local() -> Callable[[int], int] | None:
+    """OpenBLAS's per-thread thread-count setter (OpenBLAS >= 0.3.27) from the BLAS NumPy has loaded, or None
+    (another BLAS, an older OpenBLAS, or no /proc to find it in)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
+    except OSError:
+        return None
+    for path in sorted(paths, key=lambda p: "numpy" not in p):  # NumPy's own OpenBLAS first
+        try:
+            fn = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
+        except OSError:
+            continue
+        if fn is not None:
+            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+            return fn
+    return None
+
+
+def default_threads() -> int:
+    """How many batch slices to run at once: one per core when NumPy's BLAS can be made single-threaded in
+    each worker (otherwise workers and BLAS threads would fight over the cores), else 1."""
+    return usable_cores() if _blas_set_threads_local() is not None else 1
+
+
+@lru_cache(maxsize=4)
+def worker_pool(n: int) -> ThreadPoolExecutor:
+    """A pool of n threads whose BLAS calls each use a single thread (shared by all models)."""
+    set_local = _blas_set_threads_local()
+    if set_local is None:
+        raise RuntimeError("worker_pool: NumPy's BLAS has no per-thread thread count; use threads=1")
+    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="npgpt", initializer=set_local, initargs=(1,))
+
+
+def batch_slices(B: int, n: int) -> list[slice]:
+    """Split range(B) into min(n, B) contiguous slices whose sizes differ by at most one."""
+    n = max(1, min(n, B))
+    bounds = [B * i // n for i in range(n + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
