@@ -1,0 +1,235 @@
+"""Training checkpoints: one .npz holding the parameters, AdamW's moments and a JSON metadata string.
+
+Entries:
+    param/<name>     every GPT-2 parameter, e.g. param/wte.weight, param/h.0.attn.c_attn.weight
+    adam_m/<name>    AdamW first moment, same names and shapes
+    adam_v/<name>    AdamW second moment
+    metadata         0-d numpy unicode array: a JSON object with "format": "npgpt-checkpoint", "version": 1,
+                     "model_config" (GPTConfig fields) and whatever else the writer records (npgpt.train
+                     records the train config, iteration, optimizer state, RNG states, tokenizer, history)
+
+Nothing is pickled: the file loads with np.load(..., allow_pickle=False).  save_checkpoint writes a temporary
+file in the same directory, fsyncs it and renames it over the target, so a crash or a failing save leaves the
+previous checkpoint intact.  Every problem reading one is a one-line ValueError.
+Format and guarantees: docs/training.md
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .config import GPTConfig
+from .model import param_shapes
+
+FORMAT_NAME = "npgpt-checkpoint"
+FORMAT_VERSION = 1
+GROUPS = ("param", "adam_m", "adam_v")  # the array groups, each keyed by parameter name
+
+Array = npt.NDArray[np.floating]
+
+
+@dataclass
+class Checkpoint:
+    """What load_checkpoint returns: the three array groups, the model config, and the whole metadata."""
+
+    params: dict[str, Array]
+    adam_m: dict[str, Array]
+    adam_v: dict[str, Array]
+    config: GPTConfig
+    meta: dict[str, Any]
+
+
+def save_checkpoint(path: str | os.PathLike[str], params: Mapping[str, Array], adam_m: Mapping[str, Array],
+                    adam_v: Mapping[str, Array], config: GPTConfig, meta: Mapping[str, Any] | None = None) -> Path:
+    """Write params, AdamW moments and metadata to one .npz at path, atomically; return the path.
+
+    meta must be JSON-serialisable (strict JSON: no NaN/inf); "format", "version" and "model_config" are
+    added here.  The directory is created if missing.
+    """
+    path = Path(path)
+    shapes = param_shapes(config)
+    for group, arrays in zip(GROUPS, (params, adam_m, adam_v)):
+        _check_arrays(group, arrays, shapes, str(path))
+    reserved = {"format", "version", "model_config"} & set(meta or {})
+    if reserved:
+        raise ValueError(f"meta: keys {sorted(reserved)} are written by save_checkpoint itself")
+    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model_config": config.to_dict(), **(meta or {})}
+    try:
+        text = json.dumps(header, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"meta: not JSON-serialisable ({e})") from None
+    arrays: dict[str, np.ndarray] = {"metadata": np.array(text)}  # numpy unicode ('<U..'), not object
+    for group, d in zip(GROUPS, (params, adam_m, adam_v)):
+        arrays.update({f"{group}/{k}": np.ascontiguousarray(d[k]) for k in shapes})
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a unique temporary name next to the target (same file system, so the rename is atomic); created with
+    # mode 0o666 so the umask applies as for any new file (mkstemp would make it owner-only)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], config: GPTConfig | None = None,
+                    expect: Mapping[str, Any] | None = None, expect_key: str = "train_config") -> Checkpoint:
+    """Read and validate a checkpoint written by save_checkpoint.
+
+    config: when given, the stored model config must equal it (the differing fields are named).
+    expect: when given, each of its items must equal the same item of meta[expect_key] (differences named).
+    Raises a one-line ValueError for a missing file, a file that is not an npz (corrupt or truncated), an npz
+    that is not an npgpt checkpoint, a newer format version, parameters that do not match the model config,
+    and the mismatches above.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such checkpoint file")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, expected a checkpoint file")
+    try:
+        f = open(path, "rb")  # opened here so it is closed on every path (np.load leaks it when it fails)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+    with f:
+        try:
+            z = np.load(f, allow_pickle=False)
+        except _READ_ERRORS as e:
+            raise ValueError(f"{path}: not a readable .npz checkpoint (corrupt or truncated?): "
+                             f"{_one_line(e)}") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: not an npgpt checkpoint (a .npy array, not an .npz archive)")
+        with z:
+            meta = _read_metadata(path, _entry(path, z, "metadata") if "metadata" in z.files else None)
+            raw = {k: _entry(path, z, k) for k in z.files if k != "metadata"}  # every entry read now
+    try:
+        stored = GPTConfig.from_dict(meta["model_config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: invalid model_config in the metadata ({_one_line(e)})") from None
+    if config is not None and stored != config:
+        raise ValueError(f"{path}: checkpoint was written for a different model: "
+                         f"{_differences(stored.to_dict(), config.to_dict())}")
+    if expect is not None:
+        have = meta.get(expect_key)
+        if not isinstance(have, dict):
+            raise ValueError(f"{path}: metadata has no {expect_key!r} object to compare with")
+        wanted = {k: v for k, v in expect.items() if have.get(k, _MISSING) != v}
+        if wanted:
+            raise ValueError(f"{path}: checkpoint was written with a different configuration: "
+                             f"{_differences({k: have.get(k, _MISSING) for k in wanted}, wanted)}")
+
+    shapes = param_shapes(stored)
+    groups: dict[str, dict[str, Array]] = {}
+    for group in GROUPS:
+        prefix = group + "/"
+        d = {k[len(prefix):]: a for k, a in raw.items() if k.startswith(prefix)}
+        _check_arrays(group, d, shapes, str(path))
+        groups[group] = d
+    extra = sorted(k for k in raw if k.split("/", 1)[0] not in GROUPS)
+    if extra:
+        raise ValueError(f"{path}: unexpected entries {_few(extra)}")
+    return Checkpoint(groups["param"], groups["adam_m"], groups["adam_v"], stored, meta)
+
+
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError, RuntimeError)
+
+
+def _entry(path: Path, z: Any, key: str) -> np.ndarray:
+    try:
+        return z[key]
+    except _READ_ERRORS as e:
+        raise ValueError(f"{path}: entry {key!r} is unreadable (corrupt or truncated?): {_one_line(e)}") from None
+
+
+def _read_metadata(path: Path, entry: np.ndarray | None) -> dict[str, Any]:
+    if entry is None:
+        raise ValueError(f"{path}: not an npgpt checkpoint (no 'metadata' entry)")
+    if entry.dtype.kind != "U" or entry.size != 1:
+        raise ValueError(f"{path}: not an npgpt checkpoint ('metadata' is not a JSON string)")
+    try:
+        meta = json.loads(str(entry.reshape(())[()]))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not an npgpt checkpoint ('metadata' is not valid JSON: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        name = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: not an npgpt checkpoint (format {name!r}, expected {FORMAT_NAME!r})")
+    version = meta.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path}: invalid checkpoint format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format version {version} is newer than this npgpt reads "
+                         f"(up to {FORMAT_VERSION}); upgrade npgpt")
+    return meta
+
+
+def _check_arrays(group: str, arrays: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]],
+                  where: str) -> None:
+    """Keys exactly the model's parameter names, each a float32/float64 array of the config's shape."""
+    missing, extra = sorted(set(shapes) - set(arrays)), sorted(set(arrays) - set(shapes))
+    if missing or extra:
+        parts = ([f"missing {_few(missing)}"] if missing else []) + ([f"unexpected {_few(extra)}"] if extra else [])
+        raise ValueError(f"{where}: {group} entries do not match the model config ({'; '.join(parts)})")
+    for k, shape in shapes.items():
+        a = arrays[k]
+        if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
+            raise ValueError(f"{where}: {group}/{k}: expected a float32 or float64 array")
+        if a.shape != shape:
+            raise ValueError(f"{where}: {group}/{k}: shape {a.shape} does not match the model config's {shape}")
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+def _differences(have: Mapping[str, Any], want: Mapping[str, Any]) -> str:
+    keys = [k for k in want if have.get(k, _MISSING) != want[k]]
+    return ", ".join(f"{k} (checkpoint {have.get(k, _MISSING)!r}, requested {want[k]!r})" for k in keys)
+
+
+def _few(names: list[str], n: int = 4) -> str:
+    shown = ", ".join(names[:n])
+    return shown + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
