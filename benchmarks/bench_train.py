@@ -100,8 +100,11 @@ def worker_main(framework: str, config_name: str) -> None:
 
     import numpy as np
 
+    bu.use_repo_npgpt()
+    from npgpt.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # the same glibc setting for every framework, as train() uses (docs/performance.md)
     if framework == "npgpt":
-        bu.use_repo_npgpt()
         import npgpt
 
         a = np.ones((256, 256), np.float32)
@@ -116,8 +119,9 @@ def worker_main(framework: str, config_name: str) -> None:
 
     batches = make_batches(cfg)
     if framework == "npgpt":
-        model = npgpt.GPT(npgpt_config(cfg), seed=SEED, dtype=np.float32)
-        opt = npgpt.AdamW(model.params, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+        # the same number of cores as torch: batch slices (and AdamW chunks) on `threads` worker threads
+        model = npgpt.GPT(npgpt_config(cfg), seed=SEED, dtype=np.float32, threads=threads)
+        opt = npgpt.AdamW(model.params, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, threads=threads)
         nparams = model.num_params()
 
         def step(i: int):
@@ -547,7 +551,9 @@ def main() -> int:
     for line in bu.env_report():
         print("  " + line)
     print(f"  Threads: {args.threads} for every framework (OMP/OPENBLAS/MKL_NUM_THREADS in each worker, "
-          f"torch.set_num_threads)")
+          f"torch.set_num_threads; npgpt GPT(threads=...) and AdamW(threads=...))")
+    print("  glibc malloc: freed memory kept for reuse in every worker, torch's included "
+          "(npgpt.memory.reuse_freed_memory)")
     peak = {"numpy": measure_peak("numpy", args.threads)}
     if use_torch:
         peak["torch"] = measure_peak("torch", args.threads)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextvars
 import math
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -137,39 +138,51 @@ def gpt_forward(
     return logits, loss, cache
 
 
-def gpt_backward(cache: GPTCache, out: Mapping[str, Array] | None = None) -> dict[str, Array]:
-    """Gradient of the mean loss with respect to every parameter, keyed like params.
+def gpt_backward(cache: GPTCache, out: Mapping[str, Array] | None = None, dloss: float = 1.0,
+                 emit: Callable[[str, Array], None] | None = None) -> dict[str, Array]:
+    """Gradient of dloss * (the mean loss) with respect to every parameter, keyed like params.
 
-    With `out`, the gradients are written into those arrays (e.g. views of one flat buffer) and it is
-    returned.  See docs/model.md for where each gradient comes from.
+    Each gradient is handed on as soon as it is known: to emit(name, grad) if given, else written into
+    out[name] (e.g. views of one flat buffer), else collected in a new dict.  Returns out, that dict, or {}
+    with emit.
+    See docs/model.md for where each gradient comes from.
     """
     if cache.ce is None:
         raise ValueError("cache: the forward was run without targets, so there is no loss to differentiate")
     config = cache.config
-    g: dict[str, Array] = {}
-    dlogits = cross_entropy_backward(1.0, cache.ce)  # (B, T, V)
+    collected: dict[str, Array] = {}
+    streaming = emit is not None
+    if emit is None:
+        def emit(name: str, grad: Array) -> None:
+            if out is None:
+                collected[name] = grad
+            else:
+                out[name][...] = grad
+    dlogits = cross_entropy_backward(dloss, cache.ce)  # (B, T, V)
     B, T, V = dlogits.shape
     C = config.n_embd
     dlogits2 = dlogits.reshape(-1, V)  # (B*T, V)
     dwte_head = dlogits2.T @ cache.xf.reshape(-1, C)  # (V, C) first source of dwte: the LM head
     dx = (dlogits2 @ cache.wte).reshape(B, T, C)  # (B, T, C)
-    dx, g["ln_f.weight"], g["ln_f.bias"] = layernorm_backward(dx, cache.ln_f)
+    dx, dw, db = layernorm_backward(dx, cache.ln_f)
+    emit("ln_f.weight", dw)
+    emit("ln_f.bias", db)
     for i in reversed(range(config.n_layer)):
         dx, block_grads = block_backward(dx, cache.blocks[i])  # (B, T, C)
         for name, grad in block_grads.items():
-            g[f"h.{i}.{name}"] = grad
+            emit(f"h.{i}.{name}", grad)
     dx = dropout_backward(dx, cache.drop)  # (B, T, C)
     dwpe = np.zeros((config.block_size, C), dtype=cache.dtype)  # (block_size, C)
     dwpe[:T] = dx.sum(axis=0)  # (T, C) every sequence in the batch used the same positions
-    g["wpe.weight"] = dwpe
+    emit("wpe.weight", dwpe)
     dwte_tok = embedding_backward(dx, cache.tok)  # (V, C) second source of dwte: the token lookup
-    g["wte.weight"] = dwte_head + dwte_tok  # (V, C) tied weight: its two uses add
-    names = list(param_shapes(config))
-    if out is None:
-        return {k: g[k] for k in names}
-    for k in names:
-        out[k][...] = g[k]
-    return dict(out)
+    dwte_head += dwte_tok  # (V, C) tied weight: its two uses add
+    emit("wte.weight", dwte_head)
+    if streaming:
+        return {}  # everything went to emit
+    if out is not None:
+        return dict(out)
+    return {k: collected[k] for k in param_shapes(config)}
 
 
 class GPT:
@@ -205,7 +218,6 @@ class GPT:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads: expected a positive integer, got {threads!r}")
         self.threads = threads
-        self._extra_grads: list[tuple[np.ndarray, dict[str, Array]]] = []  # one buffer per extra worker
         self._cache: list[tuple[GPTCache, float]] | None = None  # (cache, share of the batch) per slice
 
     def num_params(self) -> int:
@@ -262,21 +274,26 @@ class GPT:
         if len(caches) == 1:
             gpt_backward(caches[0][0], out=self.grads)
             return self.grads
-        while len(self._extra_grads) < len(caches) - 1:
-            shapes = param_shapes(self.config)
-            self._extra_grads.append(pack(shapes, self.dtype, buffer_order(shapes)))
-        outs = [self.grads] + [g for _, g in self._extra_grads]
-        shares = [share for _, share in caches]
-        jobs = [worker_pool(len(caches)).submit(contextvars.copy_context().run, gpt_backward, cache, out)
-                for (cache, _), out in zip(caches, outs)]
+        # the batch's mean loss is sum_i share_i * (slice i's mean loss): slice i's backward starts from
+        # dloss = share_i, and the slices' gradients add where they meet (every parameter)
+        self.flat_grads[...] = 0.0
+        turn = dict.fromkeys(self.grads, 0)  # which slice adds into each tensor next
+        ready = threading.Condition()
+
+        def adder(i: int) -> Callable[[str, Array], None]:
+            def add(name: str, grad: Array) -> None:
+                with ready:  # slices add in order 0, 1, 2, ...: the same bits on every run
+                    ready.wait_for(lambda: turn[name] == i)
+                    self.grads[name] += grad
+                    turn[name] += 1
+                    ready.notify_all()
+            return add
+
+        jobs = [worker_pool(len(caches)).submit(contextvars.copy_context().run, gpt_backward, cache, None, share,
+                                                adder(i)) for i, (cache, share) in enumerate(caches)]
         del caches  # each worker now holds the only reference to its slice's activations
         for job in jobs:
             job.result()
-        # the batch's mean loss is the share-weighted sum of the slices' mean losses, and so are its gradients
-        self.flat_grads *= shares[0]
-        for (buf, _), share in zip(self._extra_grads, shares[1:]):
-            buf *= share
-            self.flat_grads += buf
         return self.grads
 
     def generate(self, idx: npt.NDArray[np.integer], max_new_tokens: int, temperature: float = 1.0,

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from .flat import span
+from .parallel import batch_slices, usable_cores, worker_pool
 
 Array = npt.NDArray[np.floating]
 
@@ -25,12 +26,13 @@ class AdamW:
     """Hand-written AdamW over a dict of parameter arrays, updated in place.
 
     When the params (and the grads passed to step) are views tiling one buffer, as GPT's are, each step is a
-    few vectorised passes over that buffer; otherwise it loops over the tensors.  Decay applies to 2-D
-    arrays only.  lr may be changed between steps (opt.lr = ...).
+    few vectorised passes over that buffer, split across `threads` worker threads (default: one per core for
+    models of 65,536 parameters or more); otherwise it loops over the tensors.  Decay applies to 2-D arrays
+    only.  lr may be changed between steps (opt.lr = ...).
     """
 
     def __init__(self, params: Mapping[str, Array], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95),
-                 eps: float = 1e-8, weight_decay: float = 0.1) -> None:
+                 eps: float = 1e-8, weight_decay: float = 0.1, threads: int | None = None) -> None:
         if not params:
             raise ValueError("params: expected at least one parameter array")
         for k, p in params.items():
@@ -48,6 +50,11 @@ class AdamW:
         self.lr, self.betas, self.eps, self.weight_decay = float(lr), (float(b1), float(b2)), float(eps), \
             float(weight_decay)
         self.t = 0  # steps taken
+        total = sum(p.size for p in self.params.values())
+        # the update is elementwise, so splitting it over threads cannot change a single bit of the result
+        self.threads = threads if threads is not None else (usable_cores() if total >= 1 << 16 else 1)
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"threads: expected a positive integer, got {threads!r}")
         self._flat = span(self.params)
         dtype = next(iter(self.params.values())).dtype
         if self._flat is not None:
@@ -57,7 +64,6 @@ class AdamW:
             self.m = {k: self._m[s].reshape(self.params[k].shape) for k, s in slices.items()}
             self.v = {k: self._v[s].reshape(self.params[k].shape) for k, s in slices.items()}
             self._decay = _runs(slices, {k: p.ndim == 2 for k, p in self.params.items()})
-            self._scratch = np.empty_like(buf)  # reused every step: no per-step allocation
         else:
             self.m = {k: np.zeros_like(p) for k, p in self.params.items()}
             self.v = {k: np.zeros_like(p) for k, p in self.params.items()}
@@ -76,39 +82,22 @@ class AdamW:
         lr, wd, eps = self.lr, self.weight_decay, self.eps
         bc1 = 1.0 - b1 ** self.t  # bias corrections: m and v start at 0, so early averages are too small
         bc2 = 1.0 - b2 ** self.t
-        step_size = lr / bc1
+        coef = _Coefficients(b1, b2, 1.0 / math.sqrt(bc2), eps, 1.0 - lr * wd, lr / bc1)
         flat_g = self._grad_buffer(grads)
-        if flat_g is not None:
-            p, m, v, s = self._flat[0], self._m, self._v, self._scratch
-            m *= b1
-            m += (1.0 - b1) * flat_g  # m = b1 m + (1 - b1) g
-            v *= b2
-            np.multiply(flat_g, flat_g, out=s)
-            s *= 1.0 - b2
-            v += s  # v = b2 v + (1 - b2) g^2
-            np.sqrt(v, out=s)
-            s *= 1.0 / math.sqrt(bc2)
-            s += eps  # sqrt(v_hat) + eps
-            np.divide(m, s, out=s)
-            for run in self._decay:
-                p[run] *= 1.0 - lr * wd  # decoupled weight decay, 2-D matrices only
-            s *= step_size  # lr * m_hat / (sqrt(v_hat) + eps)
-            p -= s
+        if flat_g is not None:  # flat path: the whole model as one array, cut into one chunk per thread
+            p, m, v = self._flat[0], self._m, self._v
+            s = np.empty_like(p)  # scratch, allocated per step so it is not held during forward and backward
+            chunks = batch_slices(p.size, self.threads)
+            jobs = [(p[c], flat_g[c], m[c], v[c], s[c], _clip_runs(self._decay, c), coef) for c in chunks]
+            if len(jobs) == 1:
+                _adamw_update(*jobs[0])
+            else:
+                for job in [worker_pool(len(jobs)).submit(_adamw_update, *args) for args in jobs]:
+                    job.result()
             return
-        for k, p in self.params.items():  # general path: one tensor at a time, same formulas
-            g, m, v = grads[k], self.m[k], self.v[k]
-            m *= b1
-            m += (1.0 - b1) * g
-            v *= b2
-            v += (1.0 - b2) * (g * g)
-            if p.ndim == 2:
-                p *= 1.0 - lr * wd
-            denom = np.sqrt(v)
-            denom *= 1.0 / math.sqrt(bc2)
-            denom += eps  # sqrt(v_hat) + eps, rounded exactly as in the flat path
-            update = m / denom
-            update *= step_size
-            p -= update
+        for k, p in self.params.items():  # general path: one tensor at a time, the same update
+            decay = [slice(None)] if p.ndim == 2 else []
+            _adamw_update(p, grads[k], self.m[k], self.v[k], np.empty_like(p), decay, coef)
 
     def _grad_buffer(self, grads: Mapping[str, Array]) -> Array | None:
         """The grads as one buffer laid out exactly like the params buffer, or None."""
@@ -144,6 +133,46 @@ class AdamW:
         self.lr, self.eps, self.weight_decay = float(state["lr"]), float(state["eps"]), float(state["weight_decay"])
         self.betas = (float(state["betas"][0]), float(state["betas"][1]))
         self.t = int(state["t"])
+
+
+class _Coefficients(NamedTuple):
+    b1: float
+    b2: float
+    inv_sqrt_bc2: float  # 1 / sqrt(1 - b2^t): turns sqrt(v) into sqrt(v_hat)
+    eps: float
+    decay: float  # 1 - lr * weight_decay
+    step_size: float  # lr / (1 - b1^t): lr times m's bias correction
+
+
+def _adamw_update(p: Array, g: Array, m: Array, v: Array, s: Array, decay_runs: list[slice],
+                  c: _Coefficients) -> None:
+    """The AdamW update of one array (or one chunk of the flat buffer) in place; s is scratch space.
+    Every path calls this, so every path rounds identically."""
+    m *= c.b1
+    np.multiply(g, 1.0 - c.b1, out=s)
+    m += s  # m = b1 m + (1 - b1) g
+    v *= c.b2
+    np.multiply(g, g, out=s)
+    s *= 1.0 - c.b2
+    v += s  # v = b2 v + (1 - b2) g^2
+    np.sqrt(v, out=s)
+    s *= c.inv_sqrt_bc2
+    s += c.eps  # sqrt(v_hat) + eps
+    np.divide(m, s, out=s)
+    for run in decay_runs:
+        p[run] *= c.decay  # decoupled weight decay, 2-D matrices only
+    s *= c.step_size  # lr * m_hat / (sqrt(v_hat) + eps)
+    p -= s
+
+
+def _clip_runs(runs: list[slice], chunk: slice) -> list[slice]:
+    """The parts of the flat-buffer slices `runs` inside `chunk`, relative to the chunk's start."""
+    out = []
+    for r in runs:
+        lo, hi = max(r.start, chunk.start), min(r.stop, chunk.stop)
+        if lo < hi:
+            out.append(slice(lo - chunk.start, hi - chunk.start))
+    return out
 
 
 def _runs(slices: Mapping[str, slice], decay: Mapping[str, bool]) -> list[slice]:

@@ -51,15 +51,16 @@ def default_threads() -> int:
 
 @lru_cache(maxsize=4)
 def worker_pool(n: int) -> ThreadPoolExecutor:
-    """A pool of n threads whose BLAS calls each use a single thread (shared by all models)."""
+    """A pool of n threads (shared by all models and optimizers) whose BLAS calls use a single thread each,
+    where NumPy's BLAS allows it."""
     set_local = _blas_set_threads_local()
     if set_local is None:
-        raise RuntimeError("worker_pool: NumPy's BLAS has no per-thread thread count; use threads=1")
+        return ThreadPoolExecutor(max_workers=n, thread_name_prefix="npgpt")
     return ThreadPoolExecutor(max_workers=n, thread_name_prefix="npgpt", initializer=set_local, initargs=(1,))
 
 
 def batch_slices(B: int, n: int) -> list[slice]:
-    """Split range(B) into min(n, B) contiguous slices whose sizes differ by at most one."""
+    """Split range(B) into min(n, B) contiguous slices whose sizes differ by at most one (B >= 1)."""
     n = max(1, min(n, B))
     bounds = [B * i // n for i in range(n + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(n)]

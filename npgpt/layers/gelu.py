@@ -23,9 +23,23 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class GeluCache(NamedTuple):
-    x: npt.NDArray[np.floating]  # (...) the input: both derivatives need it
-    t: npt.NDArray[np.floating]  # (...) tanh(u) for "tanh", Phi(x) for "erf": saves recomputing it
+    x: npt.NDArray[np.floating]  # (...) the input: both derivatives need it (tanh(u) is recomputed from it)
     approximate: str  # which derivative backward uses
+
+
+def _squash(x: npt.NDArray[np.floating], approximate: str) -> npt.NDArray[np.floating]:
+    """t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3), for "tanh"; t = Phi(x) for "erf".  (...) -> (...)."""
+    if approximate == "tanh":
+        t = x * x  # (...) x^2
+        t *= SQRT_2_OVER_PI * GELU_COEF
+        t += SQRT_2_OVER_PI
+        t *= x  # u = x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2), built in one buffer, one pass per op
+        np.tanh(t, out=t)  # (...) tanh(u), in place
+        return t
+    t = erf(x * INV_SQRT_2)  # (...)
+    t += 1.0
+    t *= 0.5  # Phi(x)
+    return t
 
 
 def gelu_forward(
@@ -37,23 +51,16 @@ def gelu_forward(
     See docs/derivations/gelu.md.
     """
     float_array("x", x, min_ndim=1)
-    if approximate == "tanh":
-        t = x * x  # (...) x^2
-        t *= SQRT_2_OVER_PI * GELU_COEF
-        t += SQRT_2_OVER_PI
-        t *= x  # u = x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2), built in one buffer, one pass per op
-        np.tanh(t, out=t)  # (...) tanh(u), in place
-        out = t + 1.0
-        out *= x
-        out *= 0.5
-    elif approximate == "erf":
-        t = erf(x * INV_SQRT_2)  # (...)
-        t += 1.0
-        t *= 0.5  # Phi(x)
-        out = x * t
-    else:
+    if approximate not in ("tanh", "erf"):
         raise ValueError(f"approximate: expected 'tanh' or 'erf', got {approximate!r}")
-    return out, GeluCache(x, t, approximate)
+    t = _squash(x, approximate)  # (...) tanh(u) or Phi(x)
+    if approximate == "tanh":
+        t += 1.0
+        t *= x
+        t *= 0.5  # out = 0.5 x (1 + tanh(u)), in t's buffer
+    else:
+        t *= x  # out = x Phi(x)
+    return t, GeluCache(x, approximate)
 
 
 def gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArray[np.floating]:
@@ -62,8 +69,9 @@ def gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArr
 
     See docs/derivations/gelu.md (terms 1-2 for each form).
     """
-    x, t, approximate = cache
+    x, approximate = cache
     upstream("dout", dout, x.shape, x.dtype)
+    t = _squash(x, approximate)  # (...) recomputed: caching it would hold one more (..., 4C) array per layer
     if approximate == "tanh":
         # (2) 0.5 x sech^2(u) du/dx, built without its 0.5 (the common factor applied last)
         dx = x * x  # (...) x^2
