@@ -46,7 +46,8 @@ def forward_cached(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDAr
     scale = 1.0 / math.sqrt(D)
     L = t0 + Tn  # keys visible to the last new query
     x = params["wte.weight"][idx] + params["wpe.weight"][t0:L]  # (B, Tn, C)
-    mask = causal_mask(L, x.dtype)[t0:L]  # (Tn, L) query t0+i sees keys 0..t0+i
+    # (Tn, L) query t0+i sees keys 0..t0+i; a single new query sees every key, so it needs no mask at all
+    mask = causal_mask(L, x.dtype)[t0:L] if Tn > 1 else None
     for i in range(config.n_layer):
         p = lambda name: params[f"h.{i}.{name}"]  # noqa: E731
         h, _ = layernorm_forward(x, p("ln_1.weight"), p("ln_1.bias"))  # (B, Tn, C)
@@ -56,7 +57,8 @@ def forward_cached(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDAr
         kv.v[i][:, :, t0:L] = qkv[2]
         scores = qkv[0] @ kv.k[i][:, :, :L].swapaxes(-1, -2)  # (B, H, Tn, L)
         scores *= scale
-        scores += mask
+        if mask is not None:
+            scores += mask
         att, _ = softmax_forward(scores)  # (B, H, Tn, L)
         y = att @ kv.v[i][:, :, :L]  # (B, H, Tn, D)
         y = y.transpose(0, 2, 1, 3).reshape(B, Tn, C)  # (B, Tn, C) merge heads
