@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .atomic import atomic_write
 from .config import GPTConfig
 from .model import param_shapes
 
@@ -74,23 +74,7 @@ def save_checkpoint(path: str | os.PathLike[str], params: Mapping[str, Array], a
         arrays.update({f"{group}/{k}": np.ascontiguousarray(d[k]) for k in shapes})
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a unique temporary name next to the target (same file system, so the rename is atomic); created with
-    # mode 0o666 so the umask applies as for any new file (mkstemp would make it owner-only)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    atomic_write(path, lambda f: np.savez(f, **arrays))  # temp file beside it, fsync, rename
     return path
 
 
@@ -219,17 +203,3 @@ def _few(names: list[str], n: int = 4) -> str:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -20,7 +20,8 @@ import numpy.typing as npt
 
 from .config import GPTConfig
 from .model import GPT, param_shapes
-from .safetensors import FLOAT_NAMES, SafetensorsFile, atomic_write, save_safetensors
+from .atomic import atomic_write
+from .safetensors import FLOAT_NAMES, SafetensorsFile, save_safetensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

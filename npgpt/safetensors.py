@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+
+from .atomic import atomic_write
 
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation refuses larger headers too
 
@@ -266,38 +267,6 @@ def load_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------- writing
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
-    """Call write(f) on a temporary file beside `path`, fsync it, then os.replace it over `path`.
-
-    Readers see the old file or the new one, never a partial one; if write raises, `path` is untouched
-    and the temporary file is removed.  New files get the usual permissions (0o666 minus the umask).
-    """
-    path = os.fspath(path)
-    directory, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable (POSIX; not possible on Windows)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def _storage(path: str, name: str, x: Any, as_dtype: str | None) -> tuple[str, np.ndarray]:

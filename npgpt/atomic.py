@@ -1,0 +1,42 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+
+Used for checkpoints (npgpt/checkpoint.py) and GPT-2 directories (npgpt/pretrained.py, npgpt/safetensors.py).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import BinaryIO, Callable
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+    """Call write(f) on a temporary file beside `path`, fsync it, then os.replace it over `path`.
+
+    Readers see the old file or the new one, never a partial one; if write raises, `path` is untouched
+    and the temporary file is removed.  New files get the usual permissions (0o666 minus the umask).
+    """
+    path = os.fspath(path)
+    directory, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable (POSIX; not possible on Windows)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
