@@ -1,11 +1,13 @@
 """npgpt: a pure-NumPy GPT (GPT-2 architecture) with hand-written, finite-difference-checked backpropagation.
 
-Layers: `npgpt.layers` (forward/backward pairs).  Model: GPTConfig, GPT, gpt_forward, gpt_backward.
+Layers: every forward/backward pair, as npgpt.<name> or npgpt.layers.<name>.  Model: GPTConfig, GPT, gpt_forward, gpt_backward.
 Training: AdamW, clip_grad_norm, cosine_lr.  Testing other code against npgpt: `npgpt.gradcheck`.
 The public API and its conventions: docs/oracle.md
 """
 
 from . import gradcheck, layers
+from .layers import *  # noqa: F403  every forward/backward pair and cache type, also as npgpt.<name>
+from .layers import __all__ as _layer_names
 from .config import GPTConfig
 from .generate import KVCache, forward_cached, generate, sample_next, top_k_filter, top_p_filter
 from .gradcheck import check_layer, numerical_gradient, relative_error
@@ -23,4 +25,5 @@ __all__ = [
     "from_pretrained", "save_pretrained", "load_safetensors", "save_safetensors",
     "generate", "sample_next", "top_k_filter", "top_p_filter", "KVCache", "forward_cached",
     "check_layer", "numerical_gradient", "relative_error",
+    *_layer_names,
 ]
