@@ -88,7 +88,7 @@ class GPTCache(NamedTuple):
 
     config: GPTConfig
     tok: EmbeddingCache  # token ids, for the scatter-add into wte
-    drop: DropoutCache  # embedding dropout
+    drop: DropoutCache | None  # embedding dropout; None when it is off
     blocks: list[BlockCache]
     ln_f: LayerNormCache
     xf: Array  # (B, T, C) ln_f output: the LM head's input, needed for the head's part of dwte
@@ -125,7 +125,7 @@ def gpt_forward(
     tok, tok_cache = embedding_forward(idx, wte)  # (B, T, C)
     x = tok
     x += wpe[:T]  # (B, T, C) learned positions, broadcast over B; in place on the fresh embedding copy
-    x, drop_cache = dropout_forward(x, p_drop, rng, train)  # (B, T, C)
+    x, drop_cache = dropout_forward(x, p_drop, rng, train) if p_drop > 0.0 else (x, None)  # (B, T, C) off: no copy
     block_caches = []
     for i in range(config.n_layer):
         p = {name: params[f"h.{i}.{name}"] for name in BLOCK_PARAM_NAMES}
@@ -171,7 +171,8 @@ def gpt_backward(cache: GPTCache, out: Mapping[str, Array] | None = None, dloss:
         dx, block_grads = block_backward(dx, cache.blocks[i])  # (B, T, C)
         for name, grad in block_grads.items():
             emit(f"h.{i}.{name}", grad)
-    dx = dropout_backward(dx, cache.drop)  # (B, T, C)
+    if cache.drop is not None:
+        dx = dropout_backward(dx, cache.drop)  # (B, T, C)
     dwpe = np.zeros((config.block_size, C), dtype=cache.dtype)  # (block_size, C)
     dwpe[:T] = dx.sum(axis=0)  # (T, C) every sequence in the batch used the same positions
     emit("wpe.weight", dwpe)
@@ -276,17 +277,22 @@ class GPT:
             return self.grads
         # the batch's mean loss is sum_i share_i * (slice i's mean loss): slice i's backward starts from
         # dloss = share_i, and the slices' gradients add where they meet (every parameter)
-        self.flat_grads[...] = 0.0
-        turn = dict.fromkeys(self.grads, 0)  # which slice adds into each tensor next
-        ready = threading.Condition()
+        n = len(caches)
+        arrived: dict[str, list[Array | None]] = {}  # per tensor, the slices' gradients that are in so far
+        lock = threading.Lock()
 
         def adder(i: int) -> Callable[[str, Array], None]:
             def add(name: str, grad: Array) -> None:
-                with ready:  # slice i >= 2 waits for slices 0..i-1: the same bits on every run (0 + a + b is
-                    ready.wait_for(lambda: i < 2 or turn[name] >= i)  # exactly 0 + b + a, so 0 and 1 need not wait)
-                    self.grads[name] += grad
-                    turn[name] += 1
-                    ready.notify_all()
+                with lock:  # held for bookkeeping only, never for arithmetic, so slices rarely wait on it
+                    got = arrived.setdefault(name, [None] * n)
+                    got[i] = grad
+                    if any(g is None for g in got):
+                        return  # a later slice will sum this tensor
+                    del arrived[name]
+                # the last slice to arrive sums them all, always in slice order: the same bits on every run
+                np.add(got[0], got[1], out=self.grads[name])
+                for g in got[2:]:
+                    self.grads[name] += g
             return add
 
         jobs = [worker_pool(len(caches)).submit(contextvars.copy_context().run, gpt_backward, cache, None, share,
