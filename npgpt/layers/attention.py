@@ -54,7 +54,8 @@ def attention_forward(
     T, D = q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(D)  # Python float: float32 stays float32
     q_scaled = q * scale  # (B, H, T, D) scaling q, not the (B, H, T, T) scores: T/D times fewer multiplies
-    scores = q_scaled @ k.swapaxes(-1, -2)  # (B, H, T, T)
+    kT = np.ascontiguousarray(k.swapaxes(-1, -2))  # (B, H, D, T) copy: q @ kT beats q @ k.T even with it
+    scores = q_scaled @ kT  # (B, H, T, T)
     scores += causal_mask(T, q.dtype)  # in place: future positions become -inf
     att, sm_cache = softmax_forward(scores)  # (B, H, T, T) rows sum to 1, zero above the diagonal
     out = att @ v  # (B, H, T, D)
@@ -72,7 +73,7 @@ def attention_backward(
     upstream("dout", dout, q_scaled.shape, q_scaled.dtype)
     att = sm_cache.out  # (B, H, T, T)
     dv = att.swapaxes(-1, -2) @ dout  # (1) (B, H, T, D)
-    datt = dout @ v.swapaxes(-1, -2)  # (2) (B, H, T, T)
+    datt = dout @ np.ascontiguousarray(v.swapaxes(-1, -2))  # (2) (B, H, T, T) via a (B, H, D, T) copy, as kT
     dscores = softmax_backward(datt, sm_cache)  # (3) (B, H, T, T) exactly 0 where att is 0 (the future)
     dq = dscores @ k  # (4) (B, H, T, D)
     dq *= scale  # the s of (4), on (B, H, T, D) rather than on dscores (B, H, T, T)

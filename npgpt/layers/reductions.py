@@ -7,22 +7,32 @@ Derivation notes: docs/derivations/layernorm.md (the "Means as matrix products" 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import numpy.typing as npt
 
 
+@functools.lru_cache(maxsize=64)
+def _filled(n: int, value: float, dtype: np.dtype) -> npt.NDArray[np.floating]:
+    """A read-only (n,) vector of `value`, made once per (n, value, dtype): saves an allocation per call."""
+    vec = np.full(n, value, dtype=dtype)  # (n,)
+    vec.flags.writeable = False
+    return vec
+
+
 def row_sum(a: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
     """Sum over the last axis, kept as (..., 1): a @ ones(K)."""
-    return (a @ np.ones(a.shape[-1], dtype=a.dtype))[..., None]  # (..., 1)
+    return (a @ _filled(a.shape[-1], 1.0, a.dtype))[..., None]  # (..., 1)
 
 
 def row_mean(a: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
     """Mean over the last axis, kept as (..., 1): a @ full(K, 1/K)."""
     K = a.shape[-1]
-    return (a @ np.full(K, 1.0 / K, dtype=a.dtype))[..., None]  # (..., 1)
+    return (a @ _filled(K, 1.0 / K, a.dtype))[..., None]  # (..., 1)
 
 
 def column_sum(a: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
     """Sum over every axis but the last, (..., C) -> (C,): ones(N) @ a with the leading axes folded into N."""
     a2 = a.reshape(-1, a.shape[-1])  # (N, C)
-    return np.ones(a2.shape[0], dtype=a.dtype) @ a2  # (C,)
+    return _filled(a2.shape[0], 1.0, a.dtype) @ a2  # (C,)
