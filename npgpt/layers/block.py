@@ -38,10 +38,10 @@ def block_param_shapes(C: int) -> dict[str, tuple[int, ...]]:
 class BlockCache(NamedTuple):
     ln_1: LayerNormCache
     attn: SelfAttentionCache
-    attn_drop: DropoutCache  # residual dropout on the attention branch
+    attn_drop: DropoutCache | None  # residual dropout on the attention branch; None when dropout is off
     ln_2: LayerNormCache
     mlp: MLPCache
-    mlp_drop: DropoutCache  # residual dropout on the MLP branch
+    mlp_drop: DropoutCache | None  # residual dropout on the MLP branch; None when dropout is off
 
 
 def block_forward(x: Array, p: Mapping[str, Array], n_head: int, dropout: float = 0.0,
@@ -62,12 +62,13 @@ def block_forward(x: Array, p: Mapping[str, Array], n_head: int, dropout: float 
     h, ln_1_cache = layernorm_forward(x, p["ln_1.weight"], p["ln_1.bias"])  # (B, T, C)
     a, attn_cache = self_attention_forward(h, p["attn.c_attn.weight"], p["attn.c_attn.bias"],
                                            p["attn.c_proj.weight"], p["attn.c_proj.bias"], n_head)  # (B, T, C)
-    a, attn_drop_cache = dropout_forward(a, dropout, rng, train)  # (B, T, C)
+    drop = train and dropout > 0.0  # off: each branch joins the stream as it is (dropout_forward would copy)
+    a, attn_drop_cache = dropout_forward(a, dropout, rng, train) if drop else (a, None)  # (B, T, C)
     x1 = x + a  # (B, T, C) first residual add
     h, ln_2_cache = layernorm_forward(x1, p["ln_2.weight"], p["ln_2.bias"])  # (B, T, C)
     m, mlp_cache = mlp_forward(h, p["mlp.c_fc.weight"], p["mlp.c_fc.bias"],
                                p["mlp.c_proj.weight"], p["mlp.c_proj.bias"])  # (B, T, C)
-    m, mlp_drop_cache = dropout_forward(m, dropout, rng, train)  # (B, T, C)
+    m, mlp_drop_cache = dropout_forward(m, dropout, rng, train) if drop else (m, None)  # (B, T, C)
     out = x1 + m  # (B, T, C) second residual add
     return out, BlockCache(ln_1_cache, attn_cache, attn_drop_cache, ln_2_cache, mlp_cache, mlp_drop_cache)
 
@@ -79,12 +80,12 @@ def block_backward(dout: Array, cache: BlockCache) -> tuple[Array, dict[str, Arr
     See docs/derivations/block.md.
     """
     g: dict[str, Array] = {}
-    dm = dropout_backward(dout, cache.mlp_drop)  # (1) (B, T, C)
+    dm = dout if cache.mlp_drop is None else dropout_backward(dout, cache.mlp_drop)  # (1) (B, T, C)
     dh, g["mlp.c_fc.weight"], g["mlp.c_fc.bias"], g["mlp.c_proj.weight"], g["mlp.c_proj.bias"] = \
         mlp_backward(dm, cache.mlp)  # (2) (B, T, C)
     dx1_branch, g["ln_2.weight"], g["ln_2.bias"] = layernorm_backward(dh, cache.ln_2)  # (3) (B, T, C)
     dx1 = dout + dx1_branch  # (4) (B, T, C) residual: straight path + MLP branch
-    da = dropout_backward(dx1, cache.attn_drop)  # (5) (B, T, C)
+    da = dx1 if cache.attn_drop is None else dropout_backward(dx1, cache.attn_drop)  # (5) (B, T, C)
     dh, g["attn.c_attn.weight"], g["attn.c_attn.bias"], g["attn.c_proj.weight"], g["attn.c_proj.bias"] = \
         self_attention_backward(da, cache.attn)  # (6) (B, T, C)
     dx_branch, g["ln_1.weight"], g["ln_1.bias"] = layernorm_backward(dh, cache.ln_1)  # (7) (B, T, C)
