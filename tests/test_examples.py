@@ -112,7 +112,7 @@ def _bad_inputs(d):
         "resume truncated": ({"run/ckpt.npz": good[: len(good) // 2]}, resume, "corrupt or truncated", 2),
         "resume nothing": (None, [*resume[:-3], "--out-dir", "empty_run", "--resume"], "no checkpoint to resume", 2),
         "nan loss": (None, ["small.txt", *TINY, "--lr", "1e6", "--max-iters", 40, "--eval-interval", 1000,
-                            "--out-dir", "run"], "training loss is nan at iteration", 1),
+                            "--out-dir", "run"], "is nan at iteration", 1),
     }
 
 

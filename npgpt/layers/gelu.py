@@ -73,15 +73,15 @@ def gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArr
     upstream("dout", dout, x.shape, x.dtype)
     t = _squash(x, approximate)  # (...) recomputed: caching it would hold one more (..., 4C) array per layer
     if approximate == "tanh":
-        # (2) 0.5 x sech^2(u) du/dx, built without its 0.5 (the common factor applied last)
+        # (1) + (2) = 0.5 (1 + t) (1 + x (1 - t) u'(x)), since 1 - t^2 = (1 - t)(1 + t); the 0.5 goes inside
         dx = x * x  # (...) x^2
-        dx *= 3.0 * GELU_COEF
-        dx += 1.0
-        dx *= SQRT_2_OVER_PI  # du/dx
-        dx *= 1.0 - t * t  # sech^2(u) = 1 - tanh^2(u)
+        dx *= 1.5 * SQRT_2_OVER_PI * GELU_COEF
+        dx += 0.5 * SQRT_2_OVER_PI  # u'(x) / 2 = sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2
         dx *= x
-        dx += 1.0 + t  # (1) the 0.5 (1 + t) term, before the common factor 0.5 below
-        dx *= 0.5
+        dx *= 1.0 - t  # x (1 - t) u'(x) / 2
+        dx += 0.5
+        t += 1.0  # t is our recomputed scratch
+        dx *= t  # (1) + (2)
     else:
         # (1) Phi(x)  +  (2) x phi(x), phi the standard normal density
         dx = np.exp(-0.5 * x * x)  # (...)

@@ -63,14 +63,13 @@ def layernorm_backward(
     xhat, rstd, w = cache
     upstream("dout", dout, xhat.shape, xhat.dtype)
     db = column_sum(dout)  # (1) (C,)
-    dxhat = dout * xhat  # (..., C) dout * xhat, reused as a buffer for dxhat below
-    dw = column_sum(dxhat)  # (2) (C,)
-    np.multiply(dout, w, out=dxhat)  # (3) (..., C) dxhat = dout * w, in the same buffer
-    term_mean = row_mean(dxhat)  # (4) (..., 1) through the mean
-    term_var = row_mean(dxhat * xhat)  # (5) (..., 1) through the variance
-    dx = dxhat  # (..., C) (6) computed in place in dxhat's buffer, a new array
+    dout_xhat = dout * xhat  # (..., C) shared by (2) and (5)
+    dw = column_sum(dout_xhat)  # (2) (C,)
+    w_mean = w * (1.0 / w.shape[0])  # (C,) g = dout * w (3), so a row mean of g-terms is a product with w / C
+    term_mean = (dout @ w_mean)[..., None]  # (4) (..., 1) mean(g), without forming g
+    term_var = (dout_xhat @ w_mean)[..., None]  # (5) (..., 1) mean(g * xhat)
+    dx = dout * w  # (3) (..., C) g = dxhat; (6) is built in place in this new array
     dx -= term_mean
-    dx -= xhat * term_var
+    dx -= np.multiply(xhat, term_var, out=dout_xhat)  # xhat * term_var, in the spent dout_xhat buffer
     dx *= rstd  # (6) (..., C)
     return dx, dw, db
-
