@@ -8,7 +8,7 @@ Walkthrough: docs/model.md
 
 from __future__ import annotations
 
-import contextvars
+import functools
 import math
 import threading
 from collections.abc import Callable, Mapping
@@ -20,7 +20,7 @@ import numpy.typing as npt
 from ._checks import token_ids
 from .config import GPTConfig
 from .flat import pack
-from .parallel import batch_slices, default_threads, worker_pool
+from .parallel import batch_slices, default_threads, run_parallel
 from .layers import (
     BLOCK_PARAM_NAMES,
     BlockCache,
@@ -251,12 +251,10 @@ class GPT:
                              f"{getattr(targets, 'shape', type(targets).__name__)}")
         # each slice draws dropout from its own Generator, seeded from self.rng: deterministic despite threads
         seeds = self.rng.integers(2**63, size=len(slices)) if self.training and self.config.dropout > 0 else None
-        # each job runs in a copy of the caller's context, so np.errstate and the like carry into the workers
-        jobs = [worker_pool(len(slices)).submit(
-            contextvars.copy_context().run, gpt_forward, self.params, self.config, idx[s], None if targets is None else targets[s],
+        results = run_parallel([functools.partial(
+            gpt_forward, self.params, self.config, idx[s], None if targets is None else targets[s],
             train=self.training, rng=None if seeds is None else np.random.default_rng(int(seeds[i])))
-            for i, s in enumerate(slices)]
-        results = [job.result() for job in jobs]
+            for i, s in enumerate(slices)])
         shares = [(s.stop - s.start) / B for s in slices]  # d(mean loss)/d(slice's mean loss)
         self._cache = [(cache, share) for (_, _, cache), share in zip(results, shares)]
         logits = np.concatenate([r[0] for r in results])  # (B, T, V)
@@ -295,11 +293,8 @@ class GPT:
                     self.grads[name] += g
             return add
 
-        jobs = [worker_pool(len(caches)).submit(contextvars.copy_context().run, gpt_backward, cache, None, share,
-                                                adder(i)) for i, (cache, share) in enumerate(caches)]
-        del caches  # each worker now holds the only reference to its slice's activations
-        for job in jobs:
-            job.result()
+        run_parallel([functools.partial(gpt_backward, cache, None, share, adder(i))
+                      for i, (cache, share) in enumerate(caches)])
         return self.grads
 
     def generate(self, idx: npt.NDArray[np.integer], max_new_tokens: int, temperature: float = 1.0,

@@ -9,6 +9,7 @@ Derivation and conventions: docs/optim.md
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -17,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .flat import span
-from .parallel import batch_slices, usable_cores, worker_pool
+from .parallel import batch_slices, run_parallel, usable_cores
 
 Array = npt.NDArray[np.floating]
 
@@ -89,11 +90,7 @@ class AdamW:
             s = np.empty_like(p)  # scratch, allocated per step so it is not held during forward and backward
             chunks = batch_slices(p.size, self.threads)
             jobs = [(p[c], flat_g[c], m[c], v[c], s[c], _clip_runs(self._decay, c), coef) for c in chunks]
-            if len(jobs) == 1:
-                _adamw_update(*jobs[0])
-            else:
-                for job in [worker_pool(len(jobs)).submit(_adamw_update, *args) for args in jobs]:
-                    job.result()
+            run_parallel([functools.partial(_adamw_update, *args) for args in jobs])
             return
         for k, p in self.params.items():  # general path: one tensor at a time, the same update
             decay = [slice(None)] if p.ndim == 2 else []

@@ -8,11 +8,14 @@ loops and BLAS calls, so the threads really do overlap.  See docs/performance.md
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Sequence, TypeVar
+
+R = TypeVar("R")
 
 
 def usable_cores() -> int:
@@ -64,3 +67,26 @@ def batch_slices(B: int, n: int) -> list[slice]:
     n = max(1, min(n, B))
     bounds = [B * i // n for i in range(n + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
+
+
+def run_parallel(calls: Sequence[Callable[[], R]]) -> list[R]:
+    """Run calls[0] on this thread and the others on worker threads, all at once; their results, in order.
+
+    The calling thread takes a share of the work (with single-threaded BLAS while it does) rather than
+    sleeping until the workers finish: on a virtual machine every sleep and wake-up costs tens of microseconds.
+    Workers run in copies of the caller's context, so np.errstate and the like carry over.
+    """
+    if len(calls) == 1:
+        return [calls[0]()]
+    futures = [worker_pool(len(calls) - 1).submit(contextvars.copy_context().run, call) for call in calls[1:]]
+    set_local = _blas_set_threads_local()
+    previous = set_local(1) if set_local is not None else 0
+    try:
+        first = calls[0]()
+    except BaseException:
+        wait(futures)  # never leave a worker running on arrays the caller is about to unwind
+        raise
+    finally:
+        if set_local is not None:
+            set_local(previous)
+    return [first, *(future.result() for future in futures)]
