@@ -1,8 +1,8 @@
 """Data parallelism across CPU cores: split the batch, run each slice's forward and backward in its own thread.
 
 NumPy runs elementwise work (LayerNorm, GELU, softmax) on one core, so with BLAS using every core only the
-matrix products scale.  Instead, each worker thread handles a slice of the batch with single-threaded BLAS,
-and everything (matmuls and elementwise) runs on all cores at once.  NumPy releases the GIL inside ufunc
+matrix products scale.  Instead, each thread (the caller and n - 1 pool threads) handles a slice of the batch
+with single-threaded BLAS, and everything (matmuls and elementwise) runs on all cores at once.  NumPy releases the GIL inside ufunc
 loops and BLAS calls, so the threads really do overlap.  See docs/performance.md.
 """
 
