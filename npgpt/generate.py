@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from ._checks import token_ids
 from .config import GPTConfig
+from .gpt import gpt_forward
 from .layers import causal_mask, gelu_forward, layernorm_forward, linear_forward, softmax_forward
 
 Array = npt.NDArray[np.floating]
@@ -145,8 +146,6 @@ def generate(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np
     With use_cache (default) each new token runs one position through the model; without it every step is a
     full forward of the last block_size tokens.  Both give the same logits (to rounding).
     """
-    from .model import gpt_forward
-
     token_ids("idx", idx, config.vocab_size)
     if idx.shape[1] < 1:
         raise ValueError("idx: expected a prompt of at least one token")
