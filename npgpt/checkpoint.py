@@ -69,12 +69,12 @@ def save_checkpoint(path: str | os.PathLike[str], params: Mapping[str, Array], a
         text = json.dumps(header, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as e:
         raise ValueError(f"meta: not JSON-serialisable ({e})") from None
-    arrays: dict[str, np.ndarray] = {"metadata": np.array(text)}  # numpy unicode ('<U..'), not object
+    entries: dict[str, Any] = {"metadata": np.array(text)}  # numpy unicode ('<U..'), not object
     for group, d in zip(GROUPS, (params, adam_m, adam_v)):
-        arrays.update({f"{group}/{k}": np.ascontiguousarray(d[k]) for k in shapes})
+        entries.update({f"{group}/{k}": np.ascontiguousarray(d[k]) for k in shapes})
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: np.savez(f, **arrays))  # temp file beside it, fsync, rename
+    atomic_write(path, lambda f: np.savez(f, **entries))  # temp file beside it, fsync, rename
     return path
 
 

@@ -366,8 +366,8 @@ def train(text_or_path: str | os.PathLike[str] | None = None, cfg: TrainConfig |
         prog.message(f"done: {st.it} steps; this session {_clock(wall)} ({ms:.1f} ms/step over "
                      f"{steps_this_session} steps, {eval_time:.1f} s in evaluations)")
         if final is not None:
-            best = f"{st.best_val:.4f}" if st.best_val is not None else "-"
-            prog.message(f"final: train loss {final[1]:.4f}, val loss {final[2]:.4f} (best {best})")
+            best_val = f"{st.best_val:.4f}" if st.best_val is not None else "-"
+            prog.message(f"final: train loss {final[1]:.4f}, val loss {final[2]:.4f} (best {best_val})")
         if st.saved_it is not None:
             prog.message(f"checkpoint: {ckpt_path}")
         if plot_path is not None:

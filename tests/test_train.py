@@ -204,7 +204,8 @@ def test_divergence_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path
     good = run(tmp_path, "o", max_iters=4)
     path = good.checkpoint_path
     before = path.read_bytes()
-    with pytest.raises(TrainingDiverged, match=r"(training loss|the gradient norm) is nan at iteration \d+: stopped without saving"):
+    with pytest.raises(TrainingDiverged,
+                       match=r"(training loss|the gradient norm) is nan at iteration \d+: stopped without saving"):
         run(tmp_path, "o", lr=1e6, eval_interval=1000)
     assert path.read_bytes() == before
 
