@@ -20,8 +20,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["GradcheckError", "GradcheckResult", "numerical_gradient", "relative_error", "check_layer", "fd_noise",
-           "DOUT_SEED"]
+__all__ = [
+    "DOUT_SEED",
+    "GradcheckError",
+    "GradcheckResult",
+    "check_layer",
+    "fd_noise",
+    "numerical_gradient",
+    "relative_error",
+]
 
 
 class GradcheckError(AssertionError):
