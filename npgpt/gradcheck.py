@@ -192,7 +192,8 @@ def check_layer(
     before = [np.copy(x) if isinstance(x, np.ndarray) else None for x in inputs]
     out, cache = forward(*inputs, **kwargs)
     for i, x in enumerate(inputs):
-        if before[i] is not None and not np.array_equal(before[i], x, equal_nan=True):
+        b = before[i]
+        if b is not None and not np.array_equal(b, x, equal_nan=True):
             raise GradcheckError(f"{names[i]}: forward modified this input in place")
     out = np.asarray(out)
     d = rng.standard_normal(out.shape) if dout is None else np.asarray(dout, dtype=np.float64)
