@@ -231,9 +231,5 @@ def _replace_unencodable_output() -> None:
                 pass
 
 
-def console() -> None:  # the [project.scripts] entry point
-    sys.exit(main())
-
-
 if __name__ == "__main__":
     sys.exit(main(prog=os.path.basename(sys.argv[0])))
