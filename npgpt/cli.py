@@ -181,6 +181,11 @@ def build_parser(prog: str = "npgpt") -> argparse.ArgumentParser:
     return p
 
 
+def _subparser(p: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    return typing.cast(argparse.ArgumentParser, action.choices[name])
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "npgpt") -> int:
     """Run one command; returns the exit status (see the module docstring)."""
     _replace_unencodable_output()
@@ -188,8 +193,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "npgpt") -> int:
     try:
         if args and args[0] in COMMANDS and COMMANDS[args[0]].add is None:
             return COMMANDS[args[0]].run(args[1:])
-        ns = build_parser(prog).parse_args(args)
+        parser = build_parser(prog)
+        ns, unknown = parser.parse_known_args(args)
         command = ns.__dict__.pop("command")
+        if unknown:  # reported by the subcommand, so the hint points at its --help
+            _subparser(parser, command).error(f"unrecognized arguments: {' '.join(unknown)}")
         return COMMANDS[command].run(ns)
     except KeyboardInterrupt:  # a second Ctrl-C during a step, or Ctrl-C outside the training loop
         print("error: interrupted: stopped at once; the last checkpoint written is kept", file=sys.stderr)
