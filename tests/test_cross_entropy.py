@@ -4,8 +4,16 @@ import math
 
 import numpy as np
 import pytest
-from helpers import (assert_float32_throughout, forward_backward_pure, gradcheck, lead_shapes, rand,
-                     ref_cross_entropy, seeds, vocab_sizes)
+from helpers import (
+    assert_float32_throughout,
+    forward_backward_pure,
+    gradcheck,
+    lead_shapes,
+    rand,
+    ref_cross_entropy,
+    seeds,
+    vocab_sizes,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -217,7 +225,7 @@ def test_zero_options_equal_plain(lead, V, seed):
         np.testing.assert_allclose(loss, plain, rtol=1e-14)
         np.testing.assert_allclose(cross_entropy_backward(1.0, cache), cross_entropy_backward(1.0, pc), rtol=1e-14,
                                    atol=1e-17)
-    total, sc = cross_entropy_forward(logits, targets, reduction="sum")
+    total, _ = cross_entropy_forward(logits, targets, reduction="sum")
     np.testing.assert_allclose(total, plain * targets.size, rtol=1e-13)
     per, nc = cross_entropy_forward(logits, targets, reduction="none")
     np.testing.assert_allclose(per.mean(), plain, rtol=1e-13)

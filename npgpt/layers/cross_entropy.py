@@ -157,7 +157,7 @@ def _cross_entropy_backward(dloss: Array | float, cache: CrossEntropyCache) -> A
         return dlogits.reshape(logits_shape)
     s, c = cache.label_smoothing, cache.z_loss
     dlogits = probs.copy()  # (N, V) (1)
-    if c:
+    if c and cache.lse is not None:
         dlogits *= (1.0 + 2.0 * c * cache.lse)[:, None]  # (5) z-loss: + 2 c lse p
     dlogits[np.arange(N), t] -= 1.0 - s  # (2), (4) minus the smoothed target's one-hot part
     if s:
