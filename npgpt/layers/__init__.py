@@ -9,8 +9,12 @@ from .embedding import EmbeddingCache, embedding_backward, embedding_forward
 from .gelu import GeluCache, gelu_backward, gelu_forward
 from .layernorm import LayerNormCache, layernorm_backward, layernorm_forward
 from .linear import LinearCache, linear_backward, linear_forward
+from .merge_attention import MergeAttentionCache, merge_attention, merge_attention_backward, merge_attention_forward
 from .merge_heads import MergeHeadsCache, merge_heads_backward, merge_heads_forward
 from .mlp import MLPCache, mlp_backward, mlp_forward
+from .sdpa import SdpaCache, SdpaGrads, sdpa_backward, sdpa_forward
+from .sdpa_qkv import SdpaQkvCache, SdpaQkvGrads, sdpa_qkv_backward, sdpa_qkv_forward
+from .sdpa_tiled import SdpaTiledCache, sdpa_tiled_backward, sdpa_tiled_forward
 from .self_attention import SelfAttentionCache, self_attention_backward, self_attention_forward
 from .softmax import SoftmaxCache, softmax_backward, softmax_forward
 from .split_heads import SplitHeadsCache, split_heads_backward, split_heads_forward
@@ -29,4 +33,8 @@ __all__ = [
     "mlp_forward", "mlp_backward", "MLPCache",
     "self_attention_forward", "self_attention_backward", "SelfAttentionCache",
     "block_forward", "block_backward", "BlockCache", "BLOCK_PARAM_NAMES",
+    "sdpa_forward", "sdpa_backward", "SdpaCache", "SdpaGrads",
+    "sdpa_tiled_forward", "sdpa_tiled_backward", "SdpaTiledCache",
+    "merge_attention_forward", "merge_attention_backward", "MergeAttentionCache", "merge_attention",
+    "sdpa_qkv_forward", "sdpa_qkv_backward", "SdpaQkvCache", "SdpaQkvGrads",
 ]
