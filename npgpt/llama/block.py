@@ -8,18 +8,19 @@ Walkthrough: docs/llama.md
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from ..layers.attention import AttentionCache, attention_backward, attention_forward
 from ..layers.gated_mlp import GatedMLPCache, _gated_mlp_backward, _gated_mlp_forward
 from ..layers.merge_heads import MergeHeadsCache, merge_heads_backward, merge_heads_forward
-from ..layers.repeat_kv import RepeatKVCache, _repeat_kv_backward, _repeat_kv_forward
 from ..layers.rmsnorm import RMSNormCache, _rmsnorm_backward, _rmsnorm_forward
 from ..layers.rope import RopeCache, _rope_backward, _rope_forward
+from ..layers.sdpa import SdpaCache, SdpaOptions, _sdpa_backward, _sdpa_forward
 from ..layers.split_heads import SplitHeadsCache, split_heads_backward, split_heads_forward
 from .config import LlamaConfig
 
@@ -55,9 +56,7 @@ class LlamaLayerCache(NamedTuple):
     split_kv: SplitHeadsCache  # (B, T, Hkv D) -> (B, Hkv, T, D), for k and v
     rope_q: RopeCache
     rope_k: RopeCache
-    rep_k: RepeatKVCache  # kv heads repeated to the query heads
-    rep_v: RepeatKVCache
-    attn: AttentionCache
+    attn: SdpaCache  # grouped-query causal attention: query head h reads kv head h // (Hq / Hkv)
     merge: MergeHeadsCache
     y: Array  # (N, Hq D) merged heads: the input of o_proj
     norm_2: RMSNormCache
@@ -67,6 +66,14 @@ class LlamaLayerCache(NamedTuple):
     w_v: Array  # (Hkv D, C)
     w_o: Array  # (C, Hq D)
     x_shape: tuple[int, ...]  # (B, T, C)
+
+
+@functools.lru_cache(maxsize=16)
+def _causal(D: int) -> SdpaOptions:
+    """Llama's attention options: causal (aligned bottom-right when keys are cached), scale 1 / sqrt(D)."""
+    return SdpaOptions(causal=True, scale=1.0 / math.sqrt(D), window=None, key_padding_mask=None,
+                       q_segment_ids=None, k_segment_ids=None, softcap=None, dropout_p=0.0, dropout_seed=None,
+                       dropout_mask=None)
 
 
 def llama_layer_forward(x: Array, p: Mapping[str, Array], config: LlamaConfig, cos: Array, sin: Array,
@@ -92,9 +99,7 @@ def llama_layer_forward(x: Array, p: Mapping[str, Array], config: LlamaConfig, c
         kv.k[:, :, start:start + T] = k  # cache the rotated keys: they never change again
         kv.v[:, :, start:start + T] = v
         k, v = kv.k[:, :, :start + T], kv.v[:, :, :start + T]  # (B, Hkv, start + T, D)
-    k_rep, rep_k = _repeat_kv_forward(k, Hq // Hkv)  # (B, Hq, Tk, D) query head h reads kv head h // (Hq/Hkv)
-    v_rep, rep_v = _repeat_kv_forward(v, Hq // Hkv)  # (B, Hq, Tk, D)
-    a, attn = attention_forward(q, k_rep, v_rep)  # (B, Hq, T, D) causal, bottom-right aligned when Tk > T
+    a, _, attn = _sdpa_forward(q, k, v, None, None, _causal(D))  # (B, Hq, T, D) GQA, causal bottom-right
     a, merge = merge_heads_forward(a)  # (B, T, Hq D)
     y = a.reshape(-1, Hq * D)  # (N, Hq D)
     x1 = x + (y @ p["self_attn.o_proj.weight"].T).reshape(B, T, C)  # (B, T, C) first residual add
@@ -102,7 +107,7 @@ def llama_layer_forward(x: Array, p: Mapping[str, Array], config: LlamaConfig, c
     m, mlp = _gated_mlp_forward(h, p["mlp.gate_proj.weight"], p["mlp.up_proj.weight"], p["mlp.down_proj.weight"],
                                 config.activation)  # (B, T, C)
     out = x1 + m  # (B, T, C) second residual add
-    return out, LlamaLayerCache(norm_1, h2, split_q, split_kv, rope_q, rope_k, rep_k, rep_v, attn, merge, y,
+    return out, LlamaLayerCache(norm_1, h2, split_q, split_kv, rope_q, rope_k, attn, merge, y,
                                 norm_2, mlp,
                                 w_q, w_k, w_v, p["self_attn.o_proj.weight"], x.shape)
 
@@ -122,9 +127,8 @@ def llama_layer_backward(dout: Array, cache: LlamaLayerCache) -> tuple[Array, di
     d2 = dx1.reshape(-1, C)  # (N, C)
     g["self_attn.o_proj.weight"] = d2.T @ c.y  # (4) (C, Hq D)
     da = merge_heads_backward((d2 @ c.w_o).reshape(B, T, -1), c.merge)  # (5) (B, Hq, T, D)
-    dq, dk_rep, dv_rep = attention_backward(da, c.attn)  # (6) (B, Hq, T, D) each
-    dk = _repeat_kv_backward(dk_rep, c.rep_k)  # (7) (B, Hkv, T, D) the group's gradients add
-    dv = _repeat_kv_backward(dv_rep, c.rep_v)  # (7)
+    dq, dk, dv, _, _ = _sdpa_backward(da, c.attn, None)  # (6)-(7) (B, Hq, T, D), (B, Hkv, T, D) x 2: a kv
+    # head's gradient sums over the Hq / Hkv query heads that read it, inside the pair
     dq = _rope_backward(dq, c.rope_q)  # (8) (B, Hq, T, D) the inverse rotation
     dk = _rope_backward(dk, c.rope_k)  # (8) (B, Hkv, T, D)
     dq2 = split_heads_backward(dq, c.split_q).reshape(B * T, -1)  # (N, Hq D)
