@@ -124,8 +124,8 @@ def llama_backward(cache: LlamaCache, dloss: float = 1.0) -> dict[str, Array]:
     B, T, V = dlogits.shape
     d2 = dlogits.reshape(-1, V)  # (N, V)
     dw_head = d2.T @ cache.xf  # (V, C)
-    dx = (d2 @ cache.w_head).reshape(B, T, -1)  # (B, T, C)
-    dx, grads["model.norm.weight"] = _rmsnorm_backward(dx, cache.norm)
+    dh: Array = (d2 @ cache.w_head).reshape(B, T, -1)  # (B, T, C)
+    dx, grads["model.norm.weight"] = _rmsnorm_backward(dh, cache.norm)
     for i in reversed(range(config.n_layer)):
         dx, layer_grads = llama_layer_backward(dx, cache.layers[i])  # (B, T, C)
         for name, g in layer_grads.items():
@@ -158,7 +158,7 @@ def forward_cached(params: Params, config: LlamaConfig, idx: npt.NDArray[np.inte
 
     Runs the same layer function as training, with the cache as the attention's extra keys and values.
     """
-    B, T = idx.shape
+    T = idx.shape[1]
     start = kv.length
     if start + T > config.block_size:
         raise ValueError(f"idx: {start} cached + {T} new positions exceed block_size={config.block_size}")

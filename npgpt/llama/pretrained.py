@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -118,7 +118,7 @@ def _weight_files(path: str) -> dict[str, str]:
     single, index = os.path.join(path, WEIGHTS_NAME), os.path.join(path, INDEX_NAME)
     if os.path.isfile(single):
         with SafetensorsFile(single) as f:
-            return {name: single for name in f.keys()}
+            return dict.fromkeys(f.keys(), single)
     if not os.path.isfile(index):
         raise ValueError(f"{path}: no {WEIGHTS_NAME} and no {INDEX_NAME}")
     try:
@@ -134,7 +134,7 @@ def _weight_files(path: str) -> dict[str, str]:
         if os.path.basename(str(shard)) != str(shard) or not os.path.isfile(shard_path):
             raise ValueError(f"{index}: shard {shard!r} is not a file in {path}")
         with SafetensorsFile(shard_path) as f:
-            for name in f.keys():
+            for name in f:
                 if weight_map.get(name) == shard:
                     files[name] = shard_path
     listed_missing = set(weight_map) - set(files)
@@ -191,4 +191,7 @@ def save_pretrained(model: Llama, path: str | os.PathLike[str]) -> None:
     os.makedirs(path, exist_ok=True)
     save_safetensors(os.path.join(path, WEIGHTS_NAME), dict(model.params), metadata={"format": "pt"})
     text = json.dumps(config_to_hf(model.config, model.dtype), indent=2, sort_keys=True) + "\n"
-    atomic_write(os.path.join(path, CONFIG_NAME), lambda fh: fh.write(text.encode("utf-8")))
+    def write(fh: BinaryIO) -> None:
+        fh.write(text.encode("utf-8"))
+
+    atomic_write(os.path.join(path, CONFIG_NAME), write)
