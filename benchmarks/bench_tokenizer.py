@@ -50,7 +50,7 @@ def main() -> int:
     for _ in range(args.runs):
         tok = BPETokenizer.from_dict(base.to_dict())  # an empty cache every run
         t0 = time.perf_counter()
-        ids = tok.encode_ordinary(text)
+        ids = tok.encode_ordinary(text).tolist()
         times.append(time.perf_counter() - t0)
     print(f"text: {path} ({mb:.2f} MB, {len(ids or [])} GPT-2 tokens)")
     print(f"npgpt: load gpt2.tiktoken {t_load:.2f} s, pattern build {t_pattern:.2f} s (once per process)")

@@ -21,7 +21,7 @@ def test_golden_corpus_matches_tiktoken_ids():
     cases = golden()["cases"]
     assert [c["text"] for c in cases] == CORPUS  # the committed ids are for this very corpus
     for case in cases:
-        assert tok.encode_ordinary(case["text"]) == case["ids"], case["text"]
+        assert tok.encode_ordinary(case["text"]).tolist() == case["ids"], case["text"]
         assert tok.decode(case["ids"]) == case["text"]
 
 
@@ -30,7 +30,7 @@ def test_golden_big_text_digest():
     text = big_text()
     g = golden()["big"]
     assert (len(text), len(text.encode("utf-8"))) == (g["chars"], g["bytes"])
-    ids = tok.encode_ordinary(text)
+    ids = tok.encode_ordinary(text).tolist()
     assert len(ids) == g["n_ids"]
     assert ids_digest(ids) == g["sha256_ids_u32le"]
     assert tok.decode(ids) == text
@@ -38,8 +38,8 @@ def test_golden_big_text_digest():
 
 def test_known_ids():
     tok = gpt2_tok()  # values anyone can check against GPT-2's encoder.json
-    assert tok.encode("Hello world") == [15496, 995]
-    assert tok.encode(" the") == [262]
+    assert tok.encode("Hello world").tolist() == [15496, 995]
+    assert tok.encode(" the").tolist() == [262]
     assert tok.vocab_size == 50257 and tok.eot_token == 50256
     assert tok.decode([50256]) == EOT
 
@@ -47,21 +47,21 @@ def test_known_ids():
 def test_special_tokens_need_to_be_allowed():
     tok = gpt2_tok()
     g = golden()["special"]
-    assert tok.encode(g["text"], allowed_special={EOT}) == g["ids"]
-    assert tok.encode(g["text"], allowed_special="all") == g["ids"]
+    assert tok.encode(g["text"], allowed_special={EOT}).tolist() == g["ids"]
+    assert tok.encode(g["text"], allowed_special="all").tolist() == g["ids"]
     with pytest.raises(ValueError, match=r"special token '<\|endoftext\|>' at position 1") as e:
-        tok.encode(g["text"])
+        tok.encode(g["text"]).tolist()
     assert "\n" not in str(e.value)
     # encode_ordinary reads it as text: the same ids as the corpus case
-    assert tok.encode_ordinary("<|endoftext|> as plain text") == golden()["cases"][CORPUS.index(
+    assert tok.encode_ordinary("<|endoftext|> as plain text").tolist() == golden()["cases"][CORPUS.index(
         "<|endoftext|> as plain text")]["ids"]
     with pytest.raises(ValueError, match="allowed_special: '<|x|>' is not a special token"):
-        tok.encode("a", allowed_special={"<|x|>"})
+        tok.encode("a", allowed_special={"<|x|>"}).tolist()
 
 
 def test_decode_is_total_and_replaces_cut_characters():
     tok = gpt2_tok()
-    ids = tok.encode("🎉")  # one emoji is several byte tokens
+    ids = tok.encode("🎉").tolist()  # one emoji is several byte tokens
     assert len(ids) > 1
     assert tok.decode(ids[:1]) == "\ufffd"
     assert tok.decode_bytes(ids) == "🎉".encode()
@@ -86,14 +86,14 @@ def test_encode_rejects_non_strings():
 
 def test_lone_surrogates_become_replacement_like_tiktoken():
     tok = gpt2_tok()
-    assert tok.encode("a\ud800b") == tok.encode("a\ufffdb")
-    assert tok.encode("\ud83c\udf89") == tok.encode("🎉")  # a surrogate pair is the character it spells
+    assert tok.encode("a\ud800b").tolist() == tok.encode("a\ufffdb").tolist()
+    assert tok.encode("\ud83c\udf89").tolist() == tok.encode("🎉").tolist()  # a surrogate pair is the character it spells
 
 
 @given(st.text(max_size=80))
 def test_round_trip_any_text(text):
     tok = gpt2_tok()
-    ids = tok.encode_ordinary(text)
+    ids = tok.encode_ordinary(text).tolist()
     assert tok.decode(ids) == text
     assert all(0 <= i < 50256 for i in ids)
 
@@ -101,7 +101,7 @@ def test_round_trip_any_text(text):
 @given(assigned_text)
 def test_parity_with_tiktoken(text):
     enc = tiktoken_encoding()
-    assert gpt2_tok().encode_ordinary(text) == enc.encode_ordinary(text)
+    assert gpt2_tok().encode_ordinary(text).tolist() == enc.encode_ordinary(text)
 
 
 def test_parity_with_tiktoken_on_tiny_shakespeare():
@@ -109,7 +109,7 @@ def test_parity_with_tiktoken_on_tiny_shakespeare():
     from npgpt.data import bundled_corpus_path
 
     text = bundled_corpus_path().read_text(encoding="utf-8")
-    assert gpt2_tok().encode_ordinary(text) == enc.encode_ordinary(text)
+    assert gpt2_tok().encode_ordinary(text).tolist() == enc.encode_ordinary(text)
 
 
 def _hf_tokenizers():
@@ -127,12 +127,12 @@ def test_parity_with_hf_tokenizers_on_the_corpus():
     t = _hf_tokenizers()
     tok = gpt2_tok()
     for text in CORPUS:
-        assert t.encode(text).ids == tok.encode_ordinary(text), text
+        assert t.encode(text).ids == tok.encode_ordinary(text).tolist(), text
 
 
 @given(assigned_text)
 def test_parity_with_hf_tokenizers(text):
-    assert _hf_tokenizers().encode(text).ids == gpt2_tok().encode_ordinary(text)
+    assert _hf_tokenizers().encode(text).ids == gpt2_tok().encode_ordinary(text).tolist()
 
 
 def test_parity_with_transformers_gpt2_tokenizer():
@@ -141,7 +141,7 @@ def test_parity_with_transformers_gpt2_tokenizer():
     slow = transformers.GPT2Tokenizer.from_pretrained(d)
     tok = gpt2_tok()
     for text in CORPUS[:40] + ["a<|endoftext|>b"]:
-        assert slow.encode(text) == tok.encode(text, allowed_special="all"), text
+        assert slow.encode(text) == tok.encode(text, allowed_special="all").tolist(), text
 
 
 def test_derived_files_load_to_the_same_tokenizer():
@@ -153,10 +153,10 @@ def test_cache_gives_the_same_ids_and_is_bounded(monkeypatch):
     import npgpt.tokenizers.bpe as bpe
 
     tok = load_hf(f"{hf_dir()}/vocab.json", f"{hf_dir()}/merges.txt")
-    first = tok.encode("the cat and the hat and the cat")
-    assert tok._cache and tok.encode("the cat and the hat and the cat") == first
+    first = tok.encode("the cat and the hat and the cat").tolist()
+    assert tok._cache and tok.encode("the cat and the hat and the cat").tolist() == first
     monkeypatch.setattr(bpe, "CACHE_LIMIT", 2)
-    assert tok.encode("one two three four five six") == gpt2_tok().encode("one two three four five six")
+    assert tok.encode("one two three four five six").tolist() == gpt2_tok().encode("one two three four five six").tolist()
     assert len(tok._cache) <= 2 + 6
 
 
@@ -171,7 +171,7 @@ def test_heap_merge_equals_rescanning_merge_on_gpt2_long_pieces():
     tok = gpt2_tok()
     for word in ["a" * 500, "ab" * 300, "1234567890" * 40, "Ġthe" * 100, "!?" * 200]:
         assert _merge_heap(word, tok.ranks) == _merge_scan(word, tok.ranks)
-    assert tok.decode(tok.encode("x" * 5000)) == "x" * 5000
+    assert tok.decode(tok.encode("x" * 5000).tolist()) == "x" * 5000
 
 
 def _ab_tok() -> BPETokenizer:
@@ -206,6 +206,20 @@ def test_constructor_rejects_bad_merges_and_specials():
 def test_dict_round_trip():
     tok = _ab_tok()
     again = BPETokenizer.from_dict(tok.to_dict())
-    assert again == tok and again.encode("abba aab") == tok.encode("abba aab")
+    assert again == tok and again.encode("abba aab").tolist() == tok.encode("abba aab").tolist()
     with pytest.raises(ValueError, match="expected {'type': 'bpe'"):
         BPETokenizer.from_dict({"type": "char"})
+
+
+def test_chunked_encoding_gives_the_ids_of_the_whole_text(monkeypatch):
+    import npgpt.tokenizers.bpe as bpe
+
+    tok = gpt2_tok()
+    text = big_text()[:200_000] + " \n \n\nword\n\n  x\ny " * 50
+    whole = tok.encode_ordinary(text)
+    monkeypatch.setattr(bpe, "CHUNK", 997)
+    assert len(bpe._chunks(text, 997)) > 100
+    assert "".join(bpe._chunks(text, 997)) == text
+    chunked = tok.encode_ordinary(text)
+    assert chunked.dtype == np.uint16 and whole.dtype == np.uint16
+    assert np.array_equal(chunked, whole)

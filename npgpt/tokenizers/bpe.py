@@ -1,7 +1,7 @@
 """Byte-level BPE, exactly as GPT-2 encodes: pre-tokenize, map bytes to characters, merge pairs by rank.
 
     tok = BPETokenizer(vocab, merges, {"<|endoftext|>": 50256})   # or load_tokenizer(path), train_bpe(text, V)
-    ids = tok.encode("Hello world")                                # [15496, 995] with GPT-2's files
+    ids = tok.encode("Hello world")                                # array([15496, 995], dtype=uint16) for GPT-2
     tok.decode(ids)                                                # 'Hello world'
 
 Each pre-token piece is UTF-8 encoded, spelled one printable character per byte (byte_unicode.py), and then
@@ -20,12 +20,14 @@ from typing import Any, Literal
 import numpy as np
 
 from .byte_unicode import bytes_to_unicode, decode_bytes, encode_bytes
-from .pattern import split_gpt2
+from .pattern import WHITE_SPACE, _class_body, split_gpt2
 
 EOT = "<|endoftext|>"
 CACHE_LIMIT = 200_000  # pieces kept in the cache; it is emptied when it grows past this
 LONG_PIECE = 64  # pieces with more bytes than this use the O(n log n) heap merge instead of rescanning
 _NO_RANK = 1 << 62  # larger than any rank
+CHUNK = 1 << 20  # characters encoded at a time by encode_ordinary
+WS = _class_body(WHITE_SPACE)
 
 
 class BPETokenizer:
@@ -103,10 +105,10 @@ class BPETokenizer:
         return self._bytes[self._check_ids([i])[0]]
 
     # ---- encoding
-    def encode(self, text: str, allowed_special: Collection[str] | Literal["all"] = ()) -> list[int]:
-        """Token ids of text.  A special token's text is encoded as that special id only when it is in
-        allowed_special (a set of them, or "all"); appearing otherwise it is a one-line ValueError (as
-        tiktoken does).  encode_ordinary encodes it as plain text instead."""
+    def encode(self, text: str, allowed_special: Collection[str] | Literal["all"] = ()) -> np.ndarray:
+        """Token ids (N,) of text, uint16 (uint32 for vocabularies past 65,536).  A special token's text is
+        encoded as that special id only when it is in allowed_special (a set of them, or "all"); appearing
+        otherwise it is a one-line ValueError (as tiktoken does).  encode_ordinary reads it as plain text."""
         if not isinstance(text, str):
             raise ValueError(f"text: expected a str, got {type(text).__name__}")
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
@@ -121,23 +123,34 @@ class BPETokenizer:
                 raise ValueError(f"text: contains the special token {m.group()!r} at position {m.start()}; pass "
                                  f"allowed_special={{{m.group()!r}}} to encode it as that token, or use "
                                  f"encode_ordinary to encode it as text")
-        if not allowed:
-            return self.encode_ordinary(text)
         pattern = _alternation({t: 0 for t in allowed})
-        assert pattern is not None
-        ids: list[int] = []
+        if pattern is None:
+            return self.encode_ordinary(text)
+        parts: list[np.ndarray] = []
         start = 0
         for m in pattern.finditer(text):
-            ids += self.encode_ordinary(text[start:m.start()])
-            ids.append(self.special_tokens[m.group()])
+            parts.append(self.encode_ordinary(text[start:m.start()]))
+            parts.append(np.array([self.special_tokens[m.group()]], dtype=self.ids_dtype))
             start = m.end()
-        ids += self.encode_ordinary(text[start:])
-        return ids
+        parts.append(self.encode_ordinary(text[start:]))
+        return np.concatenate(parts)
 
-    def encode_ordinary(self, text: str) -> list[int]:
-        """Token ids of text with no special-token handling (their text is just text)."""
+    @property
+    def ids_dtype(self) -> np.dtype:
+        """uint16 when every id fits, else uint32."""
+        return np.dtype(np.uint16 if self.vocab_size <= 1 << 16 else np.uint32)
+
+    def encode_ordinary(self, text: str) -> np.ndarray:
+        """Token ids (N,) of text with no special-token handling (their text is just text).  Long texts are
+        encoded CHUNK characters at a time, cut only where GPT-2's pattern is sure to cut (after a newline
+        between two non-space characters), so the ids are those of the whole text at a fraction of the
+        memory of one Python list."""
         if not isinstance(text, str):
             raise ValueError(f"text: expected a str, got {type(text).__name__}")
+        parts = [np.array(self._ordinary(piece), dtype=self.ids_dtype) for piece in _chunks(text, CHUNK)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _ordinary(self, text: str) -> list[int]:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates: pair what pairs, the rest become U+FFFD (as tiktoken)
@@ -153,10 +166,6 @@ class BPETokenizer:
                 cache[piece] = got
             ids += got
         return ids
-
-    def encode_array(self, text: str, allowed_special: Collection[str] | Literal["all"] = ()) -> np.ndarray:
-        """encode as a (N,) int64 array."""
-        return np.array(self.encode(text, allowed_special), dtype=np.int64)
 
     def _encode_piece(self, piece: str) -> list[int]:
         word = encode_bytes(piece.encode("utf-8"))
@@ -211,6 +220,24 @@ class BPETokenizer:
     def __repr__(self) -> str:
         return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
                 f"special_tokens={sorted(self.special_tokens)})")
+
+
+_SAFE_CUT = re.compile(f"(?<=[^{WS}])\n(?=[^{WS}])")  # a newline alone between two non-space characters
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """text cut into pieces of about `size` characters, each cut just after a lone newline (see _SAFE_CUT:
+    the pattern always ends a piece there, whatever follows); one piece if there is no such newline."""
+    out = []
+    start = 0
+    while len(text) - start > size:
+        m = _SAFE_CUT.search(text, start + size)
+        if m is None:
+            break
+        out.append(text[start:m.end()])
+        start = m.end()
+    out.append(text[start:])
+    return out
 
 
 def parse_merges(lines: Iterable[Any], where: str) -> list[tuple[str, str]]:
