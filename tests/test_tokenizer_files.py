@@ -99,7 +99,8 @@ def test_trained_tokenizer_saved_files_load_everywhere(tmp_path):
         assert t.encode(s).ids == tok.encode_ordinary(s).tolist(), s
     transformers = pytest.importorskip("transformers")
     auto = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
-    assert auto.encode("Hello<|endoftext|>wörld") == tok.encode("Hello<|endoftext|>wörld", allowed_special="all").tolist()
+    text = "Hello<|endoftext|>wörld"
+    assert auto.encode(text) == tok.encode(text, allowed_special="all").tolist()
     assert auto.decode(tok.encode("naïve 🎉").tolist()) == "naïve 🎉"
 
 
