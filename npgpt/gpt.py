@@ -23,6 +23,7 @@ from .layers.cross_entropy import CrossEntropyCache, cross_entropy_backward, cro
 from .layers.dropout import DropoutCache, _dropout_backward, _dropout_forward
 from .layers.embedding import EmbeddingCache, _embedding_backward, _embedding_forward
 from .layers.layernorm import LayerNormCache, _layernorm_backward, _layernorm_forward
+from .layers.self_attention import KVSlot
 
 Array = npt.NDArray[np.floating]
 Params = Mapping[str, Array]
@@ -115,19 +116,22 @@ def check_inputs(config: GPTConfig, idx: object, targets: object | None) -> None
 
 def _gpt_forward(params: Params, config: GPTConfig, idx: npt.NDArray[np.integer],
                  targets: npt.NDArray[np.integer] | None = None, *, train: bool = False,
-                 rng: np.random.Generator | None = None) -> tuple[Array, Array | None, GPTCache]:
-    """gpt_forward without the argument checks."""
+                 rng: np.random.Generator | None = None,
+                 kv: list[KVSlot] | None = None) -> tuple[Array, Array | None, GPTCache]:
+    """gpt_forward without the argument checks.  kv (decoding, generate.py): one KVSlot per layer; idx
+    are then the tokens at positions kv[0].start .. kv[0].start + T - 1."""
     B, T = idx.shape
     wte, wpe = params["wte.weight"], params["wpe.weight"]
     p_drop = config.dropout if train else 0.0
+    t0 = 0 if kv is None else kv[0].start  # position of the first token of idx
 
     x, tok_cache = _embedding_forward(idx, wte)  # (B, T, C) a fresh copy of the rows
-    x += wpe[:T]  # (B, T, C) learned positions, broadcast over B; in place on that copy
+    x += wpe[t0:t0 + T]  # (B, T, C) learned positions, broadcast over B; in place on that copy
     x, drop_cache = _dropout_forward(x, p_drop, rng) if p_drop > 0.0 else (x, None)  # (B, T, C) off: no copy
     block_caches = []
     for i in range(config.n_layer):
         p = {name: params[f"h.{i}.{name}"] for name in BLOCK_PARAM_NAMES}
-        x, c = _block_forward(x, p, config.n_head, p_drop, rng, train)  # (B, T, C)
+        x, c = _block_forward(x, p, config.n_head, p_drop, rng, train, None if kv is None else kv[i])  # (B, T, C)
         block_caches.append(c)
     xf, ln_f_cache = _layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])  # (B, T, C)
     logits = xf @ wte.T  # (B, T, V) tied LM head, no bias
