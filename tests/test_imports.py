@@ -163,6 +163,15 @@ def test_the_functional_core_imports_no_threads_or_buffers(core):
         assert not used, f"{name} (imported by {core}) imports {sorted(used)}"
 
 
+def test_tokenizers_import_nothing_of_the_models():
+    graph = npgpt_graph()
+    for name in graph:
+        if name.startswith("npgpt.tokenizers"):
+            bad = {m for m in reachable(graph, name)
+                   if m.startswith(("npgpt.gpt", "npgpt.model", "npgpt.llama", "npgpt.layers"))}
+            assert not bad, f"{name} reaches {sorted(bad)}"
+
+
 def test_module_list_matches_the_package():
     names = module_names()
     assert "npgpt" in names and "npgpt.oracle.registry" in names and "npgpt.__main__" not in names
