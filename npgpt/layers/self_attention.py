@@ -101,6 +101,8 @@ def self_attention_backward(dout: Array, cache: SelfAttentionCache) -> tuple[Arr
     Returns dx, dw_attn, db_attn, dw_proj, db_proj.  See docs/derivations/self_attention.md.
     """
     upstream("dout", dout, cache.split.x_shape, cache.split.dtype)
+    if cache.attention.k.shape[2] != cache.split.x_shape[1]:
+        raise ValueError("cache: the forward attended over a KV cache (decoding), which has no backward")
     return _self_attention_backward(dout, cache)
 
 
