@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import BinaryIO, Callable
+from typing import BinaryIO
+from collections.abc import Callable
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:

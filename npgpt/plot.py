@@ -26,7 +26,7 @@ def plot_losses(path: str | os.PathLike[str], step_losses: Sequence[float],
     """
     if fmt not in ("auto", "png", "svg"):
         raise ValueError(f"fmt: expected 'auto', 'png' or 'svg', got {fmt!r}")
-    steps = [(i + 1, float(v)) for i, v in enumerate(step_losses)]
+    steps: list[tuple[float, float]] = [(i + 1, float(v)) for i, v in enumerate(step_losses)]
     ev = [(float(r[0]), float(r[1]), float(r[2])) for r in evals]
     base = Path(path)
     base.parent.mkdir(parents=True, exist_ok=True)
