@@ -69,7 +69,7 @@ PLOT_NAME = "loss"  # out_dir/loss.png, or loss.svg without matplotlib
 
 def _f(default: T, help: str) -> T:
     """A TrainConfig field: its default and its one-line help (the CLI's --help and docs/training.md)."""
-    return field(default=default, metadata={"help": help})  # type: ignore[no-any-return]
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -614,7 +614,7 @@ def evaluate(model: GPT, train_sampler: BatchSampler, val_sampler: BatchSampler,
     try:
         out = []
         for sampler in (train_sampler, val_sampler):
-            losses = [float(model.forward(*sampler.next())[1]) for _ in range(eval_iters)]  # type: ignore[arg-type]
+            losses = [float(model.forward(*sampler.next())[1]) for _ in range(eval_iters)]
             out.append(float(np.mean(losses)))
     finally:
         model.train()

@@ -205,7 +205,8 @@ def test_divergence_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path
     good = run(tmp_path, "o", max_iters=4)
     path = good.checkpoint_path
     before = path.read_bytes()
-    pattern = r"(training loss|gradient norm) is \S+ at iteration \d+(, above 9\.\d\d .*diverged)?: stopped without saving"
+    pattern = (r"(training loss|gradient norm) is \S+ at iteration \d+(, above 9\.\d\d .*diverged)?: "
+               r"stopped without saving")
     with pytest.raises(TrainingDiverged, match=pattern):
         run(tmp_path, "o", lr=1e6, eval_interval=1000)
     assert path.read_bytes() == before
