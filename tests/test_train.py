@@ -355,3 +355,16 @@ def test_best_checkpoint_is_never_overwritten_by_a_worse_one(tmp_path, monkeypat
 def test_divergence_limit_rule():
     from npgpt.train import divergence_limit
     assert divergence_limit(65) == pytest.approx(2 * np.log(65) + 1)
+
+
+def test_a_given_tokenizer_is_used_and_stored(tmp_path):
+    """train(..., tokenizer=tok): any Tokenizer; the checkpoint stores its to_dict() and resume reloads it."""
+    from npgpt.data import CharTokenizer
+    tok = CharTokenizer(TEXT + "~")  # one character more than the text has
+    r = train(text=TEXT, cfg=TrainConfig(**{**TINY, "max_iters": 4, "out_dir": str(tmp_path / "o")}), log=quiet,
+              tokenizer=tok)
+    assert r.tokenizer is tok and r.model.config.vocab_size == tok.vocab_size
+    assert load_checkpoint(r.checkpoint_path).meta["tokenizer"] == tok.to_dict()
+    more = {"max_iters": 6, "lr_decay_iters": 4, "out_dir": str(tmp_path / "o"), "resume": True}
+    r2 = train(text=TEXT, cfg=TrainConfig(**{**TINY, **more}), log=quiet)
+    assert r2.tokenizer == tok
