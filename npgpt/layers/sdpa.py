@@ -168,6 +168,12 @@ def check_options(q: Array, k: Array, *, causal: Any = False, scale: Any = None,
                        dropout_mask)
 
 
+def causal_options(D: int, scale: float | None = None) -> SdpaOptions:
+    """The options of plain causal attention (GPT-2's, Llama's) for head size D, for callers of the kernels."""
+    return SdpaOptions(True, 1.0 / math.sqrt(D) if scale is None else float(scale), None, None, None, None, None,
+                       0.0, None, None)
+
+
 # ---------------------------------------------------------------------------------------------- masks
 
 
