@@ -331,3 +331,31 @@ def test_problem_defaults_are_plain_attention():
     out, _, _ = sdpa_forward(prob.q, prob.k, prob.v)
     w = np.exp(prob.q[0, 0] @ prob.k[0, 0].T / math.sqrt(2))
     np.testing.assert_allclose(out[0, 0], (w / w.sum(1, keepdims=True)) @ prob.v[0, 0], rtol=1e-13)
+
+
+def test_empty_windows():
+    """Queries whose window lies entirely before key 0 (Tq > Tk, bottom-right aligned) see nothing: out 0, lse
+    -inf, zero gradients; the others see exactly the keys of their window."""
+    rng = np.random.default_rng(7)
+    q, k, v = rand(rng, 1, 2, 5, 3), rand(rng, 1, 2, 2, 3), rand(rng, 1, 2, 2, 2)
+    out, lse, cache = sdpa_forward(q, k, v, window=(0, 0))  # query i sits at key position i - 3
+    assert np.all(np.isneginf(lse[..., :3])) and np.all(out[..., :3, :] == 0.0)
+    np.testing.assert_allclose(out[..., 3, :], v[..., 0, :], rtol=1e-15)  # one key: weight exactly 1
+    np.testing.assert_allclose(out[..., 4, :], v[..., 1, :], rtol=1e-15)
+    g = sdpa_backward(rand(rng, *out.shape), cache, rand(rng, *lse.shape))
+    assert np.all(g.dq[..., :3, :] == 0.0) and not np.any(np.isnan(g.dk))
+
+
+def test_one_key():
+    """Tk = 1: every query's output is v, its lse is its score, and dq, dk are exactly 0 (softmax of one
+    entry is constant) unless dlse is given."""
+    rng = np.random.default_rng(8)
+    q, k, v = rand(rng, 2, 3, 4, 2), rand(rng, 2, 3, 1, 2), rand(rng, 2, 3, 1, 5)
+    out, lse, cache = sdpa_forward(q, k, v, scale=0.7)
+    np.testing.assert_allclose(out, np.broadcast_to(v, out.shape), rtol=1e-15)
+    np.testing.assert_allclose(lse, 0.7 * (q @ k.swapaxes(-1, -2))[..., 0], rtol=1e-14)
+    g = sdpa_backward(rand(rng, *out.shape), cache)
+    np.testing.assert_allclose(g.dq, 0.0, atol=1e-15)
+    dlse = rand(rng, *lse.shape)
+    g = sdpa_backward(np.zeros(out.shape), cache, dlse)
+    np.testing.assert_allclose(g.dq, 0.7 * dlse[..., None] * k, rtol=1e-13)

@@ -1,0 +1,23 @@
+"""Tokenizers: GPT-2's byte-level BPE (standard library only), BPE training, tokenizer files.
+
+Guide: docs/tokenizers.md
+"""
+
+from .bpe import EOT, BPETokenizer
+from .files import (
+    has_tokenizer_files,
+    load_hf,
+    load_tiktoken,
+    load_tokenizer,
+    load_tokenizer_json,
+    merges_from_ranks,
+    read_tiktoken_ranks,
+    save_tokenizer,
+)
+from .pattern import GPT2_PATTERN, pretokenize
+from .train_bpe import train_bpe
+
+__all__ = [
+    "EOT", "BPETokenizer", "GPT2_PATTERN", "has_tokenizer_files", "load_hf", "load_tiktoken", "load_tokenizer",
+    "load_tokenizer_json", "merges_from_ranks", "pretokenize", "read_tiktoken_ranks", "save_tokenizer", "train_bpe",
+]

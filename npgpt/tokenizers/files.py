@@ -1,0 +1,251 @@
+"""Tokenizer files: read Hugging Face vocab.json + merges.txt, tokenizer.json, tiktoken .tiktoken ranks; write
+the Hugging Face form (vocab.json, merges.txt and a tokenizer_config.json transformers understands).
+
+    tok = load_tokenizer("path/to/gpt2")           # a directory, a tokenizer.json, a vocab.json or a .tiktoken
+    save_tokenizer(tok, "out/dir")                 # transformers' GPT2Tokenizer(Fast).from_pretrained reads it
+
+Every problem (missing, truncated, not JSON, a merge whose parts are not tokens, duplicate ranks or ids) is a
+one-line ValueError naming the file.  Guide: docs/tokenizers.md
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..atomic import atomic_write
+from .bpe import EOT, BPETokenizer, parse_merges
+from .byte_unicode import encode_bytes
+
+VOCAB_NAME, MERGES_NAME, TOKENIZER_JSON = "vocab.json", "merges.txt", "tokenizer.json"
+CONFIG_NAME = "tokenizer_config.json"
+MERGES_HEADER = "#version: 0.2"
+
+
+def _read(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, expected a file") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not data:
+        raise ValueError(f"{path}: file is empty")
+    return data
+
+
+def _read_text(path: Path) -> str:
+    data = _read(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
+
+
+def _read_json(path: Path) -> Any:
+    text = _read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        cut = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")  # ran out of text
+        what = "truncated JSON" if cut else "not valid JSON"
+        raise ValueError(f"{path}: {what} ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
+
+
+def _specials_from_vocab(vocab: Mapping[str, int]) -> dict[str, int]:
+    """vocab.json carries <|endoftext|> as an ordinary entry; it is GPT-2's one special token."""
+    return {EOT: vocab[EOT]} if EOT in vocab else {}
+
+
+def load_hf(vocab_path: str | os.PathLike[str], merges_path: str | os.PathLike[str],
+            special_tokens: Mapping[str, int] | None = None) -> BPETokenizer:
+    """A tokenizer from Hugging Face's vocab.json ({token: id}) and merges.txt ("#version" line, then one
+    "left right" merge per line in rank order).  special_tokens defaults to <|endoftext|> if the vocab has it."""
+    vp, mp = Path(vocab_path), Path(merges_path)
+    vocab = _read_json(vp)
+    if not isinstance(vocab, dict):
+        raise ValueError(f"{vp}: expected a JSON object {{token: id}}, got {type(vocab).__name__}")
+    text = _read_text(mp)
+    lines = text.split("\n")
+    if lines and lines[0].startswith("#version"):
+        lines = lines[1:]
+    if lines and lines[-1] == "":
+        lines = lines[:-1]  # the final newline
+    merges = []
+    for n, line in enumerate(lines, start=2):
+        parts = line.split(" ")
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            raise ValueError(f"{mp}: line {n}: expected 'left right', got {line[:60]!r}")
+        merges.append((parts[0], parts[1]))
+    specials = _specials_from_vocab(vocab) if special_tokens is None else dict(special_tokens)
+    return BPETokenizer(vocab, merges, specials, where=f"{vp} + {mp.name}")
+
+
+def load_tokenizer_json(path: str | os.PathLike[str]) -> BPETokenizer:
+    """A tokenizer from a Hugging Face tokenizer.json whose model is byte-level BPE with GPT-2's
+    pre-tokenizer (ByteLevel, use_regex true, add_prefix_space false); added tokens become special tokens."""
+    p = Path(path)
+    d = _read_json(p)
+    model = d.get("model") if isinstance(d, dict) else None
+    if not isinstance(model, dict) or model.get("type", "BPE") != "BPE" or not isinstance(model.get("vocab"), dict) \
+            or not isinstance(model.get("merges"), list):
+        raise ValueError(f"{p}: expected a tokenizer.json with a BPE model (model.vocab and model.merges)")
+    pre = d.get("pre_tokenizer")
+    if not (isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) is True
+            and pre.get("add_prefix_space", False) is False):
+        raise ValueError(f"{p}: pre_tokenizer {json.dumps(pre)[:80]} is not GPT-2's (ByteLevel with use_regex "
+                         f"true and add_prefix_space false); only byte-level GPT-2-style BPE is supported")
+    added = d.get("added_tokens") or []
+    specials: dict[str, int] = {}
+    for a in added:
+        if not isinstance(a, dict) or not isinstance(a.get("content"), str) or not isinstance(a.get("id"), int):
+            raise ValueError(f"{p}: added_tokens: expected {{'id': int, 'content': str}}, got {a!r}"[:160])
+        specials[a["content"]] = a["id"]
+    merges = parse_merges(model["merges"], str(p))
+    return BPETokenizer(model["vocab"], merges, specials, where=str(p))
+
+
+def read_tiktoken_ranks(path: str | os.PathLike[str]) -> dict[bytes, int]:
+    """{token bytes: rank} from a .tiktoken file (one "base64 rank" line per token); duplicate tokens or
+    ranks, bad base64 and a cut-off last line are errors."""
+    p = Path(path)
+    data = _read(p)
+    ranks: dict[bytes, int] = {}
+    seen: dict[int, int] = {}  # rank -> line
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines = lines[:-1]
+    for n, line in enumerate(lines, start=1):
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].isdigit():
+            raise ValueError(f"{p}: line {n}: expected 'base64 rank', got {line[:60]!r}"
+                             + (" (truncated file?)" if n == len(lines) else ""))
+        try:
+            token = base64.b64decode(fields[0], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"{p}: line {n}: {fields[0][:40]!r} is not base64") from None
+        rank = int(fields[1])
+        if token in ranks:
+            raise ValueError(f"{p}: line {n}: token {token!r} already has rank {ranks[token]}")
+        if rank in seen:
+            raise ValueError(f"{p}: line {n}: duplicate rank {rank} (also on line {seen[rank]})")
+        ranks[token] = rank
+        seen[rank] = n
+    return ranks
+
+
+def merges_from_ranks(ranks: Mapping[bytes, int], where: str = "ranks") -> list[tuple[bytes, bytes]]:
+    """The merge that creates each multi-byte token, in rank order: the split tiktoken's own BPE reaches
+    using only lower ranks (with one candidate split that is it; otherwise BPE on the token's bytes)."""
+    merges: list[tuple[bytes, bytes]] = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) < 2:
+            continue
+        splits = [(token[:i], token[i:]) for i in range(1, len(token))
+                  if ranks.get(token[:i], rank) < rank and ranks.get(token[i:], rank) < rank]
+        if len(splits) != 1:
+            parts = _rank_bpe(token, ranks, rank)
+            if len(parts) != 2:
+                raise ValueError(f"{where}: token {token!r} (rank {rank}) cannot be made by merging two "
+                                 f"lower-ranked tokens")
+            splits = [(parts[0], parts[1])]
+        merges.append(splits[0])
+    return merges
+
+
+def _rank_bpe(token: bytes, ranks: Mapping[bytes, int], below: int) -> list[bytes]:
+    """tiktoken's BPE restricted to ranks < below: merge the adjacent pair whose concatenation ranks lowest."""
+    parts = [token[i:i + 1] for i in range(len(token))]
+    while len(parts) > 1:
+        best, best_rank = -1, below
+        for i in range(len(parts) - 1):
+            r = ranks.get(parts[i] + parts[i + 1], below)
+            if r < best_rank:
+                best, best_rank = i, r
+        if best < 0:
+            break
+        parts[best:best + 2] = [parts[best] + parts[best + 1]]
+    return parts
+
+
+def load_tiktoken(path: str | os.PathLike[str], special_tokens: Mapping[str, int] | None = None) -> BPETokenizer:
+    """A tokenizer from a tiktoken ranks file.  The file holds no special tokens: special_tokens=None gives
+    GPT-2's layout, <|endoftext|> with the id after the last rank (50256 for gpt2.tiktoken)."""
+    p = Path(path)
+    ranks = read_tiktoken_ranks(p)
+    vocab = {encode_bytes(t): r for t, r in ranks.items()}
+    merges = [(encode_bytes(a), encode_bytes(b)) for a, b in merges_from_ranks(ranks, str(p))]
+    specials = {EOT: len(ranks)} if special_tokens is None else dict(special_tokens)
+    return BPETokenizer(vocab, merges, specials, where=str(p))
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> BPETokenizer:
+    """Whatever tokenizer file(s) `path` names: a directory (tokenizer.json, else vocab.json + merges.txt),
+    a tokenizer.json, a vocab.json (merges.txt beside it) or a .tiktoken file."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / TOKENIZER_JSON).is_file():
+            return load_tokenizer_json(p / TOKENIZER_JSON)
+        if (p / VOCAB_NAME).is_file() or (p / MERGES_NAME).is_file():
+            return load_hf(p / VOCAB_NAME, p / MERGES_NAME)
+        raise ValueError(f"{p}: no tokenizer files (expected {TOKENIZER_JSON}, or {VOCAB_NAME} + {MERGES_NAME})")
+    if not p.exists():
+        raise ValueError(f"{p}: no such file or directory")
+    if p.suffix == ".tiktoken":
+        return load_tiktoken(p)
+    if p.name == VOCAB_NAME:
+        return load_hf(p, p.with_name(MERGES_NAME))
+    if p.suffix == ".json":
+        return load_tokenizer_json(p)
+    raise ValueError(f"{p}: unknown tokenizer file (expected a directory, {TOKENIZER_JSON}, {VOCAB_NAME} or "
+                     f"a .tiktoken file)")
+
+
+def has_tokenizer_files(path: str | os.PathLike[str]) -> bool:
+    """Whether directory `path` holds tokenizer.json or vocab.json + merges.txt."""
+    p = Path(path)
+    return (p / TOKENIZER_JSON).is_file() or ((p / VOCAB_NAME).is_file() and (p / MERGES_NAME).is_file())
+
+
+def save_tokenizer(tok: BPETokenizer, path: str | os.PathLike[str], model_max_length: int | None = None) -> None:
+    """Write vocab.json, merges.txt and tokenizer_config.json into directory `path` (created if needed;
+    each file atomically).  Special tokens go into vocab.json too, as GPT-2's does."""
+    if not isinstance(tok, BPETokenizer):
+        raise ValueError(f"tok: expected a BPETokenizer, got {type(tok).__name__}")
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    vocab = {**tok.encoder, **tok.special_tokens}
+    vocab_text = json.dumps(dict(sorted(vocab.items(), key=lambda kv: kv[1])), ensure_ascii=False) + "\n"
+    merges_text = MERGES_HEADER + "\n" + "".join(f"{a} {b}\n" for a, b in tok.merges)
+    eot = EOT if EOT in tok.special_tokens else None
+    config: dict[str, Any] = {
+        "tokenizer_class": "GPT2Tokenizer",
+        "add_prefix_space": False,
+        "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": True, "rstrip": False,
+                                          "single_word": False, "special": True}
+                                 for t, i in sorted(tok.special_tokens.items(), key=lambda kv: kv[1])},
+        "bos_token": eot, "eos_token": eot, "unk_token": eot,
+    }
+    if model_max_length is not None:  # transformers warns when an encoding is longer than this
+        config["model_max_length"] = model_max_length
+    config_text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+    for name, text in ((VOCAB_NAME, vocab_text), (MERGES_NAME, merges_text), (CONFIG_NAME, config_text)):
+        _write_text(p / name, text)
+
+
+def _write_text(path: Path, text: str) -> None:
+    data = text.encode("utf-8")
+
+    def write(fh: BinaryIO) -> None:
+        fh.write(data)
+
+    atomic_write(str(path), write)
