@@ -18,6 +18,8 @@ class GPTConfig:
     n_head: int = 12  # attention heads per block; head size D = n_embd // n_head
     n_embd: int = 768  # C: width of the residual stream
     dropout: float = 0.0  # drop probability on embeddings and residual branches, training only
+    attention_block: int | None = None  # None: dense attention (GPT-2's fast path); an int: the tiled pair
+    # (layers/sdpa_tiled.py) with blocks of that many queries and keys, memory linear in T instead of T^2
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -28,6 +30,8 @@ class GPTConfig:
             raise ValueError(f"n_embd: expected a multiple of n_head={self.n_head}, got {self.n_embd}")
         if not is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
+        if self.attention_block is not None and (type(self.attention_block) is not int or self.attention_block < 1):
+            raise ValueError(f"attention_block: expected None or a positive integer, got {self.attention_block!r}")
 
     @property
     def head_size(self) -> int:
@@ -35,13 +39,18 @@ class GPTConfig:
         return self.n_embd // self.n_head
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict; attention_block only when set (so dense configs keep their old form)."""
+        d = asdict(self)
+        if d["attention_block"] is None:
+            del d["attention_block"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
-        """Build from a dict of these field names (unknown or missing keys are an error; dropout may be omitted)."""
+        """Build from a dict of these field names (unknown or missing keys are an error; dropout and
+        attention_block may be omitted)."""
         fields = set(cls.__dataclass_fields__)
-        extra, missing = set(d) - fields, fields - set(d) - {"dropout"}
+        extra, missing = set(d) - fields, fields - set(d) - {"dropout", "attention_block"}
         if extra or missing:
             raise ValueError(f"config: unexpected keys {sorted(extra)}, missing keys {sorted(missing)}")
         return cls(**d)

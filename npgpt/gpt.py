@@ -131,7 +131,8 @@ def _gpt_forward(params: Params, config: GPTConfig, idx: npt.NDArray[np.integer]
     block_caches = []
     for i in range(config.n_layer):
         p = {name: params[f"h.{i}.{name}"] for name in BLOCK_PARAM_NAMES}
-        x, c = _block_forward(x, p, config.n_head, p_drop, rng, train, None if kv is None else kv[i])  # (B, T, C)
+        x, c = _block_forward(x, p, config.n_head, p_drop, rng, train, None if kv is None else kv[i],
+                              config.attention_block)  # (B, T, C)
         block_caches.append(c)
     xf, ln_f_cache = _layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])  # (B, T, C)
     logits = xf @ wte.T  # (B, T, V) tied LM head, no bias

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npgpt.layers.sdpa import dropout_keep, sdpa_backward, sdpa_forward
-from npgpt.layers.sdpa_tiled import sdpa_tiled_backward, sdpa_tiled_forward
+from npgpt.layers.sdpa_tiled import SdpaTiledCache, sdpa_tiled_backward, sdpa_tiled_forward
 
 block_sizes = st.integers(1, 4)
 
@@ -146,3 +146,81 @@ def test_every_small_window_and_block(causal, Tq, Tk):
                 out_t, lse_t, _ = sdpa_tiled_forward(q, k, v, causal=causal, window=window, block_q=bq, block_k=bk)
                 np.testing.assert_allclose(out_t, out, rtol=1e-13, atol=1e-14, err_msg=f"{window} {bq} {bk}")
                 np.testing.assert_array_equal(np.isneginf(lse_t), np.isneginf(lse))
+
+
+# ------------------------------------------------------------------------------------- used by the model
+
+def _tiny(block):
+    from npgpt.config import GPTConfig
+    return GPTConfig(vocab_size=11, block_size=9, n_layer=2, n_head=2, n_embd=8, attention_block=block)
+
+
+@pytest.mark.parametrize("block", [1, 2, 4, 16])
+def test_gpt_with_tiled_attention_equals_dense(block):
+    """GPTConfig(attention_block=b) trains through sdpa_tiled: logits, loss and every gradient of the
+    functional core equal the dense GPT's to float64 round-off, and the threaded GPT class agrees too."""
+    from npgpt.gpt import gpt_backward, gpt_forward, init_params, param_shapes
+    from npgpt.model import GPT
+    dense, tiled = _tiny(None), _tiny(block)
+    rng = np.random.default_rng(0)
+    params = {k: np.zeros(s) for k, s in param_shapes(dense).items()}
+    init_params(dense, rng, params)
+    for p in params.values():
+        p += 0.05 * rng.standard_normal(p.shape)  # non-degenerate biases and LayerNorm weights
+    idx, targets = rng.integers(0, 11, (3, 9)), rng.integers(0, 11, (3, 9))
+    logits, loss, cache = gpt_forward(params, dense, idx, targets)
+    logits_t, loss_t, cache_t = gpt_forward(params, tiled, idx, targets)
+    assert all(isinstance(c.attn.attention, SdpaTiledCache) for c in cache_t.blocks)
+    np.testing.assert_allclose(logits_t, logits, rtol=1e-12, atol=1e-13)
+    assert abs(float(loss_t) - float(loss)) < 1e-13
+    g, g_t = gpt_backward(cache), gpt_backward(cache_t)
+    for name in g:
+        np.testing.assert_allclose(g_t[name], g[name], rtol=1e-10, atol=1e-13, err_msg=name)
+    model = GPT(tiled, dtype=np.float64, threads=2)
+    for name in params:
+        model.params[name][...] = params[name]
+    _, loss_m = model.forward(idx, targets)
+    grads_m = model.backward()
+    assert abs(float(loss_m) - float(loss)) < 1e-12
+    for name in g:
+        np.testing.assert_allclose(grads_m[name], g[name], rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_generation_with_tiled_attention():
+    """KV-cached decoding with attention_block set runs the tiled pair over the cache (Tq < Tk) and gives the
+    dense model's tokens and logits."""
+    from npgpt.generate import KVCache, forward_cached, generate
+    from npgpt.gpt import init_params, param_shapes
+    dense, tiled = _tiny(None), _tiny(2)
+    rng = np.random.default_rng(1)
+    params = {k: np.zeros(s) for k, s in param_shapes(dense).items()}
+    init_params(dense, rng, params)
+    prompt = rng.integers(0, 11, (2, 3))
+    kv_d, kv_t = KVCache(dense, 2, np.dtype(np.float64)), KVCache(tiled, 2, np.dtype(np.float64))
+    for chunk in (prompt, prompt[:, :1], prompt[:, 1:3]):
+        logits_t, logits_d = forward_cached(params, tiled, chunk, kv_t), forward_cached(params, dense, chunk, kv_d)
+        np.testing.assert_allclose(logits_t, logits_d, rtol=1e-12, atol=1e-13)
+    out_d = generate(params, dense, prompt, 8, temperature=0.0)
+    out_t = generate(params, tiled, prompt, 8, temperature=0.0)
+    np.testing.assert_array_equal(out_t, out_d)
+
+
+def test_attention_block_argument_checks():
+    """attention_block must be None or a positive int: GPTConfig, self_attention_forward and block_forward
+    say so in one line naming it; an old config dict without the key still loads."""
+    from npgpt.config import GPTConfig
+    from npgpt.layers import block_forward, self_attention_forward
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="^attention_block:"):
+            _tiny(bad)
+    d = _tiny(None).to_dict()
+    assert "attention_block" not in d and GPTConfig.from_dict(d) == _tiny(None)  # the dense config's old form
+    assert GPTConfig.from_dict(_tiny(4).to_dict()) == _tiny(4)
+    rng = np.random.default_rng(0)
+    x = rand(rng, 1, 3, 4)
+    with pytest.raises(ValueError, match="^attention_block:"):
+        self_attention_forward(x, rand(rng, 4, 12), rand(rng, 12), rand(rng, 4, 4), rand(rng, 4), 2,
+                               attention_block=0)
+    from helpers import block_params
+    with pytest.raises(ValueError, match="^attention_block:"):
+        block_forward(x, block_params(rng, 4), 2, attention_block=1.5)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, generator, head_count, param, probability, upstream
+from .._checks import float_array, generator, head_count, is_int, param, probability, upstream
 from .dropout import DropoutCache, _dropout_backward, _dropout_forward
 from .layernorm import LayerNormCache, _layernorm_backward, _layernorm_forward
 from .mlp import MLPCache, _mlp_backward, _mlp_forward
@@ -47,10 +47,11 @@ class BlockCache(NamedTuple):
 
 def block_forward(x: Array, p: Mapping[str, Array], n_head: int, dropout: float = 0.0,
                   rng: np.random.Generator | None = None, train: bool = False,
-                  kv: KVSlot | None = None) -> tuple[Array, BlockCache]:
+                  kv: KVSlot | None = None, attention_block: int | None = None) -> tuple[Array, BlockCache]:
     """x1 = x + drop(attn(ln_1(x)));  out = x1 + drop(mlp(ln_2(x1))).  x (B, T, C) -> out (B, T, C).
 
-    kv: the attention's key/value cache when decoding (see self_attention).  See docs/derivations/block.md.
+    kv: the attention's key/value cache when decoding; attention_block: the tiled attention's block size, or
+    None for the dense pair (see self_attention).  See docs/derivations/block.md.
     """
     float_array("x", x, ndim=3)
     missing = [n for n in BLOCK_PARAM_NAMES if n not in p]
@@ -64,16 +65,19 @@ def block_forward(x: Array, p: Mapping[str, Array], n_head: int, dropout: float 
         generator("rng", rng)
     if kv is not None:
         check_kv("kv", kv, x, n_head)
-    return _block_forward(x, p, n_head, dropout, rng, train, kv)
+    if attention_block is not None and (not is_int(attention_block) or attention_block < 1):
+        raise ValueError(f"attention_block: expected None or a positive integer, got {attention_block!r}")
+    return _block_forward(x, p, n_head, dropout, rng, train, kv, attention_block)
 
 
 def _block_forward(x: Array, p: Mapping[str, Array], n_head: int, dropout: float = 0.0,
                    rng: np.random.Generator | None = None, train: bool = False,
-                   kv: KVSlot | None = None) -> tuple[Array, BlockCache]:
+                   kv: KVSlot | None = None, attention_block: int | None = None) -> tuple[Array, BlockCache]:
     """block_forward without the argument checks."""
     h, ln_1_cache = _layernorm_forward(x, p["ln_1.weight"], p["ln_1.bias"])  # (B, T, C)
     a, attn_cache = _self_attention_forward(h, p["attn.c_attn.weight"], p["attn.c_attn.bias"],
-                                            p["attn.c_proj.weight"], p["attn.c_proj.bias"], n_head, kv)  # (B, T, C)
+                                            p["attn.c_proj.weight"], p["attn.c_proj.bias"], n_head, kv,
+                                            attention_block)  # (B, T, C)
     drop = train and dropout > 0.0  # off: each branch joins the stream as it is (dropout would copy)
     a, attn_drop_cache = _dropout_forward(a, dropout, rng, train) if drop else (a, None)  # (B, T, C)
     x1 = x + a  # (B, T, C) first residual add

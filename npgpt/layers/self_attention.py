@@ -17,6 +17,8 @@ from .._checks import float_array, head_count, is_int, param, upstream
 from .attention import AttentionCache, _attention_backward, _attention_forward
 from .linear import LinearCache, _linear_backward, _linear_forward
 from .merge_heads import MergeHeadsCache, _merge_heads_backward, _merge_heads_forward
+from .sdpa import causal_options
+from .sdpa_tiled import SdpaTiledCache, _sdpa_tiled_backward, _sdpa_tiled_forward
 from .split_heads import SplitHeadsCache, _split_heads_backward, _split_heads_forward
 
 Array = npt.NDArray[np.floating]
@@ -35,17 +37,19 @@ class KVSlot(NamedTuple):
 class SelfAttentionCache(NamedTuple):
     c_attn: LinearCache  # x and w_attn
     split: SplitHeadsCache  # the same rearrangement for q, k and v
-    attention: AttentionCache  # q, k, v (views into qkv) and the attention weights
+    attention: AttentionCache | SdpaTiledCache  # q, k, v (views into qkv) and the weights; or the tiled pair's
     merge: MergeHeadsCache  # shapes only
     c_proj: LinearCache  # the merged heads y and w_proj
 
 
 def self_attention_forward(x: Array, w_attn: Array, b_attn: Array, w_proj: Array, b_proj: Array,
-                           n_head: int, kv: KVSlot | None = None) -> tuple[Array, SelfAttentionCache]:
+                           n_head: int, kv: KVSlot | None = None,
+                           attention_block: int | None = None) -> tuple[Array, SelfAttentionCache]:
     """q, k, v = split(x @ w_attn + b_attn); out = merge(attention(q, k, v)) @ w_proj + b_proj.
 
     x (B, T, C) -> out (B, T, C); the 3C columns of c_attn are [q | k | v].  With kv (decoding; no backward),
-    k and v are the cached positions' followed by the new ones.  See docs/derivations/self_attention.md.
+    k and v are the cached positions' followed by the new ones.  attention_block: None for the dense pair,
+    an int for sdpa_tiled with blocks that size (same result).  See docs/derivations/self_attention.md.
     """
     float_array("x", x, ndim=3)
     C = x.shape[-1]
@@ -55,7 +59,9 @@ def self_attention_forward(x: Array, w_attn: Array, b_attn: Array, w_proj: Array
     n_head = head_count("n_head", n_head, C)
     if kv is not None:
         check_kv("kv", kv, x, n_head)
-    return _self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, kv)
+    if attention_block is not None and (not is_int(attention_block) or attention_block < 1):
+        raise ValueError(f"attention_block: expected None or a positive integer, got {attention_block!r}")
+    return _self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, kv, attention_block)
 
 
 def check_kv(name: str, kv: object, x: Array, n_head: int) -> None:
@@ -77,7 +83,8 @@ def check_kv(name: str, kv: object, x: Array, n_head: int) -> None:
 
 
 def _self_attention_forward(x: Array, w_attn: Array, b_attn: Array, w_proj: Array, b_proj: Array,
-                            n_head: int, kv: KVSlot | None = None) -> tuple[Array, SelfAttentionCache]:
+                            n_head: int, kv: KVSlot | None = None,
+                            attention_block: int | None = None) -> tuple[Array, SelfAttentionCache]:
     """self_attention_forward without the argument checks (n_head a Python int dividing C)."""
     C = x.shape[-1]
     qkv, c_attn_cache = _linear_forward(x, w_attn, b_attn)  # (B, T, 3C)
@@ -89,7 +96,12 @@ def _self_attention_forward(x: Array, w_attn: Array, b_attn: Array, w_proj: Arra
         kv.k[:, :, t0:t1] = k
         kv.v[:, :, t0:t1] = v
         k, v = kv.k[:, :, :t1], kv.v[:, :, :t1]  # (B, H, t1, D) views: every position so far
-    y, att_cache = _attention_forward(q, k, v)  # (B, H, T, D) causal, aligned bottom-right when Tk > T
+    att_cache: AttentionCache | SdpaTiledCache
+    if attention_block is None:
+        y, att_cache = _attention_forward(q, k, v)  # (B, H, T, D) causal, aligned bottom-right when Tk > T
+    else:  # the same attention by key blocks: no (T, T) array
+        y, _, att_cache = _sdpa_tiled_forward(q, k, v, None, None, causal_options(q.shape[-1]), attention_block,
+                                              attention_block)  # (B, H, T, D)
     y, merge_cache = _merge_heads_forward(y)  # (B, T, C)
     out, c_proj_cache = _linear_forward(y, w_proj, b_proj)  # (B, T, C)
     return out, SelfAttentionCache(c_attn_cache, split_cache, att_cache, merge_cache, c_proj_cache)
@@ -110,7 +122,10 @@ def _self_attention_backward(dout: Array, cache: SelfAttentionCache) -> tuple[Ar
     """self_attention_backward without the argument checks."""
     dy, dw_proj, db_proj = _linear_backward(dout, cache.c_proj)  # (1) (B, T, C)
     dy = _merge_heads_backward(dy, cache.merge)  # (2) (B, H, T, D)
-    dq, dk, dv = _attention_backward(dy, cache.attention)  # (3) (B, H, T, D) each
+    if isinstance(cache.attention, AttentionCache):
+        dq, dk, dv = _attention_backward(dy, cache.attention)  # (3) (B, H, T, D) each
+    else:
+        dq, dk, dv, _, _ = _sdpa_tiled_backward(dy, cache.attention, None)  # (3) the tiled pair
     dqkv = np.concatenate([_split_heads_backward(g, cache.split) for g in (dq, dk, dv)], axis=-1)  # (4) (B, T, 3C)
     dx, dw_attn, db_attn = _linear_backward(dqkv, cache.c_attn)  # (5) (B, T, C)
     return dx, dw_attn, db_attn, dw_proj, db_proj
