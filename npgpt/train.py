@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,7 @@ from .data import (
 )
 from .flat import pack
 from .footprint import available_bytes, training_bytes
+from .llama import Llama, LlamaConfig
 from .memory import reuse_freed_memory
 from .model import GPT, buffer_order, param_shapes
 from .optim import AdamW, clip_grad_norm, cosine_lr
@@ -79,10 +80,12 @@ class TrainConfig:
     a validation loss of about 1.88 in 2000 steps.  Each field's help is its metadata["help"]."""
 
     # model
-    arch: str = _f("gpt2", "model family (one of MODEL_BUILDERS: gpt2)")
+    arch: str = _f("gpt2", "model family (one of MODEL_BUILDERS: gpt2, llama)")
     n_layer: int = _f(4, "transformer blocks")
     n_head: int = _f(4, "attention heads per block (head size n_embd / n_head = 32)")
     n_embd: int = _f(128, "width of the residual stream; a multiple of n_head")
+    n_kv_head: int | None = _f(None, "llama: key/value heads, dividing n_head (default: n_head)")
+    intermediate_size: int | None = _f(None, "llama: gated MLP width (default: 8 n_embd / 3 up to a multiple of 8)")
     block_size: int = _f(64, "context length in tokens, the T of every batch")
     dropout: float = _f(0.0, "dropout probability in training (0: a small model on a short run does not overfit)")
     # batches
@@ -118,6 +121,11 @@ class TrainConfig:
             _check_int(name, getattr(self, name), minimum=0)
         if self.lr_decay_iters is not None:
             _check_int("lr_decay_iters", self.lr_decay_iters, minimum=1)
+        for name in ("n_kv_head", "intermediate_size"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1)
+        if self.n_kv_head is not None and self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head: expected a multiple of n_kv_head={self.n_kv_head}, got {self.n_head}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd: expected a multiple of n_head={self.n_head}, got {self.n_embd}")
         _check_float("lr", self.lr, low=0.0, low_open=True)
@@ -164,8 +172,19 @@ def _build_gpt2(cfg: TrainConfig, vocab_size: int) -> GPT:
     return GPT(cfg.model_config(vocab_size), seed=cfg.seed, dtype=np.float32)
 
 
+def _build_llama(cfg: TrainConfig, vocab_size: int) -> GPT:
+    if cfg.dropout:
+        raise ValueError(f"dropout: the llama arch has no dropout; expected 0, got {cfg.dropout}")
+    C = cfg.n_embd
+    config = LlamaConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                         n_kv_head=cfg.n_kv_head or cfg.n_head, n_embd=C,
+                         intermediate_size=cfg.intermediate_size or 8 * math.ceil(C / 3), rms_norm_eps=1e-5,
+                         tie_word_embeddings=True)
+    return cast(GPT, Llama(config, seed=cfg.seed, dtype=np.float32))  # Llama has GPT's training interface
+
+
 # arch -> the function that builds that model for a vocabulary size.  A new family adds its entry here.
-MODEL_BUILDERS: dict[str, Callable[[TrainConfig, int], GPT]] = {"gpt2": _build_gpt2}
+MODEL_BUILDERS: dict[str, Callable[[TrainConfig, int], GPT]] = {"gpt2": _build_gpt2, "llama": _build_llama}
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
@@ -219,7 +238,7 @@ class GradAccumulator:
     """
 
     def __init__(self, model: GPT) -> None:
-        shapes = param_shapes(model.config)
+        shapes = {k: p.shape for k, p in model.params.items()}  # any model family's parameters
         self.flat, self.grads = pack(shapes, model.dtype, buffer_order(shapes))  # same layout: AdamW fast path
 
     def run(self, model: GPT, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, dict[str, Array]]:
@@ -552,7 +571,7 @@ def _stored_train_config(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(stored, dict) or not isinstance(meta.get("data"), dict) or "tokenizer" not in meta:
         raise ValueError(f"{path}: not a training checkpoint (no train config, data or tokenizer record); "
                          f"cannot resume from it")
-    return {"arch": "gpt2", **stored}
+    return {"arch": "gpt2", "n_kv_head": None, "intermediate_size": None, **stored}
 
 
 def _numbers(d: Mapping[str, Any]) -> dict[str, Any]:

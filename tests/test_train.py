@@ -316,9 +316,9 @@ def test_help_lives_in_the_field_metadata():
 
 def test_arch_is_checked_and_the_factory_builds_the_model():
     from npgpt.train import MODEL_BUILDERS, build_model
-    with pytest.raises(ValueError, match=r"^arch: expected one of 'gpt2', got 'llama'$"):
-        TrainConfig(arch="llama")
-    assert list(MODEL_BUILDERS) == ["gpt2"]
+    with pytest.raises(ValueError, match=r"^arch: expected one of 'gpt2', 'llama', got 'mamba'$"):
+        TrainConfig(arch="mamba")
+    assert list(MODEL_BUILDERS) == ["gpt2", "llama"]
     model = build_model(TrainConfig(**TINY), 11)
     assert isinstance(model, GPT) and model.config.vocab_size == 11 and model.dtype == np.float32
 
