@@ -205,6 +205,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "npgpt") -> int:
         if unknown:  # reported by the subcommand, so the hint points at its --help
             _subparser(parser, command).error(f"unrecognized arguments: {' '.join(unknown)}")
         return COMMANDS[command].run(ns)
+    except BrokenPipeError:  # `npgpt sample | head`: the reader left; stop quietly, as a shell tool does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not raise again
+        return 141
     except KeyboardInterrupt:  # a second Ctrl-C during a step, or Ctrl-C outside the training loop
         print("error: interrupted: stopped at once; the last checkpoint written is kept", file=sys.stderr)
         return 130
