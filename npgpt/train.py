@@ -70,7 +70,7 @@ PLOT_NAME = "loss"  # out_dir/loss.png, or loss.svg without matplotlib
 
 def _f(default: T, help: str) -> T:
     """A TrainConfig field: its default and its one-line help (the CLI's --help and docs/training.md)."""
-    return field(default=default, metadata={"help": help})  # type: ignore[no-any-return]
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -300,21 +300,22 @@ class _Run:
 
 def train(path: str | os.PathLike[str] | None = None, cfg: TrainConfig | None = None,
           log: Callable[[str], Any] = print, *, text: str | None = None, live: bool | None = None,
-          callback: Callable[[int, float], Any] | None = None) -> TrainResult:
+          callback: Callable[[int, float], Any] | None = None, tokenizer: Tokenizer | None = None) -> TrainResult:
     """Train a GPT; see the module docstring.
 
     path: a UTF-8 text file (str or os.PathLike); None with no text: the bundled Tiny Shakespeare.
     text: the training text itself, by keyword (never positional, so a file name is never taken for text).
     log receives every output line.  live: redraw one progress line with a carriage return (default: when log
     is print and stdout is a terminal); otherwise a line every log_interval steps.  callback(iteration, loss)
-    runs after every step; raising KeyboardInterrupt from it acts like Ctrl-C.  Input problems (file, text too
+    runs after every step; raising KeyboardInterrupt from it acts like Ctrl-C.  tokenizer: any Tokenizer
+    (default: a CharTokenizer of the text); on resume the checkpoint's own is used.  Input problems (file, text too
     short, not enough memory or disk, out dir locked or unwritable, checkpoint unusable or from another
     config, a failing save) raise a one-line ValueError; a diverging loss raises TrainingDiverged.
     """
     cfg = TrainConfig() if cfg is None else cfg
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
-    run = _setup(path, text, cfg, log, live)
+    run = _setup(path, text, cfg, log, live, tokenizer)
     try:
         _loop(run, callback)
     finally:
@@ -323,7 +324,7 @@ def train(path: str | os.PathLike[str] | None = None, cfg: TrainConfig | None = 
 
 
 def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConfig, log: Callable[[str], Any],
-           live: bool | None) -> _Run:
+           live: bool | None, tokenizer: Tokenizer | None = None) -> _Run:
     """Read the text, build or restore the tokenizer, check sizes and memory, take the out dir, build the
     model and optimizer, and restore a checkpoint when resuming.  Nothing large is allocated before the
     checks pass; nothing is written before the out dir is locked."""
@@ -333,7 +334,10 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
     ckpt_path, best_path = out_dir / CHECKPOINT_NAME, out_dir / BEST_NAME
     data_info = {"source": source, "n_chars": len(content), "sha256": _sha256(content)}
     ck = _load_for_resume(ckpt_path, cfg, data_info) if cfg.resume else None
-    tok = tokenizer_from_dict(ck.meta["tokenizer"]) if ck is not None else CharTokenizer(content)
+    if ck is not None:
+        tok = tokenizer_from_dict(ck.meta["tokenizer"])
+    else:
+        tok = tokenizer if tokenizer is not None else CharTokenizer(content)
     ids = tok.encode(content)  # (N,) compact ids
     del content
     train_ids, val_ids = split(ids, VAL_FRACTION)
@@ -633,7 +637,7 @@ def evaluate(model: GPT, train_sampler: BatchSampler, val_sampler: BatchSampler,
     try:
         out = []
         for sampler in (train_sampler, val_sampler):
-            losses = [float(model.forward(*sampler.next())[1]) for _ in range(eval_iters)]  # type: ignore[arg-type]
+            losses = [float(model.forward(*sampler.next())[1]) for _ in range(eval_iters)]
             out.append(float(np.mean(losses)))
     finally:
         model.train()

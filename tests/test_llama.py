@@ -134,7 +134,7 @@ def test_adamw_trains_it():
     config = tiny_config(vocab_size=11)
     model = Llama(config, seed=0, dtype=np.float32)
     opt = AdamW(model.params, lr=1e-2, weight_decay=0.0)
-    assert opt._flat is not None  # the params tile one buffer: the vectorised path
+    assert opt.layout is not None  # the params are a FlatTensors: the vectorised path
     rng = np.random.default_rng(0)
     idx, targets = rng.integers(0, 11, size=(4, 8)), rng.integers(0, 11, size=(4, 8))
     losses = []
