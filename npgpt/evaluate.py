@@ -13,8 +13,13 @@ Default stride: T // 2.  Guide: docs/evaluate.md
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
+import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -135,12 +140,101 @@ def evaluate_text(model: GPT, tokenizer: Any, text: str, stride: int | None = No
 
 
 def _encode(tokenizer: Any, text: str) -> Sequence[int]:
-    if hasattr(tokenizer, "encode_ordinary"):
-        return tokenizer.encode_ordinary(text)  # special tokens' text is text here
-    return tokenizer.encode(text)
+    from .tokenizers import encode_text
+
+    return encode_text(tokenizer, text).tolist()  # a BPE's special tokens' text is those tokens
 
 
 def _token_bytes(tokenizer: Any, i: int) -> bytes:
     if hasattr(tokenizer, "token_bytes"):
         return tokenizer.token_bytes(i)
     return str(tokenizer.decode([i])).encode("utf-8")
+
+
+# ------------------------------------------------------------------------------ `npgpt eval` command
+
+def load_model_and_tokenizer(path: str | os.PathLike[str]) -> tuple[GPT, Any]:
+    """(model in eval mode, tokenizer) from a training checkpoint (.npz with its tokenizer) or a Hugging
+    Face GPT-2 directory (config.json, model.safetensors and tokenizer files)."""
+    p = Path(path)
+    if p.is_dir():
+        from .finetune import load_gpt2_dir
+
+        model, tok = load_gpt2_dir(p)
+        return model.eval(), tok
+    if not p.exists():
+        raise ValueError(f"{p}: no such file or directory (expected a checkpoint .npz or a GPT-2 directory)")
+    from .checkpoint import load_checkpoint
+
+    ck = load_checkpoint(p)
+    if "tokenizer" not in ck.meta:
+        raise ValueError(f"{p}: the checkpoint has no tokenizer (not written by npgpt train)")
+    tok = tokenizer_from_record(ck.meta["tokenizer"])
+    model = GPT(ck.config, init=False, dtype=next(iter(ck.params.values())).dtype)
+    for k, v in ck.params.items():
+        model.params[k][...] = v
+    return model.eval(), tok
+
+
+def tokenizer_from_record(d: Any) -> Any:
+    """A tokenizer from a checkpoint's JSON record (its to_dict())."""
+    from .data import CharTokenizer
+    from .tokenizers import BPETokenizer
+
+    kind = d.get("type") if isinstance(d, dict) else None
+    loaders: dict[str, Callable[[Any], Any]] = {"char": CharTokenizer.from_dict, "bpe": BPETokenizer.from_dict}
+    if kind not in loaders:
+        raise ValueError(f"tokenizer: unknown type {kind!r}; expected one of {sorted(loaders)}")
+    return loaders[kind](d)
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """`npgpt eval CHECKPOINT_OR_DIR TEXT_FILE [--stride N] [--batch-size B]`."""
+    p.add_argument("model", metavar="CHECKPOINT_OR_DIR",
+                   help="a training checkpoint (out/best.npz) or a Hugging Face GPT-2 directory")
+    p.add_argument("text_file", metavar="TEXT_FILE", help="UTF-8 text to score")
+    p.add_argument("--stride", type=int, default=None,
+                   help="tokens each window moves and scores; each scored token has at least block_size - "
+                        "stride + 1 tokens of context (default: block_size // 2)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
+    p.epilog = "Prints mean loss (nats/token), perplexity and bits per byte. Docs: docs/evaluate.md"
+
+
+def run_eval(a: argparse.Namespace, out: Any = None, err: Any = None) -> int:
+    """Run `npgpt eval` on parsed arguments; bad input raises a one-line ValueError (the CLI prints it)."""
+    from .data import load_text
+
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    model, tok = load_model_and_tokenizer(a.model)
+    text = load_text(a.text_file)
+    T = model.config.block_size
+    stride = max(T // 2, 1) if a.stride is None else a.stride
+    if not 1 <= stride <= T:
+        raise ValueError(f"--stride: expected an integer in [1, block_size={T}], got {stride}")
+    if a.batch_size < 1:
+        raise ValueError(f"--batch-size: expected a positive integer, got {a.batch_size}")
+    live = hasattr(err, "isatty") and err.isatty()
+    t0 = time.perf_counter()
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        pct = 100 * done // total
+        if live:
+            err.write(f"\reval: {done:,}/{total:,} tokens ({pct}%)")
+            err.flush()
+        elif pct // 10 > shown[0] or done == total:  # a line every 10% when not a terminal
+            shown[0] = pct // 10
+            err.write(f"eval: {done:,}/{total:,} tokens ({pct}%), {time.perf_counter() - t0:.1f} s\n")
+            err.flush()
+
+    bos = getattr(tok, "eot_token", None)
+    r = evaluate_text(model, tok, text, stride, bos=bos, batch_size=a.batch_size, progress=progress)
+    if live:
+        err.write("\n")
+    out.write(f"{a.model} on {a.text_file}: {r.n_tokens:,} tokens scored ({r.n_bytes:,} bytes), block_size {T}, "
+              f"stride {r.stride}, {r.n_windows:,} windows, {time.perf_counter() - t0:.1f} s\n")
+    out.write(f"mean loss     {r.mean_loss:.4f} nats/token\n")
+    out.write(f"perplexity    {r.perplexity:.4f}\n")
+    out.write(f"bits per byte {r.bits_per_byte:.4f}\n")
+    return 0

@@ -15,9 +15,11 @@ from .files import (
     save_tokenizer,
 )
 from .pattern import GPT2_PATTERN, pretokenize
+from .spec import SPEC_HELP, encode_text, tokenizer_from_spec
 from .train_bpe import train_bpe
 
 __all__ = [
     "EOT", "BPETokenizer", "GPT2_PATTERN", "has_tokenizer_files", "load_hf", "load_tiktoken", "load_tokenizer",
     "load_tokenizer_json", "merges_from_ranks", "pretokenize", "read_tiktoken_ranks", "save_tokenizer", "train_bpe",
+    "SPEC_HELP", "encode_text", "tokenizer_from_spec",
 ]
