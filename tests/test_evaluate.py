@@ -154,9 +154,10 @@ def test_eval_command_on_a_gpt2_directory(tmp_path):
     import argparse
     import io
 
+    from tokenizer_fixtures import gpt2_tok
+
     from npgpt.evaluate import add_eval_arguments, run_eval
     from npgpt.finetune import save_gpt2_dir
-    from tokenizer_fixtures import gpt2_tok
 
     cfg = GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=8)
     save_gpt2_dir(GPT(cfg, seed=0), gpt2_tok(), tmp_path / "gpt2")
