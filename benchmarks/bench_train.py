@@ -443,7 +443,8 @@ def print_summary(results: dict, peak: dict) -> None:
           "which may skip the masked half).\n  'memory total' = peak RSS during the warm-up and timed steps minus "
           "RSS after importing the framework: it\n  covers params, grads, optimizer state, activations and "
           "workspace for both frameworks; PASS/FAIL\n  compares it with plain `torch` (same attention "
-          "formulation as npgpt), and also shows the verdict against torch-sdpa.\n  'memory step' = the same peak minus RSS "
+          "formulation as npgpt), and also shows the verdict against torch-sdpa.\n  'memory step' = the same peak "
+          "minus RSS "
           "right before the first step; npgpt allocates grads and AdamW moments at\n  construction (before that "
           "reading) while torch allocates them during the first step, so this figure favours npgpt.")
 

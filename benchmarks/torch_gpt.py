@@ -146,7 +146,7 @@ def _is_linear_weight(name: str) -> bool:
 
 
 @torch.no_grad()
-def copy_from_npgpt(model: TorchGPT, params: Mapping[str, "object"]) -> None:
+def copy_from_npgpt(model: TorchGPT, params: Mapping[str, object]) -> None:
     """Load npgpt's parameter dict (numpy arrays keyed like this model's parameters) into the model.
     Linear weights go from npgpt's (in, out) to nn.Linear's (out, in)."""
     own = dict(model.named_parameters())
@@ -162,7 +162,7 @@ def copy_from_npgpt(model: TorchGPT, params: Mapping[str, "object"]) -> None:
         p.copy_(src)
 
 
-def to_npgpt_layout(name: str, t: torch.Tensor) -> "object":
+def to_npgpt_layout(name: str, t: torch.Tensor) -> object:
     """A torch parameter or gradient as a numpy array in npgpt's layout (linear weights transposed back)."""
     a = t.detach()
     if _is_linear_weight(name):

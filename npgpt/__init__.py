@@ -1,6 +1,7 @@
 """npgpt: a pure-NumPy GPT (GPT-2 architecture) with hand-written, finite-difference-checked backpropagation.
 
-Layers: every forward/backward pair, as npgpt.<name> or npgpt.layers.<name>.  Model: GPTConfig, GPT, gpt_forward, gpt_backward.
+Layers: every forward/backward pair, as npgpt.<name> or npgpt.layers.<name>.
+Model: GPTConfig, GPT, gpt_forward, gpt_backward.
 Training: AdamW, clip_grad_norm, cosine_lr.  Testing other code against npgpt: `npgpt.gradcheck`.
 The public API and its conventions: docs/oracle.md
 """

@@ -59,8 +59,8 @@ def save_checkpoint(path: str | os.PathLike[str], params: Mapping[str, Array], a
     """
     path = Path(path)
     shapes = param_shapes(config)
-    for group, arrays in zip(GROUPS, (params, adam_m, adam_v)):
-        _check_arrays(group, arrays, shapes, str(path))
+    for group, given in zip(GROUPS, (params, adam_m, adam_v)):
+        _check_arrays(group, given, shapes, str(path))
     reserved = {"format", "version", "model_config"} & set(meta or {})
     if reserved:
         raise ValueError(f"meta: keys {sorted(reserved)} are written by save_checkpoint itself")
@@ -74,7 +74,7 @@ def save_checkpoint(path: str | os.PathLike[str], params: Mapping[str, Array], a
         arrays.update({f"{group}/{k}": np.ascontiguousarray(d[k]) for k in shapes})
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: np.savez(f, **arrays))  # temp file beside it, fsync, rename
+    atomic_write(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]  # temp file, fsync, rename
     return path
 
 
@@ -98,13 +98,7 @@ def load_checkpoint(path: str | os.PathLike[str], config: GPTConfig | None = Non
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
     with f:
-        try:
-            z = np.load(f, allow_pickle=False)
-        except _READ_ERRORS as e:
-            raise ValueError(f"{path}: not a readable .npz checkpoint (corrupt or truncated?): "
-                             f"{_one_line(e)}") from None
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError(f"{path}: not an npgpt checkpoint (a .npy array, not an .npz archive)")
+        z = _open_npz(path, f)
         with z:
             meta = _read_metadata(path, _entry(path, z, "metadata") if "metadata" in z.files else None)
             raw = {k: _entry(path, z, k) for k in z.files if k != "metadata"}  # every entry read now
@@ -138,6 +132,47 @@ def load_checkpoint(path: str | os.PathLike[str], config: GPTConfig | None = Non
 
 
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError, RuntimeError)
+_ZIP_MAGIC, _NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
+
+
+def _open_npz(path: Path, f: Any) -> Any:
+    """np.load of an open file, after checking it starts like a zip archive: anything else (random bytes, a
+    pickle, a text file) is "not an .npz archive", never NumPy's advice to load it with allow_pickle."""
+    head = f.read(len(_NPY_MAGIC))
+    f.seek(0)
+    if head.startswith(_NPY_MAGIC):
+        raise ValueError(f"{path}: not an npgpt checkpoint (a .npy array, not an .npz archive)")
+    if not head.startswith(_ZIP_MAGIC):
+        what = "an empty file" if not head else "not a zip archive"
+        raise ValueError(f"{path}: not a readable .npz checkpoint ({what}; corrupt or truncated, or another kind "
+                         f"of file)")
+    try:
+        z = np.load(f, allow_pickle=False)
+    except _READ_ERRORS as e:
+        raise ValueError(f"{path}: not a readable .npz checkpoint (corrupt or truncated?): {_one_line(e)}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not an npgpt checkpoint (not an .npz archive)")
+    return z
+
+
+def is_training_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """True when path is an .npz whose 'metadata' entry says format npgpt-checkpoint (only that entry is read;
+    False for anything unreadable).  For tools that take other .npz files (the oracle's golden cases)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != _ZIP_MAGIC:
+                return False
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as z:
+                if "metadata" not in z.files:
+                    return False
+                entry = z["metadata"]
+                if entry.dtype.kind != "U" or entry.size != 1:
+                    return False
+                meta = json.loads(str(entry.reshape(())[()]))
+    except (*_READ_ERRORS, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
 
 
 def _entry(path: Path, z: Any, key: str) -> np.ndarray:
@@ -202,4 +237,7 @@ def _few(names: list[str], n: int = 4) -> str:
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+    text = " ".join(str(e).split()) or type(e).__name__
+    if "pickle" in text:  # NumPy's "load it with allow_pickle=True" is never the right advice for a checkpoint
+        return "the archive holds an entry that is not a plain array"
+    return text

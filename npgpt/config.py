@@ -37,7 +37,7 @@ class GPTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
+    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
         """Build from a dict of these field names (unknown or missing keys are an error; dropout may be omitted)."""
         fields = set(cls.__dataclass_fields__)
         extra, missing = set(d) - fields, fields - set(d) - {"dropout"}

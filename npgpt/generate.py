@@ -49,7 +49,7 @@ def forward_cached(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDAr
     # (Tn, L) query t0+i sees keys 0..t0+i; a single new query sees every key, so it needs no mask at all
     mask = causal_mask(L, x.dtype)[t0:L] if Tn > 1 else None
     for i in range(config.n_layer):
-        p = lambda name: params[f"h.{i}.{name}"]  # noqa: E731
+        p = lambda name, i=i: params[f"h.{i}.{name}"]  # noqa: E731
         h, _ = layernorm_forward(x, p("ln_1.weight"), p("ln_1.bias"))  # (B, Tn, C)
         qkv, _ = linear_forward(h, p("attn.c_attn.weight"), p("attn.c_attn.bias"))  # (B, Tn, 3C)
         qkv = qkv.reshape(B, Tn, 3, H, D).transpose(2, 0, 3, 1, 4)  # (3, B, H, Tn, D)
@@ -124,7 +124,7 @@ def sample_next(logits: Array, temperature: float = 1.0, top_k: int | None = Non
     check_sampling(temperature, top_k, top_p)
     if temperature == 0.0:
         return np.argmax(logits, axis=-1).astype(np.int64)
-    z = logits.astype(np.float64) / temperature  # (B, V)
+    z: Array = logits.astype(np.float64) / temperature  # (B, V)
     if top_k is not None:
         z = top_k_filter(z, top_k)
     if top_p is not None:

@@ -3,10 +3,16 @@
 numerical_gradient: central differences of sum(f(inputs) * dout) with respect to one input.
 relative_error: the worst element-wise relative error, with a floor so near-zero elements are not noise.
 check_layer: run a (forward, backward) pair and compare every analytic gradient with the numerical one.
+
+check_layer's verdict, per element of every gradient:  |a - n| <= atol + rtol * max(|a|, |n|), where the
+absolute part atol is at least the finite differences' own round-off (estimated from the output and dout)
+plus rtol * 1e-4 * the largest gradient element of any checked input.  Use float64 inputs: in float32 the
+differences cannot resolve 1e-6 (see check_layer).  Guide: docs/oracle.md
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +20,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["GradcheckError", "GradcheckResult", "numerical_gradient", "relative_error", "check_layer"]
+__all__ = [
+    "DOUT_SEED",
+    "GradcheckError",
+    "GradcheckResult",
+    "check_layer",
+    "fd_noise",
+    "numerical_gradient",
+    "relative_error",
+]
 
 
 class GradcheckError(AssertionError):
@@ -100,6 +114,27 @@ def _elementwise_error(a: np.ndarray, n: np.ndarray, floor: float = 1e-4) -> np.
     return np.abs(a - n) / denom
 
 
+# The default upstream gradient's seed: a fixed stream of its own, so it is never the same draw as a caller's
+# default_rng(0) (or any small seed) inputs.  ASCII "npgpt.gradcheck" as an integer.
+DOUT_SEED = int.from_bytes(b"npgpt.gradcheck", "big")
+DEFAULT_RTOL = 1e-6
+FLOOR = 1e-4  # the absolute part of the tolerance is at least rtol * FLOOR * (largest gradient element)
+NOISE_SAFETY = 10.0  # multiplies the round-off estimate of the numerical gradient
+
+
+def fd_noise(out: npt.ArrayLike, dout: npt.ArrayLike, h: float, dtype: Any = np.float64) -> float:
+    """An upper estimate of the round-off in one numerical_gradient element:
+
+        NOISE_SAFETY * (18 / 12) * eps * sum(|out| * |dout|) / h
+
+    (each of the four outputs of the stencil carries ~eps relative error, weighted 8 + 8 + 1 + 1 and divided
+    by 12 h).  eps is that of `dtype`, the precision forward computes in.
+    """
+    eps = float(np.finfo(dtype).eps)
+    s = float(np.sum(np.abs(np.asarray(out, dtype=np.float64)) * np.abs(np.asarray(dout, dtype=np.float64))))
+    return NOISE_SAFETY * 1.5 * eps * s / h
+
+
 def check_layer(
     forward: Callable[..., Any],
     backward: Callable[[Any, Any], Any],
@@ -110,7 +145,9 @@ def check_layer(
     dout: npt.ArrayLike | None = None,
     rng: np.random.Generator | None = None,
     kwargs: dict[str, Any] | None = None,
-    tol: float = 1e-6,
+    rtol: float | None = None,
+    atol: float | None = None,
+    tol: float | None = None,
     h: float = 1e-3,
     raise_on_failure: bool = True,
 ) -> list[GradcheckResult]:
@@ -118,20 +155,45 @@ def check_layer(
 
     forward(*inputs, **kwargs) -> (out, cache); backward(dout, cache) -> grad or tuple of grads, one per
     input in `wrt` (default: every floating-point ndarray input, in order).  dout defaults to standard
-    normal noise from `rng`.  Also checks that forward leaves its inputs unmodified.  Raises GradcheckError
-    naming the input, the element and both values when an error exceeds `tol`; returns one result per input.
+    normal noise from `rng`, else from a generator seeded with DOUT_SEED (never a caller's default_rng(0)).
+    An element passes when |a - n| <= atol + rtol * max(|a|, |n|); rtol defaults to 1e-6 (`tol` is its old
+    name), atol to rtol * 1e-4 * the largest gradient element over all checked inputs; the estimated
+    finite-difference round-off (fd_noise) is always added to atol.  Every input is checked before anything
+    is raised, so the GradcheckError names every failing input (worst element, both values).  Also checks
+    that forward leaves its inputs unmodified.  Returns one result per input.
+
+    float32: finite differences in float32 resolve a gradient only to ~1e-3, so correct float32 code cannot
+    pass rtol=1e-6.  Check the same code with float64 inputs (x.astype(np.float64)); to check the float32
+    path itself, compare it with the float64 analytic gradients (assert_allclose, rtol ~1e-4), or pass
+    rtol=1e-2, h=1e-2 explicitly.  Without an explicit rtol, float32/float16 inputs are a ValueError saying so.
     """
     kwargs = dict(kwargs or {})
-    rng = rng if rng is not None else np.random.default_rng(0)
+    if tol is not None and rtol is not None:
+        raise ValueError("tol: give rtol or its old name tol, not both")
+    rtol_given = rtol is not None or tol is not None
+    rtol = float(rtol if rtol is not None else tol if tol is not None else DEFAULT_RTOL)
+    if not (math.isfinite(rtol) and rtol > 0.0):
+        raise ValueError(f"rtol: expected a finite number > 0, got {rtol!r}")
+    if atol is not None and not (math.isfinite(atol) and atol >= 0.0):
+        raise ValueError(f"atol: expected a finite number >= 0, got {atol!r}")
+    rng = rng if rng is not None else np.random.default_rng(DOUT_SEED)
     inputs = list(inputs)
     if wrt is None:
         wrt = [i for i, x in enumerate(inputs) if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)]
     if names is None:
         names = [f"inputs[{i}]" for i in range(len(inputs))]
+    low = [i for i in wrt if isinstance(inputs[i], np.ndarray) and np.issubdtype(inputs[i].dtype, np.floating)
+           and np.finfo(inputs[i].dtype).eps > np.finfo(np.float64).eps]
+    if low and not rtol_given:
+        i = low[0]
+        raise ValueError(f"{names[i]}: {inputs[i].dtype} input: finite differences in {inputs[i].dtype} resolve a "
+                         f"gradient only to about 1e-3, so correct code cannot pass the default rtol=1e-6; check "
+                         f"with float64 inputs (x.astype(np.float64)), or pass rtol=1e-2, h=1e-2 explicitly")
     before = [np.copy(x) if isinstance(x, np.ndarray) else None for x in inputs]
     out, cache = forward(*inputs, **kwargs)
     for i, x in enumerate(inputs):
-        if before[i] is not None and not np.array_equal(before[i], x, equal_nan=True):
+        b = before[i]
+        if b is not None and not np.array_equal(b, x, equal_nan=True):
             raise GradcheckError(f"{names[i]}: forward modified this input in place")
     out = np.asarray(out)
     d = rng.standard_normal(out.shape) if dout is None else np.asarray(dout, dtype=np.float64)
@@ -141,19 +203,36 @@ def check_layer(
         grads = (grads,)
     if len(grads) != len(wrt):
         raise GradcheckError(f"backward returned {len(grads)} gradient(s), expected {len(wrt)} (one per wrt input)")
-    results = []
+    pairs = []
     for g, i in zip(grads, wrt):
         x = inputs[i]
         g = np.asarray(g)
-        if g.shape != x.shape:
-            raise GradcheckError(f"{names[i]}: gradient has shape {g.shape}, expected {x.shape}")
-        num = numerical_gradient(forward, inputs, i, d, h=h, kwargs=kwargs)
-        errs = _elementwise_error(g.astype(np.float64), num)
-        j = np.unravel_index(int(np.argmax(errs)), errs.shape) if errs.size else ()
+        if g.shape != np.shape(x):
+            raise GradcheckError(f"{names[i]}: gradient has shape {g.shape}, expected {np.shape(x)}")
+        pairs.append((i, g.astype(np.float64), numerical_gradient(forward, inputs, i, d, h=h, kwargs=kwargs)))
+    scale = max((max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(n), initial=0.0)))
+                 for _, a, n in pairs), default=0.0)
+    noise = fd_noise(out, d, h, out.dtype if np.issubdtype(out.dtype, np.floating) else np.float64)
+    abs_tol = (atol if atol is not None else rtol * FLOOR * scale) + noise
+    results, failed = [], []
+    for i, a, n in pairs:
+        # error <= rtol exactly when |a - n| <= abs_tol + rtol * max(|a|, |n|)
+        errs = np.abs(a - n) / (np.maximum(np.abs(a), np.abs(n)) + abs_tol / rtol)  # same shape as x
+        errs[a == n] = 0.0  # equal infinities are not an error
+        bad = np.isnan(errs)
+        flat = int(np.argmax(bad)) if bad.any() else int(np.argmax(errs)) if errs.size else 0
+        j = np.unravel_index(flat, errs.shape) if errs.size else ()
         worst = float(errs[j]) if errs.size else 0.0
         res = GradcheckResult(names[i], worst, tuple(int(k) for k in j),
-                              float(g[j]) if errs.size else 0.0, float(num[j]) if errs.size else 0.0)
+                              float(a[j]) if errs.size else 0.0, float(n[j]) if errs.size else 0.0)
         results.append(res)
-        if raise_on_failure and not worst <= tol:
-            raise GradcheckError(f"gradient check failed for {res}; tolerance {tol:g}")
+        if not worst <= rtol:
+            failed.append(res)
+    if raise_on_failure and failed:
+        hint = ""
+        if low:
+            hint = (f"; {inputs[low[0]].dtype} inputs: finite differences are this coarse in low precision, "
+                    f"check with float64 inputs or larger rtol/h (see check_layer's docstring)")
+        raise GradcheckError("gradient check failed for " + "; ".join(str(r) for r in failed)
+                             + f"; tolerance rtol={rtol:g}, atol={abs_tol:.3g}{hint}")
     return results

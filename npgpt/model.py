@@ -12,7 +12,7 @@ import functools
 import math
 import threading
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -123,7 +123,7 @@ def gpt_forward(
     p_drop = config.dropout if train else 0.0
 
     tok, tok_cache = embedding_forward(idx, wte)  # (B, T, C)
-    x = tok
+    x: Array = tok
     x += wpe[:T]  # (B, T, C) learned positions, broadcast over B; in place on the fresh embedding copy
     x, drop_cache = dropout_forward(x, p_drop, rng, train) if p_drop > 0.0 else (x, None)  # (B, T, C) off: no copy
     block_caches = []
@@ -163,7 +163,7 @@ def gpt_backward(cache: GPTCache, out: Mapping[str, Array] | None = None, dloss:
     C = config.n_embd
     dlogits2 = dlogits.reshape(-1, V)  # (B*T, V)
     dwte_head = dlogits2.T @ cache.xf.reshape(-1, C)  # (V, C) first source of dwte: the LM head
-    dx = (dlogits2 @ cache.wte).reshape(B, T, C)  # (B, T, C)
+    dx: Array = (dlogits2 @ cache.wte).reshape(B, T, C)  # (B, T, C)
     dx, dw, db = layernorm_backward(dx, cache.ln_f)
     emit("ln_f.weight", dw)
     emit("ln_f.bias", db)
@@ -225,12 +225,17 @@ class GPT:
         """Number of parameters (the tied head counted once)."""
         return int(self.flat_params.size)
 
-    def train(self, mode: bool = True) -> "GPT":
+    def train(self, mode: bool = True) -> GPT:
         self.training = mode
         return self
 
-    def eval(self) -> "GPT":
+    def eval(self) -> GPT:
         return self.train(False)
+
+    @overload
+    def forward(self, idx: npt.NDArray[np.integer], targets: npt.NDArray[np.integer]) -> tuple[Array, Array]: ...
+    @overload
+    def forward(self, idx: npt.NDArray[np.integer], targets: None = None) -> tuple[Array, None]: ...
 
     def forward(self, idx: npt.NDArray[np.integer],
                 targets: npt.NDArray[np.integer] | None = None) -> tuple[Array, Array | None]:
@@ -260,8 +265,8 @@ class GPT:
         logits = np.concatenate([r[0] for r in results])  # (B, T, V)
         if targets is None:
             return logits, None
-        loss = sum(share * float(r[1]) for r, share in zip(results, shares))
-        return logits, np.asarray(loss, dtype=self.dtype)
+        total = sum(share * float(r[1]) for r, share in zip(results, shares))  # type: ignore[arg-type]
+        return logits, np.asarray(total, dtype=self.dtype)
 
     __call__ = forward
 
@@ -287,9 +292,10 @@ class GPT:
                     if any(g is None for g in got):
                         return  # a later slice will sum this tensor
                     del arrived[name]
+                grads = [g for g in got if g is not None]  # all of them, by the check above
                 # the last slice to arrive sums them all, always in slice order: the same bits on every run
-                np.add(got[0], got[1], out=self.grads[name])
-                for g in got[2:]:
+                np.add(grads[0], grads[1], out=self.grads[name])
+                for g in grads[2:]:
                     self.grads[name] += g
             return add
 

@@ -85,7 +85,8 @@ class AdamW:
         bc2 = 1.0 - b2 ** self.t
         coef = _Coefficients(b1, b2, 1.0 / math.sqrt(bc2), eps, 1.0 - lr * wd, lr / bc1)
         flat_g = self._grad_buffer(grads)
-        if flat_g is not None:  # flat path: the whole model as one array, cut into one chunk per thread
+        if flat_g is not None and self._flat is not None:
+            # flat path: the whole model as one array, cut into one chunk per thread
             p, m, v = self._flat[0], self._m, self._v
             s = np.empty_like(p)  # scratch, allocated per step so it is not held during forward and backward
             chunks = batch_slices(p.size, self.threads)

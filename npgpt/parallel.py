@@ -2,8 +2,8 @@
 
 NumPy runs elementwise work (LayerNorm, GELU, softmax) on one core, so with BLAS using every core only the
 matrix products scale.  Instead, each thread (the caller and n - 1 pool threads) handles a slice of the batch
-with single-threaded BLAS, and everything (matmuls and elementwise) runs on all cores at once.  NumPy releases the GIL inside ufunc
-loops and BLAS calls, so the threads really do overlap.  See docs/performance.md.
+with single-threaded BLAS, and everything (matmuls and elementwise) runs on all cores at once.  NumPy releases
+the GIL inside ufunc loops and BLAS calls, so the threads really do overlap.  See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
+from collections.abc import Callable, Sequence
 
 R = TypeVar("R")
 

@@ -26,7 +26,7 @@ def plot_losses(path: str | os.PathLike[str], step_losses: Sequence[float],
     """
     if fmt not in ("auto", "png", "svg"):
         raise ValueError(f"fmt: expected 'auto', 'png' or 'svg', got {fmt!r}")
-    steps = [(i + 1, float(v)) for i, v in enumerate(step_losses)]
+    steps: list[tuple[float, float]] = [(i + 1, float(v)) for i, v in enumerate(step_losses)]
     ev = [(float(r[0]), float(r[1]), float(r[2])) for r in evals]
     base = Path(path)
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -62,20 +62,18 @@ def plot_losses(path: str | os.PathLike[str], step_losses: Sequence[float],
 
 
 def nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten apart) covering [lo, hi], about `target` of them."""
+    """Round tick values (1, 2 or 5 times a power of ten apart), about `target` of them, the first at or below
+    lo and the last at or above hi, so an axis from the first to the last tick shows every value."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return [0.0, 1.0]
-    if hi <= lo:
+    if hi - lo <= 1e-9 * max(1.0, abs(lo), abs(hi)):  # one value (or nearly): a unit-wide axis around it
         lo, hi = lo - 0.5, hi + 0.5
     raw = (hi - lo) / max(1, target - 1)
     mag = 10.0 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    first = math.floor(lo / step + 1e-9) * step
-    ticks, t = [], first
-    while t <= hi + step * 0.5 + 1e-12:
-        ticks.append(round(t, 12))
-        t += step
-    return ticks if len(ticks) >= 2 else [first, first + step]
+    first = math.floor(lo / step + 1e-9) * step  # at or below lo
+    n = max(1, math.ceil((hi - first) / step - 1e-9))  # steps until a tick at or above hi
+    return [float(f"{first + i * step:.12g}") for i in range(n + 1)]  # 0.30000000000000004 -> 0.3
 
 
 def _fmt(v: float) -> str:

@@ -13,7 +13,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -235,4 +235,8 @@ def save_pretrained(model: GPT, path: str | os.PathLike[str]) -> None:
     os.makedirs(path, exist_ok=True)
     save_safetensors(os.path.join(path, WEIGHTS_NAME), dict(model.params), metadata={"format": "pt"})
     text = json.dumps(config_to_hf(model.config, model.dtype), indent=2, sort_keys=True) + "\n"
-    atomic_write(os.path.join(path, CONFIG_NAME), lambda fh: fh.write(text.encode("utf-8")))
+
+    def write_config(fh: BinaryIO) -> None:
+        fh.write(text.encode("utf-8"))
+
+    atomic_write(os.path.join(path, CONFIG_NAME), write_config)

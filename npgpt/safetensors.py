@@ -12,6 +12,7 @@ import json
 import math
 import os
 from collections.abc import Iterator, Mapping
+import io
 from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
@@ -94,17 +95,17 @@ def parse_header(path: str, header: bytes, data_len: int) -> tuple[dict[str, Ten
         raise bad("__metadata__ must be an object mapping strings to strings")
 
     entries: dict[str, TensorInfo] = {}
-    for name, e in obj.items():
+    for name, entry in obj.items():
         where = f"tensor {name!r}"
-        if not isinstance(e, dict):
-            raise bad(f"{where}: expected an object with dtype, shape and data_offsets, got {type(e).__name__}")
+        if not isinstance(entry, dict):
+            raise bad(f"{where}: expected an object with dtype, shape and data_offsets, got {type(entry).__name__}")
         for field in _ENTRY_FIELDS:
-            if field not in e:
+            if field not in entry:
                 raise bad(f"{where}: missing {field!r}")
-        extra = sorted(set(e) - set(_ENTRY_FIELDS))
+        extra = sorted(set(entry) - set(_ENTRY_FIELDS))
         if extra:
             raise bad(f"{where}: unexpected field {extra[0]!r}")
-        dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(dtype, str) or dtype not in STORAGE_DTYPES:
             raise bad(f"{where}: unknown dtype {dtype!r} (supported: {', '.join(STORAGE_DTYPES)})")
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
@@ -148,7 +149,7 @@ class SafetensorsFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._fh: BinaryIO = open(self.path, "rb")  # noqa: SIM115 -- closed by close()/__exit__
+        self._fh: io.BufferedReader = open(self.path, "rb")  # noqa: SIM115 -- closed by close()/__exit__
         try:
             self._open()
         except BaseException:
@@ -174,7 +175,7 @@ class SafetensorsFile:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> "SafetensorsFile":
+    def __enter__(self) -> SafetensorsFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -201,7 +202,7 @@ class SafetensorsFile:
         if nbytes == 0:
             return
         self._fh.seek(self._data_start + info.begin)
-        got = self._fh.readinto(dest.reshape(-1).view(np.uint8))
+        got = self._fh.readinto(dest.reshape(-1).view(np.uint8).data)
         if got != nbytes:
             raise ValueError(f"{self.path}: file changed while reading (short read)")
 
@@ -284,6 +285,7 @@ def _storage(path: str, name: str, x: Any, as_dtype: str | None) -> tuple[str, n
         raise ValueError(f"{where}: can only convert to {', '.join(FLOAT_NAMES)}, not {as_dtype!r}")
     if x.dtype.kind != "f":
         raise ValueError(f"{where}: only float arrays can be stored as {as_dtype}, got {x.dtype}")
+    y: np.ndarray
     with np.errstate(over="ignore"):
         if as_dtype == "BF16":
             y = float32_to_bf16(x)
@@ -340,6 +342,6 @@ def save_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, np.ndar
         for name in order:
             arr = prepared[name][1]
             if arr.size:
-                f.write(arr.reshape(-1).view(np.uint8))
+                f.write(arr.reshape(-1).view(np.uint8).data)
 
     atomic_write(path, write)

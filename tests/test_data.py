@@ -22,7 +22,7 @@ def test_vocabulary_is_sorted_unique_characters():
 @given(st.text(alphabet=sorted(set(BASE)), max_size=200))
 def test_encode_decode_round_trip(text):
     ids = TOK.encode(text)
-    assert ids.dtype == np.int64 and ids.shape == (len(text),)
+    assert ids.dtype == np.uint8 and ids.shape == (len(text),)  # compact: the vocabulary has <= 256 characters
     assert ((0 <= ids) & (ids < TOK.vocab_size)).all()
     assert TOK.decode(ids) == text
     assert [TOK.chars[i] for i in ids] == list(text)
@@ -151,3 +151,53 @@ def test_sampler_rejects_too_short_data():
         BatchSampler(np.arange(8), block_size=8, batch_size=2, name="val")
     with pytest.raises(ValueError, match="block_size"):
         BatchSampler(np.arange(100), block_size=0, batch_size=2)
+
+
+# ------------------------------------------------------------------ compact ids and the protocol (issue 10)
+
+def test_ids_dtype_is_the_smallest_that_fits():
+    from npgpt.data import ids_dtype
+    assert [ids_dtype(v) for v in (1, 256, 257, 65536, 65537)] == [np.uint8, np.uint8, np.uint16, np.uint16,
+                                                                    np.uint32]
+    wide = CharTokenizer("".join(chr(0x4E00 + i) for i in range(300)))  # 300 CJK characters
+    assert wide.encode(wide.chars[299] + wide.chars[0]).tolist() == [299, 0]
+    assert wide.encode("").dtype == np.uint16
+
+
+def test_encode_in_chunks_gives_the_same_ids_and_error_positions(monkeypatch):
+    from npgpt import data
+    text = (BASE * 20)[:1000]
+    whole = TOK.encode(text)
+    monkeypatch.setattr(data, "ENCODE_CHUNK", 64)
+    assert np.array_equal(TOK.encode(text), whole)
+    with pytest.raises(ValueError, match=r"character '~' at position 700 "):
+        TOK.encode(text[:700] + "~" + text[701:])
+
+
+def test_encoding_costs_about_one_byte_per_character():
+    """Loading and encoding a text keeps ~1 byte per character of ids and bounded temporaries (it was ~25
+    bytes per character: a 50 MB file took 1.28 GB)."""
+    import tracemalloc
+    text = "abcdefghij\n" * 400_000  # 4.4 M characters
+    tok = CharTokenizer(text)
+    tracemalloc.start()
+    try:
+        ids = tok.encode(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ids.nbytes == len(text)
+    assert peak < 1.0 * len(text) + 30 * (1 << 20)  # the ids plus a few chunk-sized temporaries
+    x, _ = BatchSampler(ids, 8, 4, seed=0).next()
+    assert x.dtype == np.int64
+
+
+def test_tokenizer_protocol_and_loader():
+    from npgpt.data import Tokenizer, tokenizer_from_dict
+    assert isinstance(TOK, Tokenizer)
+    back = tokenizer_from_dict(TOK.to_dict())
+    assert back == TOK and isinstance(back, CharTokenizer)
+    import json
+    assert tokenizer_from_dict(json.loads(json.dumps(TOK.to_dict()))) == TOK
+    with pytest.raises(ValueError, match=r"^tokenizer: unknown type 'bpe'; expected one of \['char'\]"):
+        tokenizer_from_dict({"type": "bpe"})

@@ -49,9 +49,13 @@ def test_catches_one_wrong_element_and_names_it(seed, which, i, j):
     the reported error is that element's relative error (against the floor when the element is small)."""
     x, y = _xy(seed)
     dout = rand(np.random.default_rng(seed + 1), 3, 4)
-    g = _backward(dout, (x, y, 2))[which]
-    a = abs(g[i, j])
-    expected = 0.001 * a / max(1.001 * a, 1e-4 * max(np.abs(g).max(), 1.001 * a))
+    grads = _backward(dout, (x, y, 2))
+    a = abs(grads[which][i, j])
+    # the absolute part: rtol * 1e-4 * the largest gradient element of either input, plus the FD round-off
+    scale = max(max(np.abs(g).max() for g in grads), 1.001 * a)
+    out = _forward(x, y)[0]
+    noise = 10.0 * 1.5 * np.finfo(np.float64).eps * np.sum(np.abs(out) * np.abs(dout)) / 1e-3
+    expected = 0.001 * a / (1.001 * a + 1e-4 * scale + noise / 1e-6)
     assume(expected > 1e-5)  # an element ~1e-7 of the largest is below the check's resolution by design
     name = "xy"[which]
     with pytest.raises(GradcheckError, match=rf"^gradient check failed for {name}\[{i}, {j}\]: analytic "):
@@ -222,3 +226,111 @@ def test_result_str_names_input_and_element():
     text = str(GradcheckResult("w", 0.5, (1, 2), 1.5, 1.0))
     assert text.startswith("w[1, 2]: analytic 1.5 vs numeric 1 ")
     assert "0.5" in text
+
+
+# ------------------------------------------------------------- trustworthy verdicts (issue 10, item 1 and 13)
+
+def _layernorm_args():
+    from npgpt.layers import layernorm_backward, layernorm_forward
+    x = np.random.default_rng(0).standard_normal((2, 5, 8))  # the README's x: default_rng(0), as users write
+    w = 1.0 + 0.1 * np.random.default_rng(1).standard_normal(8)
+    b = 0.1 * np.random.default_rng(2).standard_normal(8)
+    return layernorm_forward, layernorm_backward, x, w, b
+
+
+def test_readme_layernorm_passes():
+    """The README snippet's call: x from default_rng(0), w ones, b zeros, default dout.  It used to fail on
+    round-off because the default dout was the same draw as x (LayerNorm's dx in the direction of x is ~0)."""
+    f, b, x, _, _ = _layernorm_args()
+    results = check_layer(f, b, [x, np.ones(8), np.zeros(8)])
+    assert all(r.error < 1e-8 for r in results)
+
+
+def test_default_dout_is_not_a_callers_default_rng_draw():
+    """The default upstream gradient comes from its own seed, not default_rng(0)."""
+    seen = []
+
+    def backward(dout, cache):
+        seen.append(dout.copy())
+        return dout.copy()
+
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    check_layer(lambda x: (x.copy(), None), backward, [x])
+    for seed in range(10):
+        assert not np.allclose(seen[0], np.random.default_rng(seed).standard_normal((3, 4)))
+
+
+def test_dout_parallel_to_x_passes_on_correct_layernorm():
+    """Even when dout equals x (dx is then pure round-off, ~1e-16), correct code passes: the absolute part of
+    the tolerance is scaled to the largest gradient and the finite-difference noise."""
+    f, b, x, w, bias = _layernorm_args()
+    check_layer(f, b, [x, w, bias], dout=x, names=["x", "w", "b"])
+
+
+@pytest.mark.parametrize("dout_kind", ["random", "parallel to x"])
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_a_wrong_gradient_in_each_position_is_caught_and_named(which, dout_kind):
+    """Scaling one of LayerNorm's three gradients by 1.01 fails naming exactly that input, never another."""
+    f, b, x, w, bias = _layernorm_args()
+    names = ["x", "w", "b"]
+
+    def wrong(dout, cache):
+        gs = list(b(dout, cache))
+        gs[which] = gs[which] * 1.01 + (1e-3 if which == 0 else 0.0)  # dx may be ~0: also shift it
+        return tuple(gs)
+
+    dout = x if dout_kind == "parallel to x" else None
+    with pytest.raises(GradcheckError) as e:
+        check_layer(f, wrong, [x, w, bias], dout=dout, names=names)
+    msg = str(e.value)
+    assert f"for {names[which]}[" in msg
+    for other in set(names) - {names[which]}:
+        assert f"{other}[" not in msg
+    results = check_layer(f, wrong, [x, w, bias], dout=dout, names=names, raise_on_failure=False)
+    assert [r.error > 1e-6 for r in results] == [k == which for k in range(3)]
+
+
+def test_every_failing_input_is_named():
+    """Two wrong gradients: both named in one error."""
+    x, y = _xy()
+
+    def backward(dout, cache):
+        dx, dy = _backward(dout, cache)
+        return dx * 1.01, dy * 1.01
+
+    with pytest.raises(GradcheckError, match=r"for x\[.*; y\["):
+        check_layer(_forward, backward, [x, y], names=["x", "y"])
+
+
+def test_rtol_and_atol():
+    """rtol loosens the relative part; atol the absolute part; tol is rtol's old name."""
+    x, y = _xy()
+    nudged = _nudged_backward(0, (1, 1), factor=1.001)
+    with pytest.raises(GradcheckError, match=r"rtol=1e-06"):
+        check_layer(_forward, nudged, [x, y])
+    check_layer(_forward, nudged, [x, y], rtol=1e-2)
+    check_layer(_forward, nudged, [x, y], tol=1e-2)
+    check_layer(_forward, nudged, [x, y], rtol=1e-9, atol=1.0)  # |error| ~1e-3 < atol
+    with pytest.raises(GradcheckError):
+        check_layer(_forward, _backward, [x, y], rtol=1e-15, atol=0.0, h=1e-1)  # truncation error ~h^4
+    with pytest.raises(ValueError, match="^rtol:"):
+        check_layer(_forward, _backward, [x, y], rtol=-1.0)
+    with pytest.raises(ValueError, match="^atol:"):
+        check_layer(_forward, _backward, [x, y], atol=float("nan"))
+
+
+def test_float32_inputs_get_guidance():
+    """float32 inputs with the default tolerance: a ValueError naming the input and saying what to do; with
+    an explicit rtol and h a float32 check runs (and still catches a 10% error)."""
+    f, b, x, w, bias = _layernorm_args()
+    x32, w32, b32 = (a.astype(np.float32) for a in (x, w, bias))
+    with pytest.raises(ValueError, match=r"^x: float32 input: .*float64 inputs.*rtol=1e-2, h=1e-2"):
+        check_layer(f, b, [x32, w32, b32], names=["x", "w", "b"])
+    check_layer(f, b, [x32, w32, b32], rtol=1e-2, h=1e-2)
+
+    def wrong(dout, cache):
+        dx, dw, db = b(dout, cache)
+        return dx, dw * 1.1, db
+
+    with pytest.raises(GradcheckError, match=r"for w\[.*float32 inputs"):
+        check_layer(f, wrong, [x32, w32, b32], names=["x", "w", "b"], rtol=1e-2, h=1e-2)

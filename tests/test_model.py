@@ -441,7 +441,7 @@ def test_overfits_one_batch():
     idx, targets = batch(config, 8, 8, seed=1)  # 64 random next-token pairs to memorise
     opt = AdamW(model.params, lr=1e-2, weight_decay=0.0)
     first = None
-    for step in range(400):
+    for step in range(400):  # noqa: B007  (reported after the loop)
         _, loss = model.forward(idx, targets)
         first = float(loss) if first is None else first
         if float(loss) < 0.05:

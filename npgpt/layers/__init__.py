@@ -9,11 +9,20 @@ from .embedding import EmbeddingCache, embedding_backward, embedding_forward
 from .gelu import GeluCache, gelu_backward, gelu_forward
 from .layernorm import LayerNormCache, layernorm_backward, layernorm_forward
 from .linear import LinearCache, linear_backward, linear_forward
+from .merge_attention import MergeAttentionCache, merge_attention, merge_attention_backward, merge_attention_forward
 from .merge_heads import MergeHeadsCache, merge_heads_backward, merge_heads_forward
 from .mlp import MLPCache, mlp_backward, mlp_forward
+from .sdpa import SdpaCache, SdpaGrads, sdpa_backward, sdpa_forward
+from .sdpa_qkv import SdpaQkvCache, SdpaQkvGrads, sdpa_qkv_backward, sdpa_qkv_forward
+from .sdpa_tiled import SdpaTiledCache, sdpa_tiled_backward, sdpa_tiled_forward
 from .self_attention import SelfAttentionCache, self_attention_backward, self_attention_forward
 from .softmax import SoftmaxCache, softmax_backward, softmax_forward
 from .split_heads import SplitHeadsCache, split_heads_backward, split_heads_forward
+from .gated_mlp import GatedMLPCache, gated_mlp_backward, gated_mlp_forward
+from .repeat_kv import RepeatKVCache, repeat_kv_backward, repeat_kv_forward
+from .rmsnorm import RMSNormCache, rmsnorm_backward, rmsnorm_forward
+from .rope import RopeCache, rope_backward, rope_forward, rope_inv_freq, rope_tables
+from .swiglu import SwiGLUCache, swiglu_backward, swiglu_forward
 
 __all__ = [
     "embedding_forward", "embedding_backward", "EmbeddingCache",
@@ -29,4 +38,13 @@ __all__ = [
     "mlp_forward", "mlp_backward", "MLPCache",
     "self_attention_forward", "self_attention_backward", "SelfAttentionCache",
     "block_forward", "block_backward", "BlockCache", "BLOCK_PARAM_NAMES",
+    "rmsnorm_forward", "rmsnorm_backward", "RMSNormCache",
+    "rope_forward", "rope_backward", "RopeCache", "rope_inv_freq", "rope_tables",
+    "swiglu_forward", "swiglu_backward", "SwiGLUCache",
+    "gated_mlp_forward", "gated_mlp_backward", "GatedMLPCache",
+    "repeat_kv_forward", "repeat_kv_backward", "RepeatKVCache",
+    "sdpa_forward", "sdpa_backward", "SdpaCache", "SdpaGrads",
+    "sdpa_tiled_forward", "sdpa_tiled_backward", "SdpaTiledCache",
+    "merge_attention_forward", "merge_attention_backward", "MergeAttentionCache", "merge_attention",
+    "sdpa_qkv_forward", "sdpa_qkv_backward", "SdpaQkvCache", "SdpaQkvGrads",
 ]

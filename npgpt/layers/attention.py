@@ -1,7 +1,8 @@
-"""Causal scaled dot-product attention: out = softmax(mask(q k^T / sqrt(D))) v.
+"""Causal scaled dot-product attention: out = softmax(mask(q k^T / sqrt(D))) v, mask aligned bottom-right.
 
-Forward q, k, v (B, H, T, D) -> out (B, H, T, D); query t sees keys 0..t only.
-Backward dout (B, H, T, D) -> dq, dk, dv (B, H, T, D).
+Forward q (B, H, Tq, D), k, v (B, H, Tk, D) with Tk >= Tq -> out (B, H, Tq, D); query i sees keys
+0..i + Tk - Tq (Tq == Tk: plain causal; Tq < Tk: the last Tq positions of a KV-cached sequence).
+Backward dout (B, H, Tq, D) -> dq (B, H, Tq, D), dk, dv (B, H, Tk, D).
 Derivation: docs/derivations/attention.md
 """
 
@@ -17,20 +18,23 @@ import numpy.typing as npt
 from .._checks import float_array, same_dtype, shape_is, upstream
 from .softmax import SoftmaxCache, softmax_backward, softmax_forward
 
+Array = npt.NDArray[np.floating]
+
 
 class AttentionCache(NamedTuple):
-    q_scaled: npt.NDArray[np.floating]  # (B, H, T, D) q * scale, needed for dk
-    k: npt.NDArray[np.floating]  # (B, H, T, D) needed for dq
-    v: npt.NDArray[np.floating]  # (B, H, T, D) needed for datt
-    softmax: SoftmaxCache  # att (B, H, T, T) probabilities: needed for dv and dscores
+    q_scaled: Array  # (B, H, Tq, D) q * scale, needed for dk
+    k: Array  # (B, H, Tk, D) needed for dq
+    v: Array  # (B, H, Tk, D) needed for datt
+    softmax: SoftmaxCache  # att (B, H, Tq, Tk) probabilities: needed for dv and dscores
     scale: float
 
 
 @functools.lru_cache(maxsize=32)
-def causal_mask(T: int, dtype: np.dtype) -> npt.NDArray[np.floating]:
+def causal_mask(T: int, dtype: np.dtype) -> Array:
     """(T, T) additive mask: 0 on and below the diagonal, -inf above (read-only, cached per T and dtype).
 
-    exp(-inf) is exactly 0, so future keys get exactly zero weight and zero gradient.
+    exp(-inf) is exactly 0, so future keys get exactly zero weight and zero gradient.  The bottom-right
+    aligned (Tq, Tk) mask is the view causal_mask(Tk)[Tk - Tq:].
     """
     mask = np.zeros((T, T), dtype=dtype)  # (T, T)
     mask[np.triu_indices(T, k=1)] = -np.inf
@@ -38,44 +42,55 @@ def causal_mask(T: int, dtype: np.dtype) -> npt.NDArray[np.floating]:
     return mask
 
 
-def attention_forward(
-    q: npt.NDArray[np.floating], k: npt.NDArray[np.floating], v: npt.NDArray[np.floating]
-) -> tuple[npt.NDArray[np.floating], AttentionCache]:
-    """out = softmax(q k^T / sqrt(D) + M) v with M = -inf above the diagonal.  (B, H, T, D) each.
+def attention_forward(q: Array, k: Array, v: Array) -> tuple[Array, AttentionCache]:
+    """out = softmax(q k^T / sqrt(D) + M) v, M_ij = -inf for j > i + Tk - Tq (bottom-right causal).
 
-    See docs/derivations/attention.md.
+    q (B, H, Tq, D), k, v (B, H, Tk, D), Tk >= Tq -> out (B, H, Tq, D).  See docs/derivations/attention.md.
     """
     float_array("q", q, ndim=4)
     float_array("k", k, ndim=4)
     float_array("v", v, ndim=4)
     same_dtype("q", q, k=k, v=v)
-    shape_is("k", k, q.shape)
-    shape_is("v", v, q.shape)
-    T, D = q.shape[2], q.shape[3]
+    B, H, Tq, D = q.shape
+    if k.shape[:2] != (B, H) or k.shape[3] != D:
+        raise ValueError(f"k: expected shape ({B}, {H}, Tk, {D}) to match q {q.shape}, got {k.shape}")
+    if k.shape[2] < Tq:
+        raise ValueError(f"k: expected Tk >= Tq = {Tq} keys (causal, aligned bottom-right), got shape {k.shape}")
+    shape_is("v", v, k.shape)
+    return _attention_forward(q, k, v)
+
+
+def _attention_forward(q: Array, k: Array, v: Array) -> tuple[Array, AttentionCache]:
+    """The unchecked kernel of attention_forward (composites and the model call this)."""
+    Tq, D = q.shape[2], q.shape[3]
+    Tk = k.shape[2]
     scale = 1.0 / math.sqrt(D)  # Python float: float32 stays float32
-    q_scaled = q * scale  # (B, H, T, D) scaling q, not the (B, H, T, T) scores: T/D times fewer multiplies
-    kT = np.ascontiguousarray(k.swapaxes(-1, -2))  # (B, H, D, T) copy: q @ kT beats q @ k.T even with it
-    scores = q_scaled @ kT  # (B, H, T, T)
-    scores += causal_mask(T, q.dtype)  # in place: future positions become -inf
-    att, sm_cache = softmax_forward(scores)  # (B, H, T, T) rows sum to 1, zero above the diagonal
-    out = att @ v  # (B, H, T, D)
+    q_scaled = q * scale  # (B, H, Tq, D) scaling q, not the (B, H, Tq, Tk) scores: Tk/D times fewer multiplies
+    kT = np.ascontiguousarray(k.swapaxes(-1, -2))  # (B, H, D, Tk) copy: q @ kT beats q @ k.T even with it
+    scores = q_scaled @ kT  # (B, H, Tq, Tk)
+    scores += causal_mask(Tk, q.dtype)[Tk - Tq:]  # (Tq, Tk) view, in place: unseen keys become -inf
+    att, sm_cache = softmax_forward(scores)  # (B, H, Tq, Tk) rows sum to 1, zero right of the shifted diagonal
+    out = att @ v  # (B, H, Tq, D)
     return out, AttentionCache(q_scaled, k, v, sm_cache, scale)
 
 
-def attention_backward(
-    dout: npt.NDArray[np.floating], cache: AttentionCache
-) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+def attention_backward(dout: Array, cache: AttentionCache) -> tuple[Array, Array, Array]:
     """dv = att^T dout;  datt = dout v^T;  dscores = softmax_backward(datt);  dq = dscores k s;  dk = dscores^T q s.
 
-    (B, H, T, D) each.  See docs/derivations/attention.md (terms 1-5).
+    dout (B, H, Tq, D) -> dq (B, H, Tq, D), dk, dv (B, H, Tk, D).  See docs/derivations/attention.md (terms 1-5).
     """
+    upstream("dout", dout, cache.q_scaled.shape, cache.q_scaled.dtype)
+    return _attention_backward(dout, cache)
+
+
+def _attention_backward(dout: Array, cache: AttentionCache) -> tuple[Array, Array, Array]:
+    """The unchecked kernel of attention_backward."""
     q_scaled, k, v, sm_cache, scale = cache
-    upstream("dout", dout, q_scaled.shape, q_scaled.dtype)
-    att = sm_cache.out  # (B, H, T, T)
-    dv = att.swapaxes(-1, -2) @ dout  # (1) (B, H, T, D)
-    datt = dout @ np.ascontiguousarray(v.swapaxes(-1, -2))  # (2) (B, H, T, T) via a (B, H, D, T) copy, as kT
-    dscores = softmax_backward(datt, sm_cache)  # (3) (B, H, T, T) exactly 0 where att is 0 (the future)
-    dq = dscores @ k  # (4) (B, H, T, D)
-    dq *= scale  # the s of (4), on (B, H, T, D) rather than on dscores (B, H, T, T)
-    dk = dscores.swapaxes(-1, -2) @ q_scaled  # (5) (B, H, T, D): the s of (5) is already inside q_scaled
+    att = sm_cache.out  # (B, H, Tq, Tk)
+    dv = att.swapaxes(-1, -2) @ dout  # (1) (B, H, Tk, D)
+    datt = dout @ np.ascontiguousarray(v.swapaxes(-1, -2))  # (2) (B, H, Tq, Tk) via a (B, H, D, Tk) copy, as kT
+    dscores = softmax_backward(datt, sm_cache)  # (3) (B, H, Tq, Tk) exactly 0 where att is 0 (unseen keys)
+    dq = dscores @ k  # (4) (B, H, Tq, D)
+    dq *= scale  # the s of (4), on (B, H, Tq, D) rather than on dscores (B, H, Tq, Tk)
+    dk = dscores.swapaxes(-1, -2) @ q_scaled  # (5) (B, H, Tk, D): the s of (5) is already inside q_scaled
     return dq, dk, dv

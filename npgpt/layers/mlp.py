@@ -7,7 +7,7 @@ Derivation: docs/derivations/mlp.md
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ class MLPCache(NamedTuple):
 
 
 def mlp_forward(x: Array, w_fc: Array, b_fc: Array, w_proj: Array, b_proj: Array,
-                approximate: str = "tanh") -> tuple[Array, MLPCache]:
+                approximate: Literal["tanh", "erf"] = "tanh") -> tuple[Array, MLPCache]:
     """out = gelu(x @ w_fc + b_fc) @ w_proj + b_proj.  x (..., C) -> h (..., 4C) -> out (..., C).
 
     See docs/derivations/mlp.md.

@@ -653,16 +653,16 @@ def check_path(path: str | Path, against: str | Path | None = None, rtol: float 
     if against is None:
         pairs = [(f, None) for f in files]
     else:
-        other = Path(against)
-        if other.is_dir():
-            pairs = [(f, other / f.name) for f in files]
+        against_path = Path(against)
+        if against_path.is_dir():
+            pairs = [(f, against_path / f.name) for f in files]
         elif path.is_dir():
-            raise OracleError(f"{other}: expected a directory to compare with the directory {path}")
+            raise OracleError(f"{against_path}: expected a directory to compare with the directory {path}")
         else:
-            pairs = [(files[0], other)]
-        for _, o in pairs:
-            if not o.exists():
-                raise OracleError(f"{o}: no such file (needed to compare with {path})")
+            pairs = [(files[0], against_path)]
+        for _, ref_path in pairs:
+            if ref_path is not None and not ref_path.exists():
+                raise OracleError(f"{ref_path}: no such file (needed to compare with {path})")
     loaded = [(f, load_case(f), o, load_case(o) if o is not None else None) for f, o in pairs]
 
     from .. import __version__
@@ -674,13 +674,13 @@ def check_path(path: str | Path, against: str | Path | None = None, rtol: float 
         if other is None:
             expected, meta = _recompute(f, arrays, meta)
             dtype = str(meta["dtype"])
-            for k, value in expected.items():
+            for k, want in expected.items():
                 r, a = _tol(rtol, atol, meta, dtype, k)
                 if k not in arrays:
-                    report.results.append(TensorResult(f.name, k, np.shape(value), dtype, math.inf, math.inf,
+                    report.results.append(TensorResult(f.name, k, np.shape(want), dtype, math.inf, math.inf,
                                                        r, a, False, "missing from the file"))
                     continue
-                report.results.append(_result(f.name, k, arrays[k], np.asarray(value), r, a))
+                report.results.append(_result(f.name, k, arrays[k], np.asarray(want), r, a))
             known = set(expected) | {k for k in arrays if k.startswith(("in.", "param.")) or
                                           k in ("dout", "idx", "targets")}
             for k in arrays:
@@ -689,6 +689,7 @@ def check_path(path: str | Path, against: str | Path | None = None, rtol: float 
                                                        math.inf, 0.0, 0.0, False, "key not in npgpt's layout"))
         else:
             o_arrays, o_meta = other
+            assert o is not None  # `other` was loaded from it
             dt_f, dt_o = _float_dtype(arrays, meta), _float_dtype(o_arrays, o_meta)
             dtype = "float32" if "float32" in (dt_f, dt_o) else "float64"
             ref_meta = o_meta if dt_o == dtype else meta
@@ -699,7 +700,7 @@ def check_path(path: str | Path, against: str | Path | None = None, rtol: float 
                 r, a = _tol(rtol, atol, ref_meta, dtype, k)
                 if k not in arrays or k not in o_arrays:
                     where = o.name if k not in o_arrays else f.name
-                    shape = (o_arrays.get(k) if k in o_arrays else arrays[k]).shape
+                    shape = (o_arrays[k] if k in o_arrays else arrays[k]).shape
                     report.results.append(TensorResult(f.name, k, shape, dtype, math.inf, math.inf, r, a, False,
                                                        f"missing from {where}"))
                     continue

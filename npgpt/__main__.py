@@ -1,0 +1,7 @@
+"""python -m npgpt: the npgpt command (npgpt/cli.py)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main(prog="python -m npgpt"))

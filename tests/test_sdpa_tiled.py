@@ -1,0 +1,131 @@
+"""sdpa_tiled_forward / sdpa_tiled_backward: the online-softmax pair equals the dense pair for every option."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from attention_helpers import attention_problems, joint, loop_sdpa
+from helpers import gradcheck, rand
+from hypothesis import given
+from hypothesis import strategies as st
+
+from npgpt.layers.sdpa import dropout_keep, sdpa_backward, sdpa_forward
+from npgpt.layers.sdpa_tiled import sdpa_tiled_backward, sdpa_tiled_forward
+
+block_sizes = st.integers(1, 4)
+
+
+@given(prob=attention_problems(max_t=7), bq=block_sizes, bk=block_sizes, data=st.data())
+def test_tiled_equals_dense(prob, bq, bk, data):
+    """out, lse and every gradient equal the dense pair's to float64 round-off, for any option mix and blocks
+    (blocks that do not divide T, blocks of one, blocks larger than T)."""
+    kw = prob.kwargs()
+    out, lse, cache = sdpa_forward(prob.q, prob.k, prob.v, **kw)
+    out_t, lse_t, cache_t = sdpa_tiled_forward(prob.q, prob.k, prob.v, block_q=bq, block_k=bk, **kw)
+    np.testing.assert_allclose(out_t, out, rtol=1e-13, atol=1e-14)
+    np.testing.assert_array_equal(np.isneginf(lse_t), np.isneginf(lse))
+    np.testing.assert_allclose(lse_t[np.isfinite(lse)], lse[np.isfinite(lse)], rtol=1e-13, atol=1e-14)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    dout, dlse = rand(rng, *out.shape), rand(rng, *lse.shape)
+    for name, a, b in zip(("dq", "dk", "dv", "dsinks", "dbias"), sdpa_tiled_backward(dout, cache_t, dlse),
+                          sdpa_backward(dout, cache, dlse)):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert a.shape == b.shape, name
+            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13, err_msg=name)
+
+
+@given(prob=attention_problems(max_t=4), bq=block_sizes, bk=block_sizes)
+def test_gradcheck(prob, bq, bk):
+    """The tiled backward (P recomputed from lse) matches finite differences of [out, lse]."""
+    arrays, names = prob.diff_inputs()
+    kw = dict(prob.kwargs(), block_q=bq, block_k=bk)
+    f, g = joint(sdpa_tiled_forward, sdpa_tiled_backward, kw, len(arrays))
+    gradcheck("sdpa_tiled", f, g, arrays, names=names, rng=np.random.default_rng(1))
+
+
+@given(prob=attention_problems(max_t=6), bq=block_sizes, bk=block_sizes)
+def test_matches_loop_reference(prob, bq, bk):
+    """The tiled out and lse equal the independent loop reference too."""
+    o = prob.opts
+    keep = o.get("dropout_mask")
+    if "dropout_seed" in o:
+        B, Hq, Tq, _ = prob.q.shape
+        keep = dropout_keep(o["dropout_seed"], o["dropout_p"], B, Hq, Tq, prob.k.shape[2])
+    out, lse, _ = sdpa_tiled_forward(prob.q, prob.k, prob.v, block_q=bq, block_k=bk, **prob.kwargs())
+    ref_out, ref_lse = loop_sdpa(prob, keep)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.where(np.isneginf(lse), 0.0, lse), np.where(np.isneginf(ref_lse), 0.0, ref_lse),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_fully_masked_rows():
+    """All keys padded for a batch row: out 0, lse -inf, zero gradients, no NaN, in float32 as well."""
+    rng = np.random.default_rng(3)
+    for dtype in (np.float64, np.float32):
+        q, k, v = (rand(rng, 2, 2, 5, 3).astype(dtype) for _ in range(3))
+        kp = np.ones((2, 5), dtype=bool)
+        kp[0] = False
+        out, lse, cache = sdpa_tiled_forward(q, k, v, block_q=2, block_k=2, causal=True, key_padding_mask=kp)
+        assert out.dtype == dtype and lse.dtype == dtype
+        assert np.all(out[0] == 0.0) and np.all(np.isneginf(lse[0])) and np.all(np.isfinite(lse[1]))
+        g = sdpa_tiled_backward(rand(rng, *out.shape).astype(dtype), cache, rand(rng, *lse.shape).astype(dtype))
+        assert all(x.dtype == dtype and not np.any(np.isnan(x)) for x in g[:3])
+        assert np.all(g.dq[0] == 0.0) and np.all(g.dk[0] == 0.0) and np.all(g.dv[0] == 0.0)
+
+
+def _peak_bytes(fn):
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_never_builds_a_tq_by_tk_array():
+    """At T = 512, one (B, H, T, T) float64 array is 2 MiB per head; the tiled forward + backward peak stays
+    below a quarter of one (T, T) array per head while the dense pair's exceeds two of them."""
+    rng = np.random.default_rng(0)
+    B, H, T, D = 1, 2, 512, 8
+    q, k, v = (rand(rng, B, H, T, D) for _ in range(3))
+    dout = rand(rng, B, H, T, D)
+    tt = B * H * T * T * 8  # bytes of one (B, H, T, T) float64 array
+
+    def tiled():
+        out, lse, cache = sdpa_tiled_forward(q, k, v, block_q=64, block_k=64, causal=True)
+        sdpa_tiled_backward(dout, cache)
+
+    def dense():
+        out, lse, cache = sdpa_forward(q, k, v, causal=True)
+        sdpa_backward(dout, cache)
+
+    assert _peak_bytes(tiled) < tt / 4
+    assert _peak_bytes(dense) > 2 * tt
+
+
+_r = np.random.default_rng(2)
+_q, _k, _v = rand(_r, 1, 2, 3, 4), rand(_r, 1, 1, 5, 4), rand(_r, 1, 1, 5, 2)
+
+
+@pytest.mark.parametrize("kw, match", [
+    pytest.param({"block_q": 0}, "^block_q:", id="block-q-zero"),
+    pytest.param({"block_k": 0}, "^block_k:", id="block-k-zero"),
+    pytest.param({"block_q": 2.0}, "^block_q:", id="block-q-float"),
+    pytest.param({"block_k": True}, "^block_k:", id="block-k-bool"),
+    pytest.param({"window": (2, -1)}, "^window:", id="window-negative"),
+    pytest.param({"softcap": 0.0}, "^softcap:", id="softcap-zero"),
+    pytest.param({"key_padding_mask": np.ones((1, 4), dtype=bool)}, "^key_padding_mask:", id="kpm-shape"),
+])
+def test_bad_arguments(kw, match):
+    """Bad block sizes and options: one-line ValueError naming the argument."""
+    with pytest.raises(ValueError, match=match):
+        sdpa_tiled_forward(_q, _k, _v, **kw)
+
+
+def test_bad_k():
+    with pytest.raises(ValueError, match="^k:"):
+        sdpa_tiled_forward(_q, rand(_r, 1, 3, 5, 4), rand(_r, 1, 3, 5, 2))
+    _, _, cache = sdpa_tiled_forward(_q, _k, _v)
+    with pytest.raises(ValueError, match="^dlse:"):
+        sdpa_tiled_backward(rand(_r, 1, 2, 3, 2), cache, rand(_r, 1, 2, 2))
