@@ -160,32 +160,21 @@ def load_model_and_tokenizer(path: str | os.PathLike[str]) -> tuple[GPT, Any]:
     if p.is_dir():
         from .finetune import load_gpt2_dir
 
-        model, tok = load_gpt2_dir(p)
-        return model.eval(), tok
+        model, bpe = load_gpt2_dir(p)
+        return model.eval(), bpe
     if not p.exists():
         raise ValueError(f"{p}: no such file or directory (expected a checkpoint .npz or a GPT-2 directory)")
     from .checkpoint import load_checkpoint
+    from .tokenizers import tokenizer_from_dict
 
     ck = load_checkpoint(p)
     if "tokenizer" not in ck.meta:
         raise ValueError(f"{p}: the checkpoint has no tokenizer (not written by npgpt train)")
-    tok = tokenizer_from_record(ck.meta["tokenizer"])
+    tok = tokenizer_from_dict(ck.meta["tokenizer"])
     model = GPT(ck.config, init=False, dtype=next(iter(ck.params.values())).dtype)
     for k, v in ck.params.items():
         model.params[k][...] = v
     return model.eval(), tok
-
-
-def tokenizer_from_record(d: Any) -> Any:
-    """A tokenizer from a checkpoint's JSON record (its to_dict())."""
-    from .data import CharTokenizer
-    from .tokenizers import BPETokenizer
-
-    kind = d.get("type") if isinstance(d, dict) else None
-    loaders: dict[str, Callable[[Any], Any]] = {"char": CharTokenizer.from_dict, "bpe": BPETokenizer.from_dict}
-    if kind not in loaders:
-        raise ValueError(f"tokenizer: unknown type {kind!r}; expected one of {sorted(loaders)}")
-    return loaders[kind](d)
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .byte_unicode import bytes_to_unicode, decode_bytes, encode_bytes
 from .pattern import WHITE_SPACE, _class_body, split_gpt2
+from .protocol import TOKENIZER_LOADERS
 
 EOT = "<|endoftext|>"
 CACHE_LIMIT = 200_000  # pieces kept in the cache; it is emptied when it grows past this
@@ -238,6 +239,9 @@ def _chunks(text: str, size: int) -> list[str]:
         start = m.end()
     out.append(text[start:])
     return out
+
+
+TOKENIZER_LOADERS["bpe"] = BPETokenizer.from_dict  # checkpoints' {"type": "bpe", ...} records
 
 
 def parse_merges(lines: Iterable[Any], where: str) -> list[tuple[str, str]]:
