@@ -101,7 +101,7 @@ def finetune(init_dir: str | os.PathLike[str], text: str, out_dir: str | os.Path
 
     def val_loss() -> float:
         model.eval()
-        losses = [float(model.forward(x, y)[1]) for x, y in val_batches]  # type: ignore[arg-type]
+        losses = [float(model.forward(x, y)[1]) for x, y in val_batches]
         return sum(losses) / len(losses)
 
     before = val_loss()
@@ -116,7 +116,7 @@ def finetune(init_dir: str | os.PathLike[str], text: str, out_dir: str | os.Path
         opt.lr = lr * min(1.0, (it + 1) / max(warmup_iters, 1))
         x, y = sampler.next()
         _, loss = model.forward(x, y)
-        loss_f = float(loss)  # type: ignore[arg-type]
+        loss_f = float(loss)
         if not math.isfinite(loss_f):
             raise ValueError(f"training diverged at step {it}: loss {loss_f}; try a smaller lr (now {lr})")
         first = loss_f if it == 0 else first
