@@ -112,7 +112,12 @@ class BPETokenizer:
         otherwise it is a one-line ValueError (as tiktoken does).  encode_ordinary reads it as plain text."""
         if not isinstance(text, str):
             raise ValueError(f"text: expected a str, got {type(text).__name__}")
-        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        if allowed_special == "all":
+            allowed = set(self.special_tokens)
+        elif isinstance(allowed_special, str):  # one token given bare, not in a set
+            allowed = {allowed_special}
+        else:
+            allowed = set(allowed_special)
         unknown = allowed - set(self.special_tokens)
         if unknown:
             raise ValueError(f"allowed_special: {sorted(unknown)[0]!r} is not a special token of this tokenizer "
