@@ -12,7 +12,9 @@ from .layers import __all__ as _layer_names
 from .config import GPTConfig
 from .generate import KVCache, forward_cached, generate, sample_next, top_k_filter, top_p_filter
 from .gradcheck import check_layer, numerical_gradient, relative_error
-from .model import GPT, GPTCache, gpt_backward, gpt_forward, init_params, param_shapes
+from .gpt import GPTCache, gpt_backward, gpt_forward, gpt_grads, init_params, param_shapes
+from .layout import FlatTensors, ParamLayout
+from .model import GPT
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .pretrained import from_pretrained, save_pretrained
 from .safetensors import load_safetensors, save_safetensors
@@ -21,7 +23,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "layers", "gradcheck",
-    "GPTConfig", "GPT", "GPTCache", "gpt_forward", "gpt_backward", "param_shapes", "init_params",
+    "GPTConfig", "GPT", "GPTCache", "gpt_forward", "gpt_backward", "gpt_grads", "param_shapes", "init_params",
+    "ParamLayout", "FlatTensors",
     "AdamW", "clip_grad_norm", "cosine_lr",
     "from_pretrained", "save_pretrained", "load_safetensors", "save_safetensors",
     "generate", "sample_next", "top_k_filter", "top_p_filter", "KVCache", "forward_cached",

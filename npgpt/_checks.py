@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -51,25 +52,63 @@ def token_ids(name: str, idx: Any, vocab_size: int, ndim: int | None = 2) -> np.
     return idx
 
 
+def is_int(value: Any) -> bool:
+    """True for a Python or NumPy integer, False for anything else, bools included (True is not a size)."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def is_real(value: Any) -> bool:
+    """True for a Python or NumPy real number (int or float), False for bools, strings and the rest."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+def integer(name: str, value: Any, minimum: int | None = None) -> int:
+    """Return value as an int if it is an integer (not a bool) >= minimum, else raise naming it."""
+    if not is_int(value) or (minimum is not None and value < minimum):
+        wanted = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer >= {minimum}")
+        raise ValueError(f"{name}: expected {wanted}, got {value!r}")
+    return int(value)
+
+
 def positive_int(name: str, value: Any) -> int:
     """Return value as an int if it is a positive integer (not a bool), else raise naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
+    return integer(name, value, minimum=1)
 
 
 def real_number(name: str, value: Any) -> float:
     """Return value as a Python float if it is a real number (not a bool or string), else raise naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         raise ValueError(f"{name}: expected a number, got {value!r}")
     return float(value)
 
 
-def param(name: str, x: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """Check a parameter array's dtype and exact shape, naming it in the error."""
+def probability(name: str, value: Any) -> float:
+    """Return value as a Python float if it is a drop probability in [0, 1), else raise naming it."""
+    if not is_real(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}: expected a drop probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+def head_count(name: str, value: Any, C: int) -> int:
+    """Return value as an int if it is a positive divisor of the width C, else raise naming it."""
+    if not is_int(value) or value < 1 or C % value:
+        raise ValueError(f"{name}: expected a positive divisor of C={C}, got {value!r}")
+    return int(value)
+
+
+def generator(name: str, rng: Any) -> np.random.Generator:
+    """Return rng if it is a numpy Generator, else raise naming it."""
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"{name}: expected a numpy.random.Generator, got {type(rng).__name__}")
+    return rng
+
+
+def param(name: str, x: Any, shape: tuple[int, ...], dtype: np.dtype, ref: str = "x") -> np.ndarray:
+    """Check a parameter array's dtype (that of the array named ref) and exact shape, naming it in the error."""
     float_array(name, x)
     if x.dtype != dtype:
-        raise ValueError(f"{name}: expected dtype {dtype} (same as x), got {x.dtype}")
+        raise ValueError(f"{name}: expected dtype {dtype} (same as {ref}), got {x.dtype}")
     shape_is(name, x, shape)
     return x
 
@@ -81,3 +120,18 @@ def upstream(name: str, dout: Any, out_shape: tuple[int, ...], dtype: np.dtype) 
     if dout.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype} (the forward's dtype), got {dout.dtype}")
     return dout
+
+
+def param_dict(name: str, params: Any, shapes: Mapping[str, tuple[int, ...]], dtype: np.dtype,
+               ref: str = "x") -> None:
+    """Check that params has every key of shapes, each a `dtype` array of exactly that shape.
+
+    Errors name the missing keys, or the parameter itself (e.g. 'mlp.c_proj.weight: expected shape ...').
+    """
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{name}: expected a mapping of parameter arrays, got {type(params).__name__}")
+    missing = [k for k in shapes if k not in params]
+    if missing:
+        raise ValueError(f"{name}: missing parameter(s) {missing}")
+    for k, shape in shapes.items():
+        param(k, params[k], shape, dtype, ref)

@@ -5,8 +5,9 @@ Entries:
     adam_m/<name>    AdamW first moment, same names and shapes
     adam_v/<name>    AdamW second moment
     metadata         0-d numpy unicode array: a JSON object with "format": "npgpt-checkpoint", "version": 1,
-                     "model_config" (GPTConfig fields) and whatever else the writer records (npgpt.train
-                     records the train config, iteration, optimizer state, RNG states, tokenizer, history)
+                     "model_config" (GPTConfig fields; LlamaConfig fields when "model_family" is "llama")
+                     and whatever else the writer records (npgpt.train records the train config, iteration,
+                     optimizer state, RNG states, tokenizer, history)
 
 Nothing is pickled: the file loads with np.load(..., allow_pickle=False).  save_checkpoint writes a temporary
 file in the same directory, fsyncs it and renames it over the target, so a crash or a failing save leaves the
@@ -30,6 +31,8 @@ import numpy.typing as npt
 
 from .atomic import atomic_write
 from .config import GPTConfig
+from .llama import LlamaConfig
+from .llama import param_shapes as llama_param_shapes
 from .model import param_shapes
 
 FORMAT_NAME = "npgpt-checkpoint"
@@ -46,25 +49,28 @@ class Checkpoint:
     params: dict[str, Array]
     adam_m: dict[str, Array]
     adam_v: dict[str, Array]
-    config: GPTConfig
+    config: GPTConfig | LlamaConfig
     meta: dict[str, Any]
 
 
 def save_checkpoint(path: str | os.PathLike[str], params: Mapping[str, Array], adam_m: Mapping[str, Array],
-                    adam_v: Mapping[str, Array], config: GPTConfig, meta: Mapping[str, Any] | None = None) -> Path:
+                    adam_v: Mapping[str, Array], config: GPTConfig | LlamaConfig,
+                    meta: Mapping[str, Any] | None = None) -> Path:
     """Write params, AdamW moments and metadata to one .npz at path, atomically; return the path.
 
     meta must be JSON-serialisable (strict JSON: no NaN/inf); "format", "version" and "model_config" are
     added here.  The directory is created if missing.
     """
     path = Path(path)
-    shapes = param_shapes(config)
+    shapes = _shapes(config)
     for group, given in zip(GROUPS, (params, adam_m, adam_v)):
         _check_arrays(group, given, shapes, str(path))
-    reserved = {"format", "version", "model_config"} & set(meta or {})
+    reserved = {"format", "version", "model_config", "model_family"} & set(meta or {})
     if reserved:
         raise ValueError(f"meta: keys {sorted(reserved)} are written by save_checkpoint itself")
-    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model_config": config.to_dict(), **(meta or {})}
+    family = {"model_family": "llama"} if isinstance(config, LlamaConfig) else {}  # absent: GPT-2
+    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model_config": config.to_dict(), **family,
+              **(meta or {})}
     try:
         text = json.dumps(header, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as e:
@@ -78,7 +84,12 @@ def save_checkpoint(path: str | os.PathLike[str], params: Mapping[str, Array], a
     return path
 
 
-def load_checkpoint(path: str | os.PathLike[str], config: GPTConfig | None = None,
+def _shapes(config: GPTConfig | LlamaConfig) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes of either model family."""
+    return llama_param_shapes(config) if isinstance(config, LlamaConfig) else param_shapes(config)
+
+
+def load_checkpoint(path: str | os.PathLike[str], config: GPTConfig | LlamaConfig | None = None,
                     expect: Mapping[str, Any] | None = None, expect_key: str = "train_config") -> Checkpoint:
     """Read and validate a checkpoint written by save_checkpoint.
 
@@ -103,7 +114,8 @@ def load_checkpoint(path: str | os.PathLike[str], config: GPTConfig | None = Non
             meta = _read_metadata(path, _entry(path, z, "metadata") if "metadata" in z.files else None)
             raw = {k: _entry(path, z, k) for k in z.files if k != "metadata"}  # every entry read now
     try:
-        stored = GPTConfig.from_dict(meta["model_config"])
+        kind = LlamaConfig if meta.get("model_family") == "llama" else GPTConfig
+        stored: GPTConfig | LlamaConfig = kind.from_dict(meta["model_config"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: invalid model_config in the metadata ({_one_line(e)})") from None
     if config is not None and stored != config:
@@ -118,7 +130,7 @@ def load_checkpoint(path: str | os.PathLike[str], config: GPTConfig | None = Non
             raise ValueError(f"{path}: checkpoint was written with a different configuration: "
                              f"{_differences({k: have.get(k, _MISSING) for k in wanted}, wanted)}")
 
-    shapes = param_shapes(stored)
+    shapes = _shapes(stored)
     groups: dict[str, dict[str, Array]] = {}
     for group in GROUPS:
         prefix = group + "/"

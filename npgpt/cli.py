@@ -102,6 +102,8 @@ def _run_sample(a: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .data import tokenizer_from_dict
     from .generate import generate
+    from .llama import LlamaConfig
+    from .llama import generate as llama_generate
 
     _check_sample_args(a)
     ck = load_checkpoint(a.ckpt)
@@ -116,8 +118,12 @@ def _run_sample(a: argparse.Namespace) -> int:
             raise ValueError(f"prompt: characters not in the checkpoint's vocabulary: {where}")
     prompt = np.asarray(tok.encode(a.prompt), dtype=np.int64)  # (T,)
     idx = np.tile(prompt, (a.num_samples, 1))  # (N, T): every sample starts from the prompt
-    out = generate(ck.params, ck.config, idx, a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
-                   top_p=a.top_p, rng=np.random.default_rng(a.seed))  # (N, T + max_new_tokens)
+    if isinstance(ck.config, LlamaConfig):  # a checkpoint of `train --arch llama`
+        out = llama_generate(ck.params, ck.config, idx, a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
+                             top_p=a.top_p, rng=np.random.default_rng(a.seed))  # (N, T + max_new_tokens)
+    else:
+        out = generate(ck.params, ck.config, idx, a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
+                       top_p=a.top_p, rng=np.random.default_rng(a.seed))  # (N, T + max_new_tokens)
     for i in range(a.num_samples):
         print(f"---------- sample {i + 1}/{a.num_samples} ----------")
         print(tok.decode(out[i]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ._checks import is_real
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -20,12 +22,11 @@ class GPTConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if type(value) is not int or value < 1:  # a Python int (JSON-able; not a bool, not a NumPy int)
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd: expected a multiple of n_head={self.n_head}, got {self.n_embd}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
-                or not 0.0 <= self.dropout < 1.0:
+        if not is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
 
     @property

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -63,8 +63,8 @@ def evaluate_ids(model: GPT, ids: Sequence[int] | npt.NDArray[np.integer], strid
     scored tokens (ids[1:]) for bits per byte; batch_size windows per forward (memory: batch_size * T * V
     floats of logits); progress(scored so far, total) after every batch.
     """
-    if not isinstance(model, GPT):
-        raise ValueError(f"model: expected a GPT, got {type(model).__name__}")
+    if not all(hasattr(model, a) for a in ("forward", "config", "training", "eval", "train")):
+        raise ValueError(f"model: expected a GPT (or a model with its interface), got {type(model).__name__}")
     arr = np.asarray(ids)
     if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"ids: expected a 1-D sequence of token ids, got shape {arr.shape} dtype {arr.dtype}")
@@ -167,11 +167,17 @@ def load_model_and_tokenizer(path: str | os.PathLike[str]) -> tuple[GPT, Any]:
     from .checkpoint import load_checkpoint
     from .tokenizers import tokenizer_from_dict
 
+    from .llama import Llama, LlamaConfig
+
     ck = load_checkpoint(p)
     if "tokenizer" not in ck.meta:
         raise ValueError(f"{p}: the checkpoint has no tokenizer (not written by npgpt train)")
     tok = tokenizer_from_dict(ck.meta["tokenizer"])
-    model = GPT(ck.config, init=False, dtype=next(iter(ck.params.values())).dtype)
+    dtype = next(iter(ck.params.values())).dtype
+    if isinstance(ck.config, LlamaConfig):  # `npgpt train --arch llama`: the same forward interface
+        model = cast(GPT, Llama(ck.config, dtype=dtype, init=False))
+    else:
+        model = GPT(ck.config, init=False, dtype=dtype)
     for k, v in ck.params.items():
         model.params[k][...] = v
     return model.eval(), tok

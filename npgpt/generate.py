@@ -1,9 +1,9 @@
 """Sampling from a GPT with a key/value cache, so each new token costs one position, not a whole forward.
 
 The cache keeps every layer's keys and values (B, H, block_size, D); a step runs only the new positions
-through the blocks and attends over the cached keys.  Once the text is longer than block_size the window
-slides: positions are re-numbered, so the cache is rebuilt from the last block_size tokens (exactly what the
-full forward would see).  Derivation: docs/generate.md
+through the model's own forward, whose attention takes the cache as an argument and attends over it.
+Once the text is longer than block_size the window slides: positions are re-numbered, so the cache is
+rebuilt from the last block_size tokens (exactly what the full forward would see).  Derivation: docs/generate.md
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from ._checks import token_ids
+from ._checks import integer, is_real, positive_int, token_ids
 from .config import GPTConfig
-from .layers import causal_mask, gelu_forward, layernorm_forward, linear_forward, softmax_forward
+from .gpt import _gpt_forward, gpt_forward
+from .layers import softmax_forward
+from .layers.self_attention import KVSlot
 
 Array = npt.NDArray[np.floating]
 
@@ -30,48 +32,25 @@ class KVCache:
         self.v = [np.zeros(shape, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0  # positions filled
 
+    def slots(self) -> list[KVSlot]:
+        """One KVSlot per layer, for a forward of the positions after the cached ones."""
+        return [KVSlot(k, v, self.length) for k, v in zip(self.k, self.v)]
+
 
 def forward_cached(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np.integer],
                    kv: KVCache) -> Array:
     """Logits (B, Tn, V) for new tokens idx (B, Tn) at positions kv.length .. kv.length + Tn - 1.
 
-    Appends their keys and values to kv.  Same arithmetic as gpt_forward in eval mode, without caches for
-    backward.
+    The model's own forward (gpt.py) with the cache as the attention's kv argument: it appends the new keys
+    and values, and kv.length advances by Tn.
     """
-    B, Tn = idx.shape
-    t0 = kv.length
-    if t0 + Tn > config.block_size:
-        raise ValueError(f"idx: {t0} cached + {Tn} new positions exceed block_size={config.block_size}")
-    C, H, D = config.n_embd, config.n_head, config.head_size
-    scale = 1.0 / math.sqrt(D)
-    L = t0 + Tn  # keys visible to the last new query
-    x = params["wte.weight"][idx] + params["wpe.weight"][t0:L]  # (B, Tn, C)
-    # (Tn, L) query t0+i sees keys 0..t0+i; a single new query sees every key, so it needs no mask at all
-    mask = causal_mask(L, x.dtype)[t0:L] if Tn > 1 else None
-    for i in range(config.n_layer):
-        p = lambda name, i=i: params[f"h.{i}.{name}"]  # noqa: E731
-        h, _ = layernorm_forward(x, p("ln_1.weight"), p("ln_1.bias"))  # (B, Tn, C)
-        qkv, _ = linear_forward(h, p("attn.c_attn.weight"), p("attn.c_attn.bias"))  # (B, Tn, 3C)
-        qkv = qkv.reshape(B, Tn, 3, H, D).transpose(2, 0, 3, 1, 4)  # (3, B, H, Tn, D)
-        kv.k[i][:, :, t0:L] = qkv[1]
-        kv.v[i][:, :, t0:L] = qkv[2]
-        scores = qkv[0] @ kv.k[i][:, :, :L].swapaxes(-1, -2)  # (B, H, Tn, L)
-        scores *= scale
-        if mask is not None:
-            scores += mask
-        att, _ = softmax_forward(scores)  # (B, H, Tn, L)
-        y = att @ kv.v[i][:, :, :L]  # (B, H, Tn, D)
-        y = y.transpose(0, 2, 1, 3).reshape(B, Tn, C)  # (B, Tn, C) merge heads
-        a, _ = linear_forward(y, p("attn.c_proj.weight"), p("attn.c_proj.bias"))  # (B, Tn, C)
-        x = x + a
-        h, _ = layernorm_forward(x, p("ln_2.weight"), p("ln_2.bias"))  # (B, Tn, C)
-        h, _ = linear_forward(h, p("mlp.c_fc.weight"), p("mlp.c_fc.bias"))  # (B, Tn, 4C)
-        h, _ = gelu_forward(h)  # (B, Tn, 4C)
-        m, _ = linear_forward(h, p("mlp.c_proj.weight"), p("mlp.c_proj.bias"))  # (B, Tn, C)
-        x = x + m
-    kv.length = L
-    xf, _ = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])  # (B, Tn, C)
-    return xf @ params["wte.weight"].T  # (B, Tn, V)
+    token_ids("idx", idx, config.vocab_size)
+    Tn = idx.shape[1]
+    if kv.length + Tn > config.block_size:
+        raise ValueError(f"idx: {kv.length} cached + {Tn} new positions exceed block_size={config.block_size}")
+    logits, _, _ = _gpt_forward(params, config, idx, kv=kv.slots())  # (B, Tn, V)
+    kv.length += Tn
+    return logits
 
 
 def top_k_filter(logits: Array, k: int) -> Array:
@@ -109,11 +88,11 @@ def top_p_filter(logits: Array, p: float) -> Array:
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Raise a ValueError naming the first sampling argument out of range."""
-    if not isinstance(temperature, (int, float)) or temperature < 0.0 or not math.isfinite(temperature):
+    if not is_real(temperature) or temperature < 0.0 or not math.isfinite(temperature):
         raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"top_k: expected a positive integer, got {top_k!r}")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
+    if top_k is not None:
+        positive_int("top_k", top_k)
+    if top_p is not None and not (is_real(top_p) and 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p: expected a probability in (0, 1], got {top_p!r}")
 
 
@@ -145,13 +124,10 @@ def generate(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np
     With use_cache (default) each new token runs one position through the model; without it every step is a
     full forward of the last block_size tokens.  Both give the same logits (to rounding).
     """
-    from .model import gpt_forward
-
     token_ids("idx", idx, config.vocab_size)
     if idx.shape[1] < 1:
         raise ValueError("idx: expected a prompt of at least one token")
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens: expected a non-negative integer, got {max_new_tokens!r}")
+    integer("max_new_tokens", max_new_tokens, minimum=0)
     check_sampling(temperature, top_k, top_p)
     seq = idx.astype(np.int64)
     dtype = params["wte.weight"].dtype

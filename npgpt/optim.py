@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .flat import span
+from ._checks import integer
+from .layout import FlatTensors, ParamLayout
 from .parallel import batch_slices, run_parallel, usable_cores
 
 Array = npt.NDArray[np.floating]
@@ -26,10 +27,13 @@ Array = npt.NDArray[np.floating]
 class AdamW:
     """Hand-written AdamW over a dict of parameter arrays, updated in place.
 
-    When the params (and the grads passed to step) are views tiling one buffer, as GPT's are, each step is a
-    few vectorised passes over that buffer, split across `threads` worker threads (default: one per core for
-    models of 65,536 parameters or more); otherwise it loops over the tensors.  Decay applies to 2-D arrays
-    only.  lr may be changed between steps (opt.lr = ...).
+    Two paths, chosen by what params is, never by inspecting memory:
+    - a FlatTensors (GPT's params: views into one buffer with a ParamLayout): the moments get the same layout
+      and each step is a few vectorised passes over the buffers, split across `threads` worker threads
+      (default: one per core from 65,536 parameters on).  step() then requires grads in that same layout
+      (GPT's grads are) and raises otherwise; decay applies to the layout's `decayed` tensors.
+    - any other mapping: one tensor at a time; decay applies to the 2-D arrays.
+    Both run the same update function, so they round identically.  lr may be changed between steps.
     """
 
     def __init__(self, params: Mapping[str, Array], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95),
@@ -47,28 +51,25 @@ class AdamW:
         if not lr >= 0.0 or not eps > 0.0 or not weight_decay >= 0.0:
             raise ValueError(f"lr, eps, weight_decay: expected lr >= 0, eps > 0, weight_decay >= 0, "
                              f"got {lr}, {eps}, {weight_decay}")
-        self.params = dict(params)
+        self.params = params if isinstance(params, FlatTensors) else dict(params)
         self.lr, self.betas, self.eps, self.weight_decay = float(lr), (float(b1), float(b2)), float(eps), \
             float(weight_decay)
         self.t = 0  # steps taken
         total = sum(p.size for p in self.params.values())
         # the update is elementwise, so splitting it over threads cannot change a single bit of the result
-        self.threads = threads if threads is not None else (usable_cores() if total >= 1 << 16 else 1)
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
-            raise ValueError(f"threads: expected a positive integer, got {threads!r}")
-        self._flat = span(self.params)
-        dtype = next(iter(self.params.values())).dtype
-        if self._flat is not None:
-            buf, slices = self._flat
-            # moments: one buffer each, laid out like the params buffer, with per-key views for state_dict
-            self._m, self._v = np.zeros_like(buf), np.zeros_like(buf)  # (P,)
-            self.m = {k: self._m[s].reshape(self.params[k].shape) for k, s in slices.items()}
-            self.v = {k: self._v[s].reshape(self.params[k].shape) for k, s in slices.items()}
-            self._decay = _runs(slices, {k: p.ndim == 2 for k, p in self.params.items()})
+        self.threads = integer("threads", threads if threads is not None else
+                               (usable_cores() if total >= 1 << 16 else 1), minimum=1)
+        self.m: Mapping[str, Array]
+        self.v: Mapping[str, Array]
+        if isinstance(self.params, FlatTensors):
+            self.layout: ParamLayout | None = self.params.layout
+            dtype = self.params.buffer.dtype
+            self.m, self.v = self.layout.zeros(dtype), self.layout.zeros(dtype)  # moments: same layout
+            self._decay = self.layout.decay_runs()
         else:
+            self.layout = None
             self.m = {k: np.zeros_like(p) for k, p in self.params.items()}
             self.v = {k: np.zeros_like(p) for k, p in self.params.items()}
-        self._dtype = dtype
 
     def step(self, grads: Mapping[str, Array]) -> None:
         """One AdamW update of every parameter in place, from grads keyed like params."""
@@ -78,33 +79,29 @@ class AdamW:
         for k, g in grads.items():
             if g.shape != self.params[k].shape:
                 raise ValueError(f"grads[{k!r}]: expected shape {self.params[k].shape}, got {g.shape}")
+        if self.layout is not None and not (isinstance(grads, FlatTensors) and grads.layout == self.layout
+                                            and grads.buffer.dtype == self.params[next(iter(grads))].dtype):
+            raise ValueError("grads: expected a FlatTensors in the params' layout and dtype (as GPT.grads and "
+                             "layout.zeros(dtype) give); AdamW over separate arrays takes dict(params)")
         self.t += 1
         b1, b2 = self.betas
         lr, wd, eps = self.lr, self.weight_decay, self.eps
         bc1 = 1.0 - b1 ** self.t  # bias corrections: m and v start at 0, so early averages are too small
         bc2 = 1.0 - b2 ** self.t
         coef = _Coefficients(b1, b2, 1.0 / math.sqrt(bc2), eps, 1.0 - lr * wd, lr / bc1)
-        flat_g = self._grad_buffer(grads)
-        if flat_g is not None and self._flat is not None:
-            # flat path: the whole model as one array, cut into one chunk per thread
-            p, m, v = self._flat[0], self._m, self._v
+        if isinstance(self.params, FlatTensors):
+            assert isinstance(grads, FlatTensors) and isinstance(self.m, FlatTensors) \
+                and isinstance(self.v, FlatTensors)  # checked above and in __init__
+            # the whole model as one array, cut into one chunk per thread
+            p, g, m, v = self.params.buffer, grads.buffer, self.m.buffer, self.v.buffer
             s = np.empty_like(p)  # scratch, allocated per step so it is not held during forward and backward
             chunks = batch_slices(p.size, self.threads)
-            jobs = [(p[c], flat_g[c], m[c], v[c], s[c], _clip_runs(self._decay, c), coef) for c in chunks]
+            jobs = [(p[c], g[c], m[c], v[c], s[c], _clip_runs(self._decay, c), coef) for c in chunks]
             run_parallel([functools.partial(_adamw_update, *args) for args in jobs])
             return
-        for k, p in self.params.items():  # general path: one tensor at a time, the same update
+        for k, p in self.params.items():  # one tensor at a time, the same update
             decay = [slice(None)] if p.ndim == 2 else []
             _adamw_update(p, grads[k], self.m[k], self.v[k], np.empty_like(p), decay, coef)
-
-    def _grad_buffer(self, grads: Mapping[str, Array]) -> Array | None:
-        """The grads as one buffer laid out exactly like the params buffer, or None."""
-        if self._flat is None:
-            return None
-        g = span(grads)
-        if g is None or g[1] != self._flat[1] or g[0].dtype != self._dtype:
-            return None
-        return g[0]
 
     def state_dict(self) -> dict[str, Any]:
         """Copies of everything the optimizer holds: hyperparameters, step count, m and v per parameter."""
@@ -173,20 +170,6 @@ def _clip_runs(runs: list[slice], chunk: slice) -> list[slice]:
     return out
 
 
-def _runs(slices: Mapping[str, slice], decay: Mapping[str, bool]) -> list[slice]:
-    """Merge the slices of the decayed tensors into as few contiguous runs as possible."""
-    runs: list[slice] = []
-    for k in sorted(slices, key=lambda k: slices[k].start):
-        if not decay[k]:
-            continue
-        s = slices[k]
-        if runs and runs[-1].stop == s.start:
-            runs[-1] = slice(runs[-1].start, s.stop)
-        else:
-            runs.append(s)
-    return runs
-
-
 def clip_grad_norm(grads: Mapping[str, Array], max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most max_norm; return the norm before.
 
@@ -194,8 +177,7 @@ def clip_grad_norm(grads: Mapping[str, Array], max_norm: float) -> float:
     """
     if not max_norm > 0.0:
         raise ValueError(f"max_norm: expected a positive number, got {max_norm}")
-    flat = span(grads)
-    arrays = [flat[0]] if flat is not None else list(grads.values())
+    arrays = [grads.buffer] if isinstance(grads, FlatTensors) else list(grads.values())  # one pass, or a loop
     total = math.sqrt(sum(float(np.dot(a.reshape(-1), a.reshape(-1))) for a in arrays))
     if total > max_norm:
         scale = max_norm / (total + 1e-6)

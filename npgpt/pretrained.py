@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from ._checks import is_real
 from .config import GPTConfig
 from .model import GPT, param_shapes
 from .atomic import atomic_write
@@ -57,7 +58,7 @@ def config_from_hf(d: Mapping[str, Any], where: str = CONFIG_NAME) -> GPTConfig:
         raise bad(f"activation_function {act!r} is not supported: npgpt computes the tanh GELU "
                   f"({', '.join(TANH_GELUS)})")
     eps = c["layer_norm_epsilon"]
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps != 1e-5:
+    if not is_real(eps) or eps != 1e-5:
         raise bad(f"layer_norm_epsilon is {eps!r}; npgpt's LayerNorm uses 1e-5")
     for key, want in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
                       ("add_cross_attention", False), ("tie_word_embeddings", True)):
@@ -67,7 +68,7 @@ def config_from_hf(d: Mapping[str, Any], where: str = CONFIG_NAME) -> GPTConfig:
     if c["n_inner"] is not None and c["n_inner"] != (4 * n_embd if isinstance(n_embd, int) else None):
         raise bad(f"n_inner is {c['n_inner']!r}; npgpt's MLP width is 4 * n_embd")
     p = c["resid_pdrop"]
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
+    if not is_real(p):
         raise bad(f"resid_pdrop must be a number, got {p!r}")
     try:
         return GPTConfig(vocab_size=c["vocab_size"], block_size=c["n_positions"], n_layer=c["n_layer"],

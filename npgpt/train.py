@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,7 @@ from .data import (
 from .finetune import load_gpt2_dir, save_gpt2_dir
 from .flat import pack
 from .footprint import available_bytes, training_bytes
+from .llama import Llama, LlamaConfig
 from .memory import reuse_freed_memory
 from .model import GPT, buffer_order, param_shapes
 from .optim import AdamW, clip_grad_norm, cosine_lr
@@ -71,7 +72,7 @@ HF_DIR_NAME = "hf"  # out_dir/hf: with a BPE tokenizer, the final model as a Hug
 
 def _f(default: T, help: str) -> T:
     """A TrainConfig field: its default and its one-line help (the CLI's --help and docs/training.md)."""
-    return field(default=default, metadata={"help": help})  # type: ignore[no-any-return]
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,12 @@ class TrainConfig:
     a validation loss of about 1.88 in 2000 steps.  Each field's help is its metadata["help"]."""
 
     # model
-    arch: str = _f("gpt2", "model family (one of MODEL_BUILDERS: gpt2)")
+    arch: str = _f("gpt2", "model family (one of MODEL_BUILDERS: gpt2, llama)")
     n_layer: int = _f(4, "transformer blocks")
     n_head: int = _f(4, "attention heads per block (head size n_embd / n_head = 32)")
     n_embd: int = _f(128, "width of the residual stream; a multiple of n_head")
+    n_kv_head: int | None = _f(None, "llama: key/value heads, dividing n_head (default: n_head)")
+    intermediate_size: int | None = _f(None, "llama: gated MLP width (default: 8 n_embd / 3 up to a multiple of 8)")
     block_size: int = _f(64, "context length in tokens, the T of every batch")
     dropout: float = _f(0.0, "dropout probability in training (0: a small model on a short run does not overfit)")
     # batches
@@ -127,6 +130,11 @@ class TrainConfig:
             _check_int(name, getattr(self, name), minimum=0)
         if self.lr_decay_iters is not None:
             _check_int("lr_decay_iters", self.lr_decay_iters, minimum=1)
+        for name in ("n_kv_head", "intermediate_size"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1)
+        if self.n_kv_head is not None and self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head: expected a multiple of n_kv_head={self.n_kv_head}, got {self.n_head}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd: expected a multiple of n_head={self.n_head}, got {self.n_embd}")
         _check_float("lr", self.lr, low=0.0, low_open=True)
@@ -144,6 +152,8 @@ class TrainConfig:
             raise ValueError(f"tokenizer: expected char, bpe:VOCAB or a path, got {self.tokenizer!r}")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise ValueError(f"init_from: expected a directory path, got {self.init_from!r}")
+        if self.init_from is not None and self.arch != "gpt2":
+            raise ValueError(f"arch: --init-from loads a GPT-2 directory; expected arch 'gpt2', got {self.arch!r}")
         if self.init_from is not None and self.tokenizer != "char":
             raise ValueError("tokenizer: --init-from uses the directory's own tokenizer; leave --tokenizer out")
         if not isinstance(self.resume, bool):
@@ -179,8 +189,19 @@ def _build_gpt2(cfg: TrainConfig, vocab_size: int) -> GPT:
     return GPT(cfg.model_config(vocab_size), seed=cfg.seed, dtype=np.float32)
 
 
+def _build_llama(cfg: TrainConfig, vocab_size: int) -> GPT:
+    if cfg.dropout:
+        raise ValueError(f"dropout: the llama arch has no dropout; expected 0, got {cfg.dropout}")
+    C = cfg.n_embd
+    config = LlamaConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                         n_kv_head=cfg.n_kv_head or cfg.n_head, n_embd=C,
+                         intermediate_size=cfg.intermediate_size or 8 * math.ceil(C / 3), rms_norm_eps=1e-5,
+                         tie_word_embeddings=True)
+    return cast(GPT, Llama(config, seed=cfg.seed, dtype=np.float32))  # Llama has GPT's training interface
+
+
 # arch -> the function that builds that model for a vocabulary size.  A new family adds its entry here.
-MODEL_BUILDERS: dict[str, Callable[[TrainConfig, int], GPT]] = {"gpt2": _build_gpt2}
+MODEL_BUILDERS: dict[str, Callable[[TrainConfig, int], GPT]] = {"gpt2": _build_gpt2, "llama": _build_llama}
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
@@ -234,7 +255,7 @@ class GradAccumulator:
     """
 
     def __init__(self, model: GPT) -> None:
-        shapes = param_shapes(model.config)
+        shapes = {k: p.shape for k, p in model.params.items()}  # any model family's parameters
         self.flat, self.grads = pack(shapes, model.dtype, buffer_order(shapes))  # same layout: AdamW fast path
 
     def run(self, model: GPT, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, dict[str, Array]]:
@@ -296,21 +317,22 @@ class _Run:
 
 def train(path: str | os.PathLike[str] | None = None, cfg: TrainConfig | None = None,
           log: Callable[[str], Any] = print, *, text: str | None = None, live: bool | None = None,
-          callback: Callable[[int, float], Any] | None = None) -> TrainResult:
+          callback: Callable[[int, float], Any] | None = None, tokenizer: Tokenizer | None = None) -> TrainResult:
     """Train a GPT; see the module docstring.
 
     path: a UTF-8 text file (str or os.PathLike); None with no text: the bundled Tiny Shakespeare.
     text: the training text itself, by keyword (never positional, so a file name is never taken for text).
     log receives every output line.  live: redraw one progress line with a carriage return (default: when log
     is print and stdout is a terminal); otherwise a line every log_interval steps.  callback(iteration, loss)
-    runs after every step; raising KeyboardInterrupt from it acts like Ctrl-C.  Input problems (file, text too
+    runs after every step; raising KeyboardInterrupt from it acts like Ctrl-C.  tokenizer: any Tokenizer
+    (default: a CharTokenizer of the text); on resume the checkpoint's own is used.  Input problems (file, text too
     short, not enough memory or disk, out dir locked or unwritable, checkpoint unusable or from another
     config, a failing save) raise a one-line ValueError; a diverging loss raises TrainingDiverged.
     """
     cfg = TrainConfig() if cfg is None else cfg
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
-    run = _setup(path, text, cfg, log, live)
+    run = _setup(path, text, cfg, log, live, tokenizer)
     try:
         _loop(run, callback)
     finally:
@@ -319,7 +341,7 @@ def train(path: str | os.PathLike[str] | None = None, cfg: TrainConfig | None = 
 
 
 def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConfig, log: Callable[[str], Any],
-           live: bool | None) -> _Run:
+           live: bool | None, tokenizer: Tokenizer | None = None) -> _Run:
     """Read the text, build or restore the tokenizer, check sizes and memory, take the out dir, build the
     model and optimizer, and restore a checkpoint when resuming.  Nothing large is allocated before the
     checks pass; nothing is written before the out dir is locked."""
@@ -332,6 +354,8 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
     init = load_gpt2_dir(cfg.init_from) if cfg.init_from is not None else None  # (model, tokenizer)
     if ck is not None:
         tok = tokenizer_from_dict(ck.meta["tokenizer"])
+    elif tokenizer is not None:  # train(..., tokenizer=): the caller's own
+        tok = tokenizer
     elif init is not None:
         tok = init[1]
     else:  # bpe:VOCAB learns from (about) the training split only: the first 90% of the characters
@@ -392,7 +416,8 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
         prog.message(f"note: removed {len(out.removed)} temporary file(s) left by an interrupted save in {out_dir}")
     prog.message(f"data: {source}: {data_info['n_chars']:,} characters, vocabulary {tok.vocab_size}; "
                  f"train {len(train_ids):,} / val {len(val_ids):,} tokens")
-    prog.message(f"model: {cfg.arch} n_layer={cfg.n_layer} n_head={cfg.n_head} n_embd={cfg.n_embd} "
+    mc = mem_cfg  # with --init-from, the directory's shapes
+    prog.message(f"model: {cfg.arch} n_layer={mc.n_layer} n_head={mc.n_head} n_embd={mc.n_embd} "
                  f"block_size={cfg.block_size} ({model.num_params():,} parameters); {cfg.max_iters} steps of "
                  f"{cfg.grad_accum * cfg.batch_size * cfg.block_size:,} tokens")
     if ck is not None:
@@ -497,7 +522,8 @@ def _report(run: _Run) -> TrainResult:
         what = "terminated (SIGTERM)" if run.stop_signal == signal.SIGTERM else "interrupted"
         prog.message(f"{what} at iteration {st.it}/{cfg.max_iters}: {where}")
     else:
-        if isinstance(run.tok, BPETokenizer) and run.tok.vocab_size <= run.model.config.vocab_size:
+        if isinstance(run.tok, BPETokenizer) and type(run.model) is GPT \
+                and run.tok.vocab_size <= run.model.config.vocab_size:
             hf_dir = Path(cfg.out_dir) / HF_DIR_NAME  # the final parameters, as a GPT-2 directory
             save_gpt2_dir(run.model, run.tok, hf_dir)
             prog.message(f"transformers directory: {hf_dir} (GPT2LMHeadModel / AutoTokenizer.from_pretrained)")
@@ -585,7 +611,8 @@ def _stored_train_config(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(stored, dict) or not isinstance(meta.get("data"), dict) or "tokenizer" not in meta:
         raise ValueError(f"{path}: not a training checkpoint (no train config, data or tokenizer record); "
                          f"cannot resume from it")
-    return {"arch": "gpt2", "tokenizer": "char", "init_from": None, **stored}
+    return {"arch": "gpt2", "n_kv_head": None, "intermediate_size": None, "tokenizer": "char", "init_from": None,
+            **stored}
 
 
 def _numbers(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -651,7 +678,7 @@ def evaluate(model: GPT, train_sampler: BatchSampler, val_sampler: BatchSampler,
     try:
         out = []
         for sampler in (train_sampler, val_sampler):
-            losses = [float(model.forward(*sampler.next())[1]) for _ in range(eval_iters)]  # type: ignore[arg-type]
+            losses = [float(model.forward(*sampler.next())[1]) for _ in range(eval_iters)]
             out.append(float(np.mean(losses)))
     finally:
         model.train()

@@ -165,3 +165,33 @@ def test_requested_config_mismatch_names_the_fields(tmp_path):
     assert "batch_size (checkpoint 12, requested 24)" in msg and "seed (checkpoint 1, requested 2)" in msg
     assert "lr" not in msg
     load_checkpoint(src, config=CFG, expect={"lr": 0.001})  # matching: fine
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "a pickle", "an object array inside", "empty"])
+def test_unreadable_files_never_suggest_allow_pickle(tmp_path, kind):
+    """Whatever the bytes, the message is one line naming the path and never NumPy's allow_pickle advice."""
+    import pickle
+    p = tmp_path / "ckpt.npz"
+    if kind == "random bytes":
+        p.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "a pickle":
+        p.write_bytes(pickle.dumps({"param/wte.weight": [1, 2, 3]}))
+    elif kind == "an object array inside":
+        np.savez(p, metadata=np.array(json.dumps({"format": FORMAT_NAME, "version": 1})),
+                 **{"param/x": np.array([None], dtype=object)})
+    else:
+        p.write_bytes(b"")
+    with pytest.raises(ValueError) as e:
+        load_checkpoint(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: ") and "\n" not in msg and "pickle" not in msg.lower()
+
+
+def test_is_training_checkpoint(tmp_path):
+    from npgpt.checkpoint import is_training_checkpoint
+    path = _save(tmp_path / "ckpt.npz")
+    assert is_training_checkpoint(path)
+    np.savez(tmp_path / "case.npz", x=np.zeros(3))
+    assert not is_training_checkpoint(tmp_path / "case.npz")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    assert not is_training_checkpoint(tmp_path / "junk.npz") and not is_training_checkpoint(tmp_path / "none")

@@ -442,7 +442,7 @@ def test_13_a_finished_run_is_extended_and_equals_one_long_run(work):
 @pytest.mark.parametrize("args,expected", [
     (["train", "--no-such-flag"], "error: unrecognized arguments: --no-such-flag (see npgpt train --help)"),
     (["train", "--lr", "fast"], "error: argument --lr: invalid float value: 'fast' (see npgpt train --help)"),
-    (["train", "--arch", "llama"], "error: argument --arch: invalid choice: 'llama' (choose from gpt2) "
+    (["train", "--arch", "mamba"], "error: argument --arch: invalid choice: 'mamba' (choose from gpt2, llama) "
                                    "(see npgpt train --help)"),
     (["train", "small.txt", "--block-size", "100000"], "error: text too short: the training split (the first "
      "90%) has 10800 tokens, but block_size=100000 needs at least 100001; use a longer text or a smaller block_size"),
@@ -451,7 +451,7 @@ def test_13_a_finished_run_is_extended_and_equals_one_long_run(work):
 def test_bad_input_is_one_line(work, args, expected):
     err = one_line_error(npgpt(*args, cwd=work))
     if expected is not None:
-        assert err.replace("'gpt2'", "gpt2").replace("python -m npgpt", "npgpt") == expected
+        assert err.replace("'gpt2'", "gpt2").replace("'llama'", "llama").replace("python -m npgpt", "npgpt") == expected
     assert not (work / "out").exists()
 
 

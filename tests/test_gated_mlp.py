@@ -58,7 +58,8 @@ def test_matches_hf_llama_mlp():
     from transformers.models.llama.modeling_llama import LlamaMLP
     rng = np.random.default_rng(4)
     x, wg, wu, wd = _inputs(rng, (2, 3), 6, 10)
-    mlp = LlamaMLP(tr.LlamaConfig(hidden_size=6, intermediate_size=10, num_attention_heads=2, num_key_value_heads=2)).double()
+    cfg = tr.LlamaConfig(hidden_size=6, intermediate_size=10, num_attention_heads=2, num_key_value_heads=2)
+    mlp = LlamaMLP(cfg).double()
     with torch.no_grad():
         for lin, w in ((mlp.gate_proj, wg), (mlp.up_proj, wu), (mlp.down_proj, wd)):
             lin.weight.copy_(torch.from_numpy(w))

@@ -134,7 +134,7 @@ def test_adamw_trains_it():
     config = tiny_config(vocab_size=11)
     model = Llama(config, seed=0, dtype=np.float32)
     opt = AdamW(model.params, lr=1e-2, weight_decay=0.0)
-    assert opt._flat is not None  # the params tile one buffer: the vectorised path
+    assert opt.layout is not None  # the params are a FlatTensors: the vectorised path
     rng = np.random.default_rng(0)
     idx, targets = rng.integers(0, 11, size=(4, 8)), rng.integers(0, 11, size=(4, 8))
     losses = []
@@ -335,3 +335,45 @@ def test_live_transformers_loads_our_save(tmp_path):
     ours, _ = model.forward(idx)
     theirs = hf(input_ids=torch.from_numpy(idx)).logits.detach().numpy()
     assert rel(ours, theirs) <= 1e-5
+
+
+# ------------------------------------------------------------------------------------------- the training loop
+
+def test_train_loop_arch_llama_trains_resumes_and_samples(tmp_path):
+    """npgpt.train with arch="llama": GQA model built by the factory, checkpoint with its LlamaConfig, resume
+    continues it bit-exactly, the sample comes from KV-cached generation."""
+    from npgpt.checkpoint import load_checkpoint
+    from npgpt.data import load_text
+    from npgpt.train import TrainConfig, train
+    text = load_text(Path(__file__).parents[1] / "npgpt" / "data" / "tinyshakespeare.txt")[:20000]
+    kw = {"arch": "llama", "n_layer": 1, "n_head": 2, "n_kv_head": 1, "n_embd": 16, "block_size": 16,
+          "batch_size": 2, "eval_interval": 3, "eval_iters": 1, "warmup_iters": 1, "sample_len": 5,
+          "log_interval": 100, "lr_decay_iters": 6}
+    full = train(text=text, cfg=TrainConfig(**kw, max_iters=6, out_dir=str(tmp_path / "a")), log=lambda s: None)
+    assert isinstance(full.model, Llama) and full.model.config.n_kv_head == 1
+    assert full.model.config.intermediate_size == 48  # 8 * ceil(16 / 3)
+    assert math.isfinite(full.final_val_loss) and len(full.sample) >= 1
+    ck = load_checkpoint(full.checkpoint_path)
+    assert isinstance(ck.config, LlamaConfig) and ck.config == full.model.config
+    train(text=text, cfg=TrainConfig(**kw, max_iters=3, out_dir=str(tmp_path / "b")), log=lambda s: None)
+    resumed = train(text=text, cfg=TrainConfig(**kw, max_iters=6, out_dir=str(tmp_path / "b"), resume=True),
+                    log=lambda s: None)
+    assert resumed.step_losses == full.step_losses
+    assert np.array_equal(resumed.model.flat_params, full.model.flat_params)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"n_head": 4, "n_kv_head": 3}, "^n_head: expected a multiple of n_kv_head"),
+    ({"n_kv_head": 0}, "^n_kv_head:"), ({"intermediate_size": -1}, "^intermediate_size:"),
+    ({"arch": "mamba"}, "^arch:"),
+])
+def test_train_config_llama_fields(kw, match):
+    from npgpt.train import TrainConfig
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+def test_train_llama_refuses_dropout(tmp_path):
+    from npgpt.train import TrainConfig, build_model
+    with pytest.raises(ValueError, match="^dropout: the llama arch has no dropout"):
+        build_model(TrainConfig(arch="llama", dropout=0.1, out_dir=str(tmp_path)), 65)

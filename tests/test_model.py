@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npgpt import GPT, AdamW, GPTConfig, gpt_backward, gpt_forward, param_shapes
+from npgpt import GPT, AdamW, GPTConfig, gpt_backward, gpt_forward, gpt_grads, param_shapes
 from npgpt.gradcheck import numerical_gradient, relative_error
 from npgpt.layers import BLOCK_PARAM_NAMES, block_forward, cross_entropy_forward, layernorm_forward
 
@@ -327,18 +327,26 @@ def test_two_dimensional_matrices_come_first_in_the_buffer():
     assert min(start[k] for k in vectors) == end_of_matrices
 
 
-def test_gpt_backward_out_writes_in_place():
+def test_gpt_grads_hands_over_each_gradient_once_as_the_backward_reaches_it():
+    """gpt_grads, the fast path's one hook: every parameter exactly once, from the top of the network down
+    (ln_f first, the tied wte last, after both of its uses), equal to gpt_backward's dict; dloss scales it."""
     config = SHAPE_CONFIG
     model = noisy_model(config)
     idx, targets = batch(config, 2, 4)
     _, _, cache = gpt_forward(model.params, config, idx, targets)
     fresh = gpt_backward(cache)
     assert list(fresh) == list(param_shapes(config))
-    out = {k: np.full(s, np.nan) for k, s in param_shapes(config).items()}
-    ret = gpt_backward(cache, out=out)
-    for k in out:
-        assert ret[k] is out[k]
-        np.testing.assert_array_equal(out[k], fresh[k], err_msg=k)
+    streamed = list(gpt_grads(cache))
+    names = [name for name, _ in streamed]
+    assert sorted(names) == sorted(fresh) and len(names) == len(set(names))
+    assert names[:2] == ["ln_f.weight", "ln_f.bias"] and names[-2:] == ["wpe.weight", "wte.weight"]
+    last_layer = config.n_layer - 1
+    assert names.index(f"h.{last_layer}.ln_1.weight") < names.index("h.0.mlp.c_proj.weight")
+    for name, grad in streamed:
+        np.testing.assert_array_equal(grad, fresh[name], err_msg=name)
+    half = gpt_backward(cache, dloss=0.5)  # a power of two: the scaled gradients are exact
+    for k in fresh:
+        np.testing.assert_array_equal(half[k], 0.5 * fresh[k], err_msg=k)
 
 
 def test_float32_stays_float32():

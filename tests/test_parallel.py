@@ -88,4 +88,4 @@ def test_threaded_adamw_is_bit_identical(threads):
             m.flat_grads[...] = g
             o.step(m.grads)
     assert np.array_equal(models[0].flat_params, models[1].flat_params)
-    assert np.array_equal(opts[0]._v, opts[1]._v)
+    assert np.array_equal(opts[0].v.buffer, opts[1].v.buffer)

@@ -359,3 +359,11 @@ def test_one_key():
     dlse = rand(rng, *lse.shape)
     g = sdpa_backward(np.zeros(out.shape), cache, dlse)
     np.testing.assert_allclose(g.dq, 0.7 * dlse[..., None] * k, rtol=1e-13)
+
+
+def test_causal_options_equal_the_checked_ones():
+    """causal_options(D) is what check_options gives for causal=True (for kernel callers: GPT, Llama)."""
+    from npgpt.layers.sdpa import causal_options, check_options
+    q, k = np.zeros((1, 2, 3, 5)), np.zeros((1, 1, 4, 5))
+    assert causal_options(5) == check_options(q, k, causal=True)
+    assert causal_options(5, 0.5) == check_options(q, k, causal=True, scale=0.5)

@@ -129,3 +129,20 @@ def test_bad_k():
     _, _, cache = sdpa_tiled_forward(_q, _k, _v)
     with pytest.raises(ValueError, match="^dlse:"):
         sdpa_tiled_backward(rand(_r, 1, 2, 3, 2), cache, rand(_r, 1, 2, 2))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("Tq, Tk", [(4, 4), (3, 6), (6, 3)])
+def test_every_small_window_and_block(causal, Tq, Tk):
+    """Exhaustively, windows (left, right) in {None, 0, 1, 2}^2 and blocks 1..3 x 1..3: tiled == dense, so no
+    block is wrongly skipped or wrongly taken as fully visible."""
+    rng = np.random.default_rng(11)
+    q, k, v = rand(rng, 1, 1, Tq, 2), rand(rng, 1, 1, Tk, 2), rand(rng, 1, 1, Tk, 2)
+    sides = [None, 0, 1, 2]
+    for window in [(a, b) for a in sides for b in sides]:
+        out, lse, _ = sdpa_forward(q, k, v, causal=causal, window=window)
+        for bq in (1, 2, 3):
+            for bk in (1, 2, 3):
+                out_t, lse_t, _ = sdpa_tiled_forward(q, k, v, causal=causal, window=window, block_q=bq, block_k=bk)
+                np.testing.assert_allclose(out_t, out, rtol=1e-13, atol=1e-14, err_msg=f"{window} {bq} {bk}")
+                np.testing.assert_array_equal(np.isneginf(lse_t), np.isneginf(lse))

@@ -7,7 +7,7 @@ from helpers import (assert_float32_throughout, assert_matches_reference, forwar
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npgpt.layers import self_attention_backward, self_attention_forward
+from npgpt.layers import KVSlot, self_attention_backward, self_attention_forward
 
 batch_sizes = st.integers(1, 2)
 seq_lens = st.integers(1, 4)
@@ -136,3 +136,41 @@ def test_bad_arguments(call, match):
     """Bad arguments raise a ValueError that starts with the argument's name."""
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@given(B=batch_sizes, T=st.integers(2, 6), H=n_heads, D=head_dims, seed=seeds, data=st.data())
+def test_kv_cache_continues_the_full_forward(B, T, H, D, seed, data):
+    """A forward of positions t0.. with the keys and values of 0..t0-1 in a KVSlot gives the full forward's
+    rows t0.., and leaves every position's keys and values in the slot (decoding = the same layer)."""
+    rng = np.random.default_rng(seed)
+    C = H * D
+    x, w_attn, b_attn, w_proj, b_proj = _inputs(rng, B, T, C)
+    full, _ = self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, H)
+    capacity = T + data.draw(st.integers(0, 2), label="spare")
+    k_buf, v_buf = np.zeros((B, H, capacity, D)), np.zeros((B, H, capacity, D))
+    t0 = 0
+    for t1 in sorted(set(data.draw(st.lists(st.integers(1, T - 1), max_size=3), label="cuts")) | {T}):
+        part, _ = self_attention_forward(x[:, t0:t1], w_attn, b_attn, w_proj, b_proj, H, kv=KVSlot(k_buf, v_buf, t0))
+        np.testing.assert_allclose(part, full[:, t0:t1], rtol=1e-12, atol=1e-13)
+        t0 = t1
+    k_ref = (x @ w_attn + b_attn)[..., C:2 * C].reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
+    np.testing.assert_allclose(k_buf[:, :, :T], k_ref, rtol=1e-12, atol=1e-13)
+    assert not k_buf[:, :, T:].any()
+
+
+def test_kv_cache_bad_arguments():
+    rng = np.random.default_rng(0)
+    x, w_attn, b_attn, w_proj, b_proj = _inputs(rng, 2, 3, 4)
+    buf = np.zeros((2, 2, 5, 2))
+    call = lambda kv: self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, 2, kv=kv)  # noqa: E731
+    with pytest.raises(ValueError, match="^kv: expected a KVSlot"):
+        call((buf, buf, 0))
+    with pytest.raises(ValueError, match=r"^kv\.start: 3 cached \+ 3 new positions exceed the capacity 5"):
+        call(KVSlot(buf, buf, 3))
+    with pytest.raises(ValueError, match=r"^kv\.k:"):
+        call(KVSlot(np.zeros((2, 1, 5, 4)), buf, 0))  # heads and head size of another split
+    with pytest.raises(ValueError, match=r"^kv\.v:"):
+        call(KVSlot(buf, buf.astype(np.float32), 0))
+    out, cache = call(KVSlot(buf, buf.copy(), 1))
+    with pytest.raises(ValueError, match="^cache: the forward attended over a KV cache"):
+        self_attention_backward(out, cache)

@@ -147,6 +147,7 @@ def test_bad_init_from_directories(work, tiny_gpt2, tmp_path):
         ([tmp_path / "missing"], "not a directory"),
         ([tiny_gpt2, "--tokenizer", "bpe:300"], "--init-from uses the directory's own tokenizer"),
         ([tiny_gpt2, "--block-size", "64"], "block_size: 64 is larger than"),
+        ([tiny_gpt2, "--arch", "llama"], "--init-from loads a GPT-2 directory; expected arch 'gpt2'"),
     ]
     (work / "keep").mkdir(exist_ok=True)
     (work / "keep" / "ckpt.npz").write_bytes(b"previous run")
@@ -166,3 +167,10 @@ def test_eval_bad_input(work, tiny_gpt2, tmp_path):
     assert "no such file" in one_line_error(npgpt("eval", tiny_gpt2, tmp_path / "missing.txt", cwd=work))
     err = one_line_error(npgpt("eval", tiny_gpt2, cwd=work))
     assert "TEXT_FILE" in err
+
+
+def test_eval_a_llama_checkpoint(work):
+    ok(npgpt("train", "small.txt", *TINY, "--arch", "llama", "--max-iters", "2", "--sample-len", "0",
+             "--out-dir", "llama", cwd=work))
+    lines = ok(npgpt("eval", "llama/ckpt.npz", "small.txt", "--stride", "16", cwd=work)).splitlines()
+    assert lines[1].startswith("mean loss") and float(lines[1].split()[2]) > 0

@@ -205,7 +205,8 @@ def test_divergence_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path
     good = run(tmp_path, "o", max_iters=4)
     path = good.checkpoint_path
     before = path.read_bytes()
-    pattern = r"(training loss|gradient norm) is \S+ at iteration \d+(, above 9\.\d\d .*diverged)?: stopped without saving"
+    pattern = (r"(training loss|gradient norm) is \S+ at iteration \d+(, above 9\.\d\d .*diverged)?: "
+               r"stopped without saving")
     with pytest.raises(TrainingDiverged, match=pattern):
         run(tmp_path, "o", lr=1e6, eval_interval=1000)
     assert path.read_bytes() == before
@@ -274,3 +275,96 @@ def test_live_progress_redraws_one_line(tmp_path, capsys):
     assert "\riter" in out and "tok/s" in out and "ETA" in out  # drawn on stdout with a carriage return
     assert not any(line.startswith("iter") for line in lines)  # not as separate log lines
     assert any(line.startswith("eval at iter 12") for line in lines)
+
+
+# ------------------------------------------------------------------------------------------- issue 10
+
+def test_a_str_argument_is_a_path_never_the_text(tmp_path):
+    """train("small.txt", cfg) reads the file (it used to train on the 9 characters of the name); the text
+    itself goes by keyword; a str that looks like text is refused naming text=."""
+    (tmp_path / "small.txt").write_text(TEXT, encoding="utf-8")
+    lines = []
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        r = train("small.txt", TrainConfig(**{**TINY, "max_iters": 2, "out_dir": "o"}), log=lines.append)
+    finally:
+        os.chdir(cwd)
+    assert r.iterations == 2 and lines[0].startswith(f"data: small.txt: {len(TEXT):,} characters")
+    with pytest.raises(ValueError, match=r"^path: got a str that looks like the training text itself"):
+        train(TEXT, TrainConfig(**{**TINY, "out_dir": str(tmp_path / "p")}), log=quiet)
+    with pytest.raises(ValueError, match="no such file"):
+        train(str(tmp_path / "nope.txt"), TrainConfig(**{**TINY, "out_dir": str(tmp_path / "p")}), log=quiet)
+    with pytest.raises(ValueError, match="^text: give a path or a text, not both"):
+        train("small.txt", text=TEXT, cfg=TrainConfig(**TINY), log=quiet)
+
+
+def test_min_lr_defaults_to_a_tenth_of_lr():
+    assert TrainConfig(lr=1e-5).final_lr == pytest.approx(1e-6)
+    assert TrainConfig(lr=1e-5, min_lr=0.0).final_lr == 0.0
+    assert TrainConfig().final_lr == 1e-4
+
+
+def test_help_lives_in_the_field_metadata():
+    """FIELD_HELP is derived from the fields (one source of truth), and every field has help."""
+    from dataclasses import fields
+
+    from npgpt.train import FIELD_HELP
+    assert FIELD_HELP == {f.name: f.metadata["help"] for f in fields(TrainConfig)}
+    assert all(FIELD_HELP.values())
+
+
+def test_arch_is_checked_and_the_factory_builds_the_model():
+    from npgpt.train import MODEL_BUILDERS, build_model
+    with pytest.raises(ValueError, match=r"^arch: expected one of 'gpt2', 'llama', got 'mamba'$"):
+        TrainConfig(arch="mamba")
+    assert list(MODEL_BUILDERS) == ["gpt2", "llama"]
+    model = build_model(TrainConfig(**TINY), 11)
+    assert isinstance(model, GPT) and model.config.vocab_size == 11 and model.dtype == np.float32
+
+
+def test_best_checkpoint_is_never_overwritten_by_a_worse_one(tmp_path, monkeypatch):
+    """A run whose validation loss gets worse (but stays below the divergence limit) keeps ckpt.npz as the
+    latest and best.npz at the lowest validation loss, untouched by the later, worse evaluations."""
+    from npgpt.optim import AdamW
+    step = AdamW.step
+
+    def drifting(self, grads):  # after step 8 each update also inflates the weights: the loss climbs
+        step(self, grads)
+        if self.t > 8:
+            for p in self.params.values():
+                p *= 1.08
+
+    monkeypatch.setattr(AdamW, "step", drifting)
+    saved = {}
+
+    def log(line):
+        if "saved" in line and "best.npz" in line:
+            saved["bytes"] = (tmp_path / "o" / "best.npz").read_bytes()
+
+    r = run(tmp_path, "o", log=log, max_iters=16, eval_interval=2, lr=1e-2)
+    best, latest = load_checkpoint(tmp_path / "o" / "best.npz"), load_checkpoint(tmp_path / "o" / "ckpt.npz")
+    vals = {it: va for it, _, va in r.evals if it > 0}
+    best_it = min(vals, key=vals.get)
+    assert best.meta["iteration"] == best_it < latest.meta["iteration"] == 16
+    assert vals[16] > vals[best_it]  # the latest is worse than the best
+    assert (tmp_path / "o" / "best.npz").read_bytes() == saved["bytes"]
+    assert r.best_path == tmp_path / "o" / "best.npz"
+
+
+def test_divergence_limit_rule():
+    from npgpt.train import divergence_limit
+    assert divergence_limit(65) == pytest.approx(2 * np.log(65) + 1)
+
+
+def test_a_given_tokenizer_is_used_and_stored(tmp_path):
+    """train(..., tokenizer=tok): any Tokenizer; the checkpoint stores its to_dict() and resume reloads it."""
+    from npgpt.data import CharTokenizer
+    tok = CharTokenizer(TEXT + "~")  # one character more than the text has
+    r = train(text=TEXT, cfg=TrainConfig(**{**TINY, "max_iters": 4, "out_dir": str(tmp_path / "o")}), log=quiet,
+              tokenizer=tok)
+    assert r.tokenizer is tok and r.model.config.vocab_size == tok.vocab_size
+    assert load_checkpoint(r.checkpoint_path).meta["tokenizer"] == tok.to_dict()
+    more = {"max_iters": 6, "lr_decay_iters": 4, "out_dir": str(tmp_path / "o"), "resume": True}
+    r2 = train(text=TEXT, cfg=TrainConfig(**{**TINY, **more}), log=quiet)
+    assert r2.tokenizer == tok

@@ -15,7 +15,7 @@ from .mlp import MLPCache, mlp_backward, mlp_forward
 from .sdpa import SdpaCache, SdpaGrads, sdpa_backward, sdpa_forward
 from .sdpa_qkv import SdpaQkvCache, SdpaQkvGrads, sdpa_qkv_backward, sdpa_qkv_forward
 from .sdpa_tiled import SdpaTiledCache, sdpa_tiled_backward, sdpa_tiled_forward
-from .self_attention import SelfAttentionCache, self_attention_backward, self_attention_forward
+from .self_attention import KVSlot, SelfAttentionCache, self_attention_backward, self_attention_forward
 from .softmax import SoftmaxCache, softmax_backward, softmax_forward
 from .split_heads import SplitHeadsCache, split_heads_backward, split_heads_forward
 from .gated_mlp import GatedMLPCache, gated_mlp_backward, gated_mlp_forward
@@ -36,7 +36,7 @@ __all__ = [
     "dropout_forward", "dropout_backward", "DropoutCache",
     "cross_entropy_forward", "cross_entropy_backward", "CrossEntropyCache",
     "mlp_forward", "mlp_backward", "MLPCache",
-    "self_attention_forward", "self_attention_backward", "SelfAttentionCache",
+    "self_attention_forward", "self_attention_backward", "SelfAttentionCache", "KVSlot",
     "block_forward", "block_backward", "BlockCache", "BLOCK_PARAM_NAMES",
     "rmsnorm_forward", "rmsnorm_backward", "RMSNormCache",
     "rope_forward", "rope_backward", "RopeCache", "rope_inv_freq", "rope_tables",

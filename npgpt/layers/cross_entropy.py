@@ -150,7 +150,7 @@ def _cross_entropy_backward(dloss: Array | float, cache: CrossEntropyCache) -> A
     probs, t, logits_shape = cache.probs, cache.targets, cache.logits_shape
     N, V = probs.shape
     if cache.default:
-        d = float(dloss)  # type: ignore[arg-type]
+        d = float(dloss)
         dlogits = probs.copy()  # (N, V) (1) softmax term
         dlogits[np.arange(N), t] -= 1.0  # (2) minus one-hot of the target
         dlogits *= d / N  # (3) the mean's 1/N and the upstream scalar
@@ -166,7 +166,7 @@ def _cross_entropy_backward(dloss: Array | float, cache: CrossEntropyCache) -> A
         w = np.asarray(dloss, dtype=probs.dtype).reshape(N)  # (N,) per-position upstream gradient
     else:
         n_kept = N if cache.keep is None else int(cache.keep.sum())
-        scale = float(dloss) / max(n_kept, 1) if cache.reduction == "mean" else float(dloss)  # type: ignore[arg-type]
+        scale = float(dloss) / max(n_kept, 1) if cache.reduction == "mean" else float(dloss)
         w = np.full(N, scale, dtype=probs.dtype)  # (N,)
     if cache.keep is not None:
         w = np.where(cache.keep, w, 0.0).astype(probs.dtype, copy=False)  # (N,) ignored rows get 0

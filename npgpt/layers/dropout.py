@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, real_number, upstream
+from .._checks import float_array, generator, probability, upstream
 
 
 class DropoutCache(NamedTuple):
@@ -29,13 +29,19 @@ def dropout_forward(
     rng is a numpy Generator (only drawn from when train and p > 0).  See docs/derivations/dropout.md.
     """
     float_array("x", x, min_ndim=1)
-    p = real_number("p", p)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"p: expected a drop probability in [0, 1), got {p}")
+    p = probability("p", p)
+    if train and p > 0.0:
+        generator("rng", rng)
+    return _dropout_forward(x, p, rng, train)
+
+
+def _dropout_forward(
+    x: npt.NDArray[np.floating], p: float, rng: np.random.Generator | None, train: bool = True
+) -> tuple[npt.NDArray[np.floating], DropoutCache]:
+    """dropout_forward without the argument checks (p a Python float, rng a Generator when it draws)."""
     if not train or p == 0.0:
         return x.copy(), DropoutCache(None, x.shape, x.dtype)  # a copy: outputs never alias inputs
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    assert rng is not None  # checked by dropout_forward (or the composite calling this kernel)
     keep = rng.random(x.shape) >= p  # (...) True with probability 1 - p; float64 draws: same mask in any dtype
     scaled_mask = keep.astype(x.dtype)  # (...) m, 0 or 1
     scaled_mask *= 1.0 / (1.0 - p)  # the 1/(1-p) keeps E[out] = x
@@ -48,6 +54,11 @@ def dropout_backward(dout: npt.NDArray[np.floating], cache: DropoutCache) -> npt
     See docs/derivations/dropout.md (term 1).
     """
     upstream("dout", dout, cache.shape, cache.dtype)
+    return _dropout_backward(dout, cache)
+
+
+def _dropout_backward(dout: npt.NDArray[np.floating], cache: DropoutCache) -> npt.NDArray[np.floating]:
+    """dropout_backward without the argument checks."""
     if cache.scaled_mask is None:
         return dout.copy()
     return dout * cache.scaled_mask  # (1)

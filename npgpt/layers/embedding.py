@@ -32,6 +32,13 @@ def embedding_forward(
     """
     float_array("w", w, ndim=2)
     token_ids("idx", idx, w.shape[0])
+    return _embedding_forward(idx, w)
+
+
+def _embedding_forward(
+    idx: npt.NDArray[np.integer], w: npt.NDArray[np.floating]
+) -> tuple[npt.NDArray[np.floating], EmbeddingCache]:
+    """embedding_forward without the argument checks."""
     out = w[idx]  # (B, T, C) fancy indexing makes a copy
     return out, EmbeddingCache(idx, w.shape[0], out.shape, w.dtype)
 
@@ -42,6 +49,11 @@ def embedding_backward(dout: npt.NDArray[np.floating], cache: EmbeddingCache) ->
     See docs/derivations/embedding.md (term 1: scatter-add).
     """
     upstream("dout", dout, cache.out_shape, cache.dtype)
+    return _embedding_backward(dout, cache)
+
+
+def _embedding_backward(dout: npt.NDArray[np.floating], cache: EmbeddingCache) -> npt.NDArray[np.floating]:
+    """embedding_backward without the argument checks."""
     C = dout.shape[-1]
     ids = cache.idx.reshape(-1)  # (N,)
     N = ids.shape[0]

@@ -53,6 +53,13 @@ def gelu_forward(
     float_array("x", x, min_ndim=1)
     if approximate not in ("tanh", "erf"):
         raise ValueError(f"approximate: expected 'tanh' or 'erf', got {approximate!r}")
+    return _gelu_forward(x, approximate)
+
+
+def _gelu_forward(
+    x: npt.NDArray[np.floating], approximate: Literal["tanh", "erf"] = "tanh"
+) -> tuple[npt.NDArray[np.floating], GeluCache]:
+    """gelu_forward without the argument checks."""
     t = _squash(x, approximate)  # (...) tanh(u) or Phi(x)
     if approximate == "tanh":
         t += 1.0
@@ -69,8 +76,13 @@ def gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArr
 
     See docs/derivations/gelu.md (terms 1-2 for each form).
     """
+    upstream("dout", dout, cache.x.shape, cache.x.dtype)
+    return _gelu_backward(dout, cache)
+
+
+def _gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArray[np.floating]:
+    """gelu_backward without the argument checks."""
     x, approximate = cache
-    upstream("dout", dout, x.shape, x.dtype)
     t = _squash(x, approximate)  # (...) recomputed: caching it would hold one more (..., 4C) array per layer
     if approximate == "tanh":
         # (1) + (2) = 0.5 (1 + t) (1 + x (1 - t) u'(x)), since 1 - t^2 = (1 - t)(1 + t); the 0.5 goes inside

@@ -42,6 +42,13 @@ def layernorm_forward(
     eps = real_number("eps", eps)  # a Python float keeps float32 float32 (a NumPy float64 scalar would promote)
     if not eps > 0:
         raise ValueError(f"eps: expected a positive number, got {eps}")
+    return _layernorm_forward(x, w, b, eps)
+
+
+def _layernorm_forward(
+    x: npt.NDArray[np.floating], w: npt.NDArray[np.floating], b: npt.NDArray[np.floating], eps: float = 1e-5
+) -> tuple[npt.NDArray[np.floating], LayerNormCache]:
+    """layernorm_forward without the argument checks (eps a Python float)."""
     mean = row_mean(x)  # (..., 1)
     xc = x - mean  # (..., C) centred; becomes xhat in place below
     var = row_mean(xc * xc)  # (..., 1) biased variance
@@ -60,8 +67,15 @@ def layernorm_backward(
 
     dw = sum(dout * xhat), db = sum(dout), summed over all leading axes.  See docs/derivations/layernorm.md.
     """
+    upstream("dout", dout, cache.xhat.shape, cache.xhat.dtype)
+    return _layernorm_backward(dout, cache)
+
+
+def _layernorm_backward(
+    dout: npt.NDArray[np.floating], cache: LayerNormCache
+) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """layernorm_backward without the argument checks."""
     xhat, rstd, w = cache
-    upstream("dout", dout, xhat.shape, xhat.dtype)
     db = column_sum(dout)  # (1) (C,)
     dout_xhat = dout * xhat  # (..., C) shared by (2) and (5)
     dw = column_sum(dout_xhat)  # (2) (C,)

@@ -39,6 +39,14 @@ def linear_forward(
     if x.shape[-1] != C_in:
         raise ValueError(f"x: expected last dimension {C_in} (w is {w.shape}), got shape {x.shape}")
     shape_is("b", b, (C_out,))
+    return _linear_forward(x, w, b)
+
+
+def _linear_forward(
+    x: npt.NDArray[np.floating], w: npt.NDArray[np.floating], b: npt.NDArray[np.floating]
+) -> tuple[npt.NDArray[np.floating], LinearCache]:
+    """linear_forward without the argument checks."""
+    C_in, C_out = w.shape
     x2 = x.reshape(-1, C_in)  # (N, C_in) one large 2-D matmul instead of a batched one
     out = x2 @ w  # (N, C_out)
     out += b  # in place: saves a second (N, C_out) temporary
@@ -52,8 +60,15 @@ def linear_backward(
 
     See docs/derivations/linear.md (terms 1-3).
     """
+    upstream("dout", dout, (*cache.x_shape[:-1], cache.w.shape[1]), cache.w.dtype)
+    return _linear_backward(dout, cache)
+
+
+def _linear_backward(
+    dout: npt.NDArray[np.floating], cache: LinearCache
+) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+    """linear_backward without the argument checks."""
     x2, w, x_shape = cache
-    upstream("dout", dout, (*x_shape[:-1], w.shape[1]), w.dtype)
     dout2 = dout.reshape(-1, w.shape[1])  # (N, C_out)
     dx = (dout2 @ w.T).reshape(x_shape)  # (1) (N, C_in) -> (..., C_in)
     dw = x2.T @ dout2  # (2) (C_in, C_out)

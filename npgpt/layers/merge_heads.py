@@ -25,6 +25,11 @@ def merge_heads_forward(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.flo
     See docs/derivations/merge_heads.md.
     """
     float_array("x", x, ndim=4)
+    return _merge_heads_forward(x)
+
+
+def _merge_heads_forward(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.floating], MergeHeadsCache]:
+    """merge_heads_forward without the argument checks."""
     B, H, T, D = x.shape
     out = x.transpose(0, 2, 1, 3).copy().reshape(B, T, H * D)  # (B, T, C)
     return out, MergeHeadsCache(x.shape, x.dtype)
@@ -37,4 +42,10 @@ def merge_heads_backward(dout: npt.NDArray[np.floating], cache: MergeHeadsCache)
     """
     B, H, T, D = cache.x_shape
     upstream("dout", dout, (B, T, H * D), cache.dtype)
+    return _merge_heads_backward(dout, cache)
+
+
+def _merge_heads_backward(dout: npt.NDArray[np.floating], cache: MergeHeadsCache) -> npt.NDArray[np.floating]:
+    """merge_heads_backward without the argument checks."""
+    B, H, T, D = cache.x_shape
     return dout.reshape(B, T, H, D).transpose(0, 2, 1, 3).copy()  # (1) (B, H, T, D)

@@ -12,9 +12,9 @@ from typing import Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, param
-from .gelu import GeluCache, gelu_backward, gelu_forward
-from .linear import LinearCache, linear_backward, linear_forward
+from .._checks import float_array, param, upstream
+from .gelu import GeluCache, _gelu_backward, _gelu_forward
+from .linear import LinearCache, _linear_backward, _linear_forward
 
 Array = npt.NDArray[np.floating]
 
@@ -38,9 +38,17 @@ def mlp_forward(x: Array, w_fc: Array, b_fc: Array, w_proj: Array, b_proj: Array
     for name, a, shape in (("w_fc", w_fc, (C, hidden)), ("b_fc", b_fc, (hidden,)),
                            ("w_proj", w_proj, (hidden, C)), ("b_proj", b_proj, (C,))):
         param(name, a, shape, x.dtype)
-    h, fc_cache = linear_forward(x, w_fc, b_fc)  # (..., 4C)
-    a, gelu_cache = gelu_forward(h, approximate)  # (..., 4C)
-    out, proj_cache = linear_forward(a, w_proj, b_proj)  # (..., C)
+    if approximate not in ("tanh", "erf"):
+        raise ValueError(f"approximate: expected 'tanh' or 'erf', got {approximate!r}")
+    return _mlp_forward(x, w_fc, b_fc, w_proj, b_proj, approximate)
+
+
+def _mlp_forward(x: Array, w_fc: Array, b_fc: Array, w_proj: Array, b_proj: Array,
+                 approximate: Literal["tanh", "erf"] = "tanh") -> tuple[Array, MLPCache]:
+    """mlp_forward without the argument checks."""
+    h, fc_cache = _linear_forward(x, w_fc, b_fc)  # (..., 4C)
+    a, gelu_cache = _gelu_forward(h, approximate)  # (..., 4C)
+    out, proj_cache = _linear_forward(a, w_proj, b_proj)  # (..., C)
     return out, MLPCache(fc_cache, gelu_cache, proj_cache)
 
 
@@ -49,7 +57,14 @@ def mlp_backward(dout: Array, cache: MLPCache) -> tuple[Array, Array, Array, Arr
 
     Returns dx, dw_fc, db_fc, dw_proj, db_proj.  See docs/derivations/mlp.md.
     """
-    da, dw_proj, db_proj = linear_backward(dout, cache.proj)  # (1) (..., 4C)
-    dh = gelu_backward(da, cache.gelu)  # (2) (..., 4C)
-    dx, dw_fc, db_fc = linear_backward(dh, cache.fc)  # (3) (..., C)
+    x_shape, w_proj = cache.fc.x_shape, cache.proj.w
+    upstream("dout", dout, (*x_shape[:-1], w_proj.shape[1]), w_proj.dtype)
+    return _mlp_backward(dout, cache)
+
+
+def _mlp_backward(dout: Array, cache: MLPCache) -> tuple[Array, Array, Array, Array, Array]:
+    """mlp_backward without the argument checks."""
+    da, dw_proj, db_proj = _linear_backward(dout, cache.proj)  # (1) (..., 4C)
+    dh = _gelu_backward(da, cache.gelu)  # (2) (..., 4C)
+    dx, dw_fc, db_fc = _linear_backward(dh, cache.fc)  # (3) (..., C)
     return dx, dw_fc, db_fc, dw_proj, db_proj

@@ -121,7 +121,8 @@ def rope_forward(x: Array, positions: npt.NDArray[np.integer] | None = None, off
         if offset:
             raise ValueError("offset: give either positions or an offset, not both")
         if not isinstance(positions, np.ndarray) or not np.issubdtype(positions.dtype, np.integer):
-            raise ValueError(f"positions: expected an integer numpy array, got {getattr(positions, 'dtype', positions)!r}")
+            what = getattr(positions, "dtype", positions)
+            raise ValueError(f"positions: expected an integer numpy array, got {what!r}")
         if positions.shape not in ((T,), (B, T)):
             raise ValueError(f"positions: expected shape ({T},) or ({B}, {T}), got {positions.shape}")
         if positions.size and positions.min() < 0:

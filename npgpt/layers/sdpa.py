@@ -168,6 +168,12 @@ def check_options(q: Array, k: Array, *, causal: Any = False, scale: Any = None,
                        dropout_mask)
 
 
+def causal_options(D: int, scale: float | None = None) -> SdpaOptions:
+    """The options of plain causal attention (GPT-2's, Llama's) for head size D, for callers of the kernels."""
+    return SdpaOptions(True, 1.0 / math.sqrt(D) if scale is None else float(scale), None, None, None, None, None,
+                       0.0, None, None)
+
+
 # ---------------------------------------------------------------------------------------------- masks
 
 
@@ -177,7 +183,7 @@ def visible(opts: SdpaOptions, Tq: int, Tk: int, i0: int, i1: int, j0: int, j1: 
     Query i sits at position i + Tk - Tq of the key sequence (bottom-right alignment).
     """
     vis: BoolArray | None = None
-    if opts.causal or opts.window is not None:
+    if (opts.causal or opts.window is not None) and not _block_inside(opts, Tq, Tk, i0, i1, j0, j1):
         pos = np.arange(i0 + Tk - Tq, i1 + Tk - Tq)[:, None]  # (bq, 1) query positions among the keys
         j = np.arange(j0, j1)[None, :]  # (1, bk)
         vis = np.ones((i1 - i0, j1 - j0), dtype=bool)  # (bq, bk)
@@ -197,6 +203,17 @@ def visible(opts: SdpaOptions, Tq: int, Tk: int, i0: int, i1: int, j0: int, j1: 
         same = opts.q_segment_ids[:, None, i0:i1, None] == opts.k_segment_ids[:, None, None, j0:j1]  # (B, 1, bq, bk)
         vis = same if vis is None else vis & same
     return vis
+
+
+def _block_inside(opts: SdpaOptions, Tq: int, Tk: int, i0: int, i1: int, j0: int, j1: int) -> bool:
+    """True when causality and the window hide none of keys j0..j1-1 from any query i0..i1-1."""
+    off = Tk - Tq
+    left, right = opts.window if opts.window is not None else (None, None)
+    if opts.causal and j1 - 1 > i0 + off:
+        return False
+    if left is not None and j0 < i1 - 1 + off - left:
+        return False
+    return right is None or j1 - 1 <= i0 + off + right
 
 
 def _splitmix64(x: npt.NDArray[Any]) -> npt.NDArray[Any]:

@@ -2,6 +2,7 @@
 
 Forward  x (B, T, C), w_attn (C, 3C), b_attn (3C,), w_proj (C, C), b_proj (C,) -> out (B, T, C).
 Backward dout (B, T, C) -> dx, dw_attn, db_attn, dw_proj, db_proj.
+KV-cached decoding is the same forward with `kv`: the new positions attend over the cached ones too.
 Derivation: docs/derivations/self_attention.md
 """
 
@@ -12,13 +13,23 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, param
-from .attention import AttentionCache, attention_backward, attention_forward
-from .linear import LinearCache, linear_backward, linear_forward
-from .merge_heads import MergeHeadsCache, merge_heads_backward, merge_heads_forward
-from .split_heads import SplitHeadsCache, split_heads_backward, split_heads_forward
+from .._checks import float_array, head_count, is_int, param, upstream
+from .attention import AttentionCache, _attention_backward, _attention_forward
+from .linear import LinearCache, _linear_backward, _linear_forward
+from .merge_heads import MergeHeadsCache, _merge_heads_backward, _merge_heads_forward
+from .split_heads import SplitHeadsCache, _split_heads_backward, _split_heads_forward
 
 Array = npt.NDArray[np.floating]
+
+
+class KVSlot(NamedTuple):
+    """One layer's key/value cache for decoding: keys and values of positions 0 .. start-1 are in
+    k[:, :, :start] and v[:, :, :start]; a forward with this slot writes its T new positions' keys and values
+    at start .. start+T-1 (the one write a layer makes) and attends over all start + T of them."""
+
+    k: Array  # (B, H, capacity, D)
+    v: Array  # (B, H, capacity, D)
+    start: int  # positions already cached
 
 
 class SelfAttentionCache(NamedTuple):
@@ -30,23 +41,57 @@ class SelfAttentionCache(NamedTuple):
 
 
 def self_attention_forward(x: Array, w_attn: Array, b_attn: Array, w_proj: Array, b_proj: Array,
-                           n_head: int) -> tuple[Array, SelfAttentionCache]:
+                           n_head: int, kv: KVSlot | None = None) -> tuple[Array, SelfAttentionCache]:
     """q, k, v = split(x @ w_attn + b_attn); out = merge(attention(q, k, v)) @ w_proj + b_proj.
 
-    x (B, T, C) -> out (B, T, C); the 3C columns of c_attn are [q | k | v].  See docs/derivations/self_attention.md.
+    x (B, T, C) -> out (B, T, C); the 3C columns of c_attn are [q | k | v].  With kv (decoding; no backward),
+    k and v are the cached positions' followed by the new ones.  See docs/derivations/self_attention.md.
     """
     float_array("x", x, ndim=3)
     C = x.shape[-1]
     for name, a, shape in (("w_attn", w_attn, (C, 3 * C)), ("b_attn", b_attn, (3 * C,)),
                            ("w_proj", w_proj, (C, C)), ("b_proj", b_proj, (C,))):
         param(name, a, shape, x.dtype)
-    qkv, c_attn_cache = linear_forward(x, w_attn, b_attn)  # (B, T, 3C)
-    q, split_cache = split_heads_forward(qkv[..., :C], n_head)  # (B, H, T, D) views into qkv
-    k, _ = split_heads_forward(qkv[..., C:2 * C], n_head)  # (B, H, T, D)
-    v, _ = split_heads_forward(qkv[..., 2 * C:], n_head)  # (B, H, T, D)
-    y, att_cache = attention_forward(q, k, v)  # (B, H, T, D)
-    y, merge_cache = merge_heads_forward(y)  # (B, T, C)
-    out, c_proj_cache = linear_forward(y, w_proj, b_proj)  # (B, T, C)
+    n_head = head_count("n_head", n_head, C)
+    if kv is not None:
+        check_kv("kv", kv, x, n_head)
+    return _self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, kv)
+
+
+def check_kv(name: str, kv: object, x: Array, n_head: int) -> None:
+    """Check a KVSlot against the input x (B, T, C) it will extend: shapes, dtype, room for T positions."""
+    B, T, C = x.shape
+    if not isinstance(kv, KVSlot):
+        raise ValueError(f"{name}: expected a KVSlot, got {type(kv).__name__}")
+    want = (B, n_head, None, C // n_head)
+    for part, a in (("k", kv.k), ("v", kv.v)):
+        float_array(f"{name}.{part}", a, ndim=4)
+        if (a.shape[0], a.shape[1], a.shape[3]) != (B, n_head, C // n_head) or a.dtype != x.dtype:
+            raise ValueError(f"{name}.{part}: expected {x.dtype} of shape {want} (B, H, capacity, D), "
+                             f"got {a.dtype} {a.shape}")
+    if kv.v.shape != kv.k.shape:
+        raise ValueError(f"{name}.v: expected shape {kv.k.shape} (same as k), got {kv.v.shape}")
+    if not is_int(kv.start) or not 0 <= kv.start <= kv.k.shape[2] - T:
+        raise ValueError(f"{name}.start: {kv.start} cached + {T} new positions exceed the capacity "
+                         f"{kv.k.shape[2]}")
+
+
+def _self_attention_forward(x: Array, w_attn: Array, b_attn: Array, w_proj: Array, b_proj: Array,
+                            n_head: int, kv: KVSlot | None = None) -> tuple[Array, SelfAttentionCache]:
+    """self_attention_forward without the argument checks (n_head a Python int dividing C)."""
+    C = x.shape[-1]
+    qkv, c_attn_cache = _linear_forward(x, w_attn, b_attn)  # (B, T, 3C)
+    q, split_cache = _split_heads_forward(qkv[..., :C], n_head)  # (B, H, T, D) views into qkv
+    k, _ = _split_heads_forward(qkv[..., C:2 * C], n_head)  # (B, H, T, D)
+    v, _ = _split_heads_forward(qkv[..., 2 * C:], n_head)  # (B, H, T, D)
+    if kv is not None:  # decoding: the new keys and values join the cached ones
+        t0, t1 = kv.start, kv.start + x.shape[1]
+        kv.k[:, :, t0:t1] = k
+        kv.v[:, :, t0:t1] = v
+        k, v = kv.k[:, :, :t1], kv.v[:, :, :t1]  # (B, H, t1, D) views: every position so far
+    y, att_cache = _attention_forward(q, k, v)  # (B, H, T, D) causal, aligned bottom-right when Tk > T
+    y, merge_cache = _merge_heads_forward(y)  # (B, T, C)
+    out, c_proj_cache = _linear_forward(y, w_proj, b_proj)  # (B, T, C)
     return out, SelfAttentionCache(c_attn_cache, split_cache, att_cache, merge_cache, c_proj_cache)
 
 
@@ -55,9 +100,17 @@ def self_attention_backward(dout: Array, cache: SelfAttentionCache) -> tuple[Arr
 
     Returns dx, dw_attn, db_attn, dw_proj, db_proj.  See docs/derivations/self_attention.md.
     """
-    dy, dw_proj, db_proj = linear_backward(dout, cache.c_proj)  # (1) (B, T, C)
-    dy = merge_heads_backward(dy, cache.merge)  # (2) (B, H, T, D)
-    dq, dk, dv = attention_backward(dy, cache.attention)  # (3) (B, H, T, D) each
-    dqkv = np.concatenate([split_heads_backward(g, cache.split) for g in (dq, dk, dv)], axis=-1)  # (4) (B, T, 3C)
-    dx, dw_attn, db_attn = linear_backward(dqkv, cache.c_attn)  # (5) (B, T, C)
+    upstream("dout", dout, cache.split.x_shape, cache.split.dtype)
+    if cache.attention.k.shape[2] != cache.split.x_shape[1]:
+        raise ValueError("cache: the forward attended over a KV cache (decoding), which has no backward")
+    return _self_attention_backward(dout, cache)
+
+
+def _self_attention_backward(dout: Array, cache: SelfAttentionCache) -> tuple[Array, Array, Array, Array, Array]:
+    """self_attention_backward without the argument checks."""
+    dy, dw_proj, db_proj = _linear_backward(dout, cache.c_proj)  # (1) (B, T, C)
+    dy = _merge_heads_backward(dy, cache.merge)  # (2) (B, H, T, D)
+    dq, dk, dv = _attention_backward(dy, cache.attention)  # (3) (B, H, T, D) each
+    dqkv = np.concatenate([_split_heads_backward(g, cache.split) for g in (dq, dk, dv)], axis=-1)  # (4) (B, T, 3C)
+    dx, dw_attn, db_attn = _linear_backward(dqkv, cache.c_attn)  # (5) (B, T, C)
     return dx, dw_attn, db_attn, dw_proj, db_proj

@@ -27,6 +27,11 @@ def softmax_forward(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.floatin
     float_array("x", x, min_ndim=1)
     if x.shape[-1] == 0:
         raise ValueError(f"x: expected a non-empty last axis, got shape {x.shape}")
+    return _softmax_forward(x)
+
+
+def _softmax_forward(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.floating], SoftmaxCache]:
+    """softmax_forward without the argument checks."""
     out = x - x.max(axis=-1, keepdims=True)  # (..., K) new array, max entry 0
     np.exp(out, out=out)  # in place: no second (..., K) temporary
     out /= row_sum(out)  # (..., 1) row sums via BLAS
@@ -38,8 +43,13 @@ def softmax_backward(dout: npt.NDArray[np.floating], cache: SoftmaxCache) -> npt
 
     See docs/derivations/softmax.md (terms 1-2).
     """
+    upstream("dout", dout, cache.out.shape, cache.out.dtype)
+    return _softmax_backward(dout, cache)
+
+
+def _softmax_backward(dout: npt.NDArray[np.floating], cache: SoftmaxCache) -> npt.NDArray[np.floating]:
+    """softmax_backward without the argument checks."""
     out = cache.out
-    upstream("dout", dout, out.shape, out.dtype)
     inner = np.einsum("...k,...k->...", dout, out)[..., None]  # (..., 1) p . dout, the scalar inside (2); one pass
     dx = dout - inner  # (..., K) (1) - (2) = p * dout - p (p . dout), factor p applied next
     dx *= out

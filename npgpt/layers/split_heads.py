@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, upstream
+from .._checks import float_array, head_count, upstream
 
 
 class SplitHeadsCache(NamedTuple):
@@ -28,11 +28,17 @@ def split_heads_forward(
     Returns a view (no copy); see docs/derivations/split_heads.md.
     """
     float_array("x", x, ndim=3)
+    n_head = head_count("n_head", n_head, x.shape[-1])
+    return _split_heads_forward(x, n_head)
+
+
+def _split_heads_forward(
+    x: npt.NDArray[np.floating], n_head: int
+) -> tuple[npt.NDArray[np.floating], SplitHeadsCache]:
+    """split_heads_forward without the argument checks (n_head a Python int)."""
     B, T, C = x.shape
-    if isinstance(n_head, bool) or not isinstance(n_head, (int, np.integer)) or n_head < 1 or C % n_head:
-        raise ValueError(f"n_head: expected a positive divisor of C={C}, got {n_head!r}")
     out = x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)  # (B, H, T, D)
-    return out, SplitHeadsCache(x.shape, int(n_head), x.dtype)
+    return out, SplitHeadsCache(x.shape, n_head, x.dtype)
 
 
 def split_heads_backward(dout: npt.NDArray[np.floating], cache: SplitHeadsCache) -> npt.NDArray[np.floating]:
@@ -43,4 +49,10 @@ def split_heads_backward(dout: npt.NDArray[np.floating], cache: SplitHeadsCache)
     B, T, C = cache.x_shape
     H = cache.n_head
     upstream("dout", dout, (B, H, T, C // H), cache.dtype)
+    return _split_heads_backward(dout, cache)
+
+
+def _split_heads_backward(dout: npt.NDArray[np.floating], cache: SplitHeadsCache) -> npt.NDArray[np.floating]:
+    """split_heads_backward without the argument checks."""
+    B, T, C = cache.x_shape
     return dout.transpose(0, 2, 1, 3).copy().reshape(B, T, C)  # (1) (B, T, C)

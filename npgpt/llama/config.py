@@ -43,7 +43,8 @@ class LlamaConfig:
         elif isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) or self.head_dim < 1:
             raise ValueError(f"head_dim: expected a positive integer or None, got {self.head_dim!r}")
         if self.head_size % 2:
-            raise ValueError(f"head_dim: RoPE rotates channel pairs, so the head dim must be even, got {self.head_size}")
+            raise ValueError(f"head_dim: RoPE rotates channel pairs, so the head dim must be even, "
+                             f"got {self.head_size}")
         eps = self.rms_norm_eps
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
             raise ValueError(f"rms_norm_eps: expected a positive number, got {eps!r}")

@@ -223,6 +223,7 @@ class Llama:
         self.flat_grads, self.grads = pack(shapes, dtype, order)
         if init:
             init_params(config, np.random.default_rng(seed), self.params)
+        self.rng = np.random.default_rng(seed)  # draws nothing (no dropout); the training loop checkpoints it
         self.training = True
         self._cache: LlamaCache | None = None
 

@@ -76,7 +76,8 @@ def _make_rope(variant: dict[str, Any]) -> Callable[[np.random.Generator, Any], 
     def make(rng: np.random.Generator, s: Any) -> tuple[Arrays, dict[str, Any]]:
         D = 2 * s.D  # even, and room for a pass-through part
         a: Arrays = {"in.x": _normal(rng, s.B, s.H, s.T, D), "dout": _normal(rng, s.B, s.H, s.T, D)}
-        args: dict[str, Any] = {"theta": variant.get("theta", 10000.0), "interleaved": variant.get("interleaved", False),
+        args: dict[str, Any] = {"theta": variant.get("theta", 10000.0),
+                                "interleaved": variant.get("interleaved", False),
                                 "rotary_dim": D - 2 if variant.get("partial") else D, "offset": 0,
                                 "scaling": variant.get("scaling")}
         if variant.get("positions"):

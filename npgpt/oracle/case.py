@@ -1,0 +1,78 @@
+"""What an oracle case is: the record every case module exports, and the sizes cases are built from.
+
+A case has a `make(rng, sizes) -> (arrays, args)`: random float64 inputs (keys `in.<name>`, or `param.<name>`
+and `idx`/`targets` for a whole model), the upstream gradient(s) (`dout`, and `dlse` for a second output),
+and the JSON-able non-array arguments; and a `run(arrays, args) -> arrays`: npgpt's forward and backward on
+the stored arrays, in whatever dtype they are stored, returning the outputs and `grad.<name>` keys.
+dump_cases calls both; check_path calls only `run`, on the arrays read back from a file.
+The registry of case modules: registry.py.  The protocol in prose: docs/oracle.md ("Adding cases").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._checks import positive_int
+
+__all__ = ["Case", "Sizes", "sizes", "DEFAULT_SHAPES", "Arrays", "OracleError"]
+
+Arrays = dict[str, np.ndarray]
+
+class OracleError(ValueError):
+    """A file or argument the oracle cannot use (unreadable, not a case file, inputs npgpt rejects).
+    A case's run raises it for stored inputs it cannot use; the checker prefixes the file's path."""
+
+
+# the dump's default sizes: small, so a whole dump and its check take well under a second
+DEFAULT_SHAPES: dict[str, int] = {"batch": 2, "seq": 5, "channels": 8, "heads": 2, "vocab": 11, "layers": 2}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes every case is built from (dump_cases' shape options): B, T, C, H, V, L and D = C // H."""
+
+    B: int
+    T: int
+    C: int
+    H: int
+    V: int
+    L: int
+
+    @property
+    def D(self) -> int:
+        return self.C // self.H
+
+    def as_dict(self) -> dict[str, int]:
+        return {"B": self.B, "T": self.T, "C": self.C, "H": self.H, "D": self.D, "V": self.V, "L": self.L}
+
+
+def sizes(options: Mapping[str, Any]) -> Sizes:
+    """Sizes from shape options (batch, seq, channels, heads, vocab, layers; the rest from DEFAULT_SHAPES)."""
+    unknown = set(options) - set(DEFAULT_SHAPES)
+    if unknown:
+        raise ValueError(f"shape_options: unknown option(s) {sorted(unknown)}; expected {list(DEFAULT_SHAPES)}")
+    s = {**DEFAULT_SHAPES, **options}
+    for name, value in s.items():
+        positive_int(name, value)
+    if s["channels"] % s["heads"]:
+        raise ValueError(f"channels: expected a multiple of heads={s['heads']}, got {s['channels']}")
+    return Sizes(int(s["batch"]), int(s["seq"]), int(s["channels"]), int(s["heads"]), int(s["vocab"]),
+                  int(s["layers"]))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One oracle case.  Any record with these fields will do (case modules may define their own)."""
+
+    name: str
+    forward: str  # qualified name of npgpt's forward
+    backward: str
+    inputs: tuple[str, ...]  # array arguments of the forward, in order: keys in.<name>
+    grads: tuple[str, ...]  # differentiable inputs in the order the backward returns them: keys grad.<name>
+    make: Callable[[np.random.Generator, Sizes], tuple[Arrays, dict[str, Any]]]
+    run: Callable[[Arrays, dict[str, Any]], Arrays]
+    outputs: tuple[str, ...] = ("out",)  # keys computed by the forward besides the gradients
