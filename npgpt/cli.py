@@ -1,7 +1,8 @@
-"""The `npgpt` command (also `python -m npgpt`): train, sample, oracle.
+"""The `npgpt` command (also `python -m npgpt`): train, sample, eval, oracle.
 
     npgpt train [TEXT_FILE] [--n-layer 4 ... one flag per TrainConfig field]   # see npgpt train --help
     npgpt sample [--ckpt out/ckpt.npz] [--prompt "ROMEO:"] [--num-samples 3] ...
+    npgpt eval CHECKPOINT_OR_DIR TEXT_FILE [--stride N]                          # perplexity, bits per byte
     npgpt oracle dump|check ...                                                  # npgpt.oracle's own CLI
 
 Every bad input ends in one line "error: ..." on stderr and exit status 2 (1 only for a diverged run),
@@ -60,7 +61,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         elif f.name == "arch":
             p.add_argument(flag, choices=list(MODEL_BUILDERS), default=argparse.SUPPRESS, help=help_text)
         else:
-            metavar = "PATH" if f.name.endswith("dir") else kind.__name__.upper()
+            metavar = {"init_from": "DIR", "tokenizer": "SPEC"}.get(
+                f.name, "PATH" if f.name.endswith("dir") else kind.__name__.upper())
             p.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=metavar, help=help_text)
     p.epilog = ("With --resume, flags not given take their values from the checkpoint; flags given must agree "
                 "with it (except --out-dir, --sample-len, --log-interval, and --max-iters, which extends a run). "
@@ -146,6 +148,20 @@ def _check_sample_args(a: argparse.Namespace) -> None:
         raise ValueError(f"--seed: expected an integer >= 0, got {a.seed}")
 
 
+# ------------------------------------------------------------------------------------------------- eval
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    from .evaluate import add_eval_arguments
+
+    add_eval_arguments(p)
+
+
+def _run_eval(a: argparse.Namespace) -> int:
+    from .evaluate import run_eval
+
+    return run_eval(a)
+
+
 # ----------------------------------------------------------------------------------------------- oracle
 
 def _run_oracle(argv: list[str]) -> int:
@@ -171,6 +187,8 @@ def _run_oracle(argv: list[str]) -> int:
 COMMANDS: dict[str, Command] = {
     "train": Command("train a GPT on a text file (default: the bundled Tiny Shakespeare)", _add_train, _run_train),
     "sample": Command("generate text from a training checkpoint", _add_sample, _run_sample),
+    "eval": Command("mean loss, perplexity and bits per byte of a text, by strided sliding windows",
+                    _add_eval, _run_eval),
     "oracle": Command("write golden files of every layer, or check files against npgpt (see npgpt oracle "
                       "--help)", None, _run_oracle),
 }
@@ -205,6 +223,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "npgpt") -> int:
         if unknown:  # reported by the subcommand, so the hint points at its --help
             _subparser(parser, command).error(f"unrecognized arguments: {' '.join(unknown)}")
         return COMMANDS[command].run(ns)
+    except BrokenPipeError:  # `npgpt sample | head`: the reader left; stop quietly, as a shell tool does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not raise again
+        return 141
     except KeyboardInterrupt:  # a second Ctrl-C during a step, or Ctrl-C outside the training loop
         print("error: interrupted: stopped at once; the last checkpoint written is kept", file=sys.stderr)
         return 130

@@ -25,7 +25,7 @@ from .data import BatchSampler, split
 from .model import GPT
 from .optim import AdamW, clip_grad_norm
 from .pretrained import from_pretrained, save_pretrained
-from .tokenizers import BPETokenizer, has_tokenizer_files, load_tokenizer, save_tokenizer
+from .tokenizers import BPETokenizer, encode_text, has_tokenizer_files, load_tokenizer, save_tokenizer
 from .tokenizers.files import MERGES_NAME, TOKENIZER_JSON, VOCAB_NAME
 
 
@@ -89,7 +89,7 @@ def finetune(init_dir: str | os.PathLike[str], text: str, out_dir: str | os.Path
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: expected a positive integer, got {v!r}")
     t0 = time.perf_counter()
-    ids = tok.encode_ordinary(text)  # (N,) the text is text: "<|endoftext|>" in it is not a special token
+    ids = encode_text(tok, text)  # (N,) "<|endoftext|>" in the text is GPT-2's document separator
     train_ids, val_ids = split(ids, 0.1)
     for name, part in (("training split (the first 90%)", train_ids), ("validation split (the last 10%)", val_ids)):
         if len(part) < T + 1:

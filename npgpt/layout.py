@@ -107,5 +107,9 @@ class FlatTensors(dict[str, np.ndarray]):
 
     __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _frozen
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """copy, deepcopy and pickle give a plain dict: a copy is no longer in the buffer."""
+        return dict, (dict(self),)
+
     def __repr__(self) -> str:
         return f"FlatTensors({len(self)} tensors, {self.layout.size} {self.buffer.dtype} elements)"

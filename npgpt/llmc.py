@@ -4,20 +4,22 @@
     model = read_model("gpt2.bin")                    # a GPT with the same parameters, bit for bit
     write_debug_state("state.bin", model, x, y)       # inputs, targets, logits, loss and every gradient
     st = read_debug_state("state.bin", model.config)
+    write_tokenizer("tok.bin", tok)                    # llm.c's decoder table (gpt2_tokenizer.bin)
 
 Model file: 256 int32 header [20240326, 3, maxT, V, L, NH, C, Vp, 0...], then float32 parameters in llm.c's
 order wte (Vp, C; rows V..Vp-1 zero), wpe (maxT, C), ln1w, ln1b (L, C), qkvw (L, 3C, C), qkvb (L, 3C),
 attprojw (L, C, C), attprojb, ln2w, ln2b (L, C), fcw (L, 4C, C), fcb (L, 4C), fcprojw (L, C, 4C), fcprojb (L, C),
 lnfw, lnfb (C).  Weights are (out, in): npgpt's (in, out) matrices transposed.  Debug state: 256 int32
 [20240327, 2, B, T, 0...], x and y (B*T int32), logits (B*T*V float32, unpadded), loss (1 float32), then the
-gradients in the model file's layout.  Every problem is a one-line ValueError.  Guide: docs/llmc.md
+gradients in the model file's layout.  write_tokenizer/read_tokenizer: llm.c's
+decoder table.  Every problem is a one-line ValueError.  Guide: docs/llmc.md
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +30,7 @@ from .model import GPT, gpt_backward, gpt_forward, param_shapes
 
 MODEL_MAGIC, MODEL_VERSION = 20240326, 3
 STATE_MAGIC, STATE_VERSION = 20240327, 2
+TOKENIZER_MAGIC, TOKENIZER_VERSION = 20240328, 2
 HEADER_INTS = 256
 HEADER_BYTES = 4 * HEADER_INTS
 # llm.c's 16 tensors: (its name, npgpt's per-layer name or global name, transposed?)
@@ -229,3 +232,44 @@ def read_debug_state(path: str | os.PathLike[str], config: GPTConfig, padded_voc
     grads, _ = unpack(floats[B * T * V + 1:], config, Vp)
     return DebugState(ints[:B * T].reshape(B, T).copy(), ints[B * T:].reshape(B, T).copy(), logits, loss,
                       {k: np.asarray(v, dtype=np.float32) for k, v in grads.items()})
+
+
+def write_tokenizer(path: str | os.PathLike[str], tok: Any) -> None:
+    """llm.c's tokenizer file (what its sampler decodes with): 256 uint32 [20240328, 2, V, eot, 0...], then
+    per id one uint8 length and the token's bytes.  tok: a BPETokenizer (anything with vocab_size,
+    token_bytes(i) and eot_token)."""
+    V = int(tok.vocab_size)
+    eot = tok.eot_token if tok.eot_token is not None else 0
+    table = [tok.token_bytes(i) for i in range(V)]
+    for i, b in enumerate(table):
+        if not 1 <= len(b) <= 255:
+            raise ValueError(f"tok: token {i} has {len(b)} bytes; llm.c's file stores 1 to 255")
+    h = np.zeros(HEADER_INTS, dtype="<u4")
+    h[:4] = [TOKENIZER_MAGIC, TOKENIZER_VERSION, V, eot]
+    body = b"".join(bytes([len(b)]) + b for b in table)
+
+    def write(f: BinaryIO) -> None:
+        f.write(h.tobytes())
+        f.write(body)
+
+    atomic_write(path, write)
+
+
+def read_tokenizer(path: str | os.PathLike[str]) -> tuple[list[bytes], int]:
+    """(token bytes by id, eot id) from llm.c's tokenizer file (versions 1 and 2)."""
+    p = os.fspath(path)
+    data, h = _read_header(p, TOKENIZER_MAGIC, "tokenizer")
+    version, V = int(h[1]), int(h[2])
+    if version not in (1, 2):
+        raise ValueError(f"{p}: llm.c tokenizer version {version} is not supported; only 1 and 2")
+    eot = 50256 if version == 1 else int(h[3])
+    table, pos = [], HEADER_BYTES
+    for i in range(V):
+        n = data[pos] if pos < len(data) else 0
+        if n == 0 or pos + 1 + n > len(data):
+            raise ValueError(f"{p}: token {i} of {V} is cut off or empty (truncated file?)")
+        table.append(data[pos + 1:pos + 1 + n])
+        pos += 1 + n
+    if pos != len(data):
+        raise ValueError(f"{p}: {len(data) - pos} bytes after the last of {V} tokens")
+    return table, eot

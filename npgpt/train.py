@@ -31,7 +31,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -43,7 +43,6 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import GPTConfig
 from .data import (
     BatchSampler,
-    CharTokenizer,
     Tokenizer,
     _jsonable,
     bundled_corpus_path,
@@ -51,6 +50,7 @@ from .data import (
     split,
     tokenizer_from_dict,
 )
+from .finetune import load_gpt2_dir, save_gpt2_dir
 from .flat import pack
 from .footprint import available_bytes, training_bytes
 from .llama import Llama, LlamaConfig
@@ -58,6 +58,7 @@ from .memory import reuse_freed_memory
 from .model import GPT, buffer_order, param_shapes
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .outdir import OutDir, describe_os_error, format_bytes
+from .tokenizers import BPETokenizer, encode_text, tokenizer_from_spec
 
 Array = npt.NDArray[np.floating]
 T = TypeVar("T")
@@ -66,6 +67,7 @@ VAL_FRACTION = 0.1  # the last 10% of the text is the validation split
 CHECKPOINT_NAME = "ckpt.npz"  # the latest state, what resume continues from
 BEST_NAME = "best.npz"  # the state with the lowest validation loss; never overwritten by a worse one
 PLOT_NAME = "loss"  # out_dir/loss.png, or loss.svg without matplotlib
+HF_DIR_NAME = "hf"  # out_dir/hf: with a BPE tokenizer, the final model as a Hugging Face GPT-2 directory
 
 
 def _f(default: T, help: str) -> T:
@@ -109,6 +111,13 @@ class TrainConfig:
     out_dir: str = _f("out", "directory for ckpt.npz, best.npz and the loss plot")
     resume: bool = _f(False, "continue from OUT_DIR/ckpt.npz")
     sample_len: int = _f(500, "tokens generated at the end (0: none)")
+    # tokenizer and fine-tuning (npgpt/tokenizers/, npgpt/finetune.py; docs/tokenizers.md)
+    tokenizer: str = _f("char", "char (the text's characters), bpe:VOCAB (a byte-level BPE trained on the training "
+                                "split, e.g. bpe:512), or a path to tokenizer files (a directory, tokenizer.json, "
+                                "vocab.json or .tiktoken)")
+    init_from: str | None = _f(None, "fine-tune a Hugging Face GPT-2 directory (config.json, model.safetensors, "
+                                     "tokenizer files): its shapes and tokenizer replace n_layer/n_head/n_embd and "
+                                     "--tokenizer; OUT_DIR/hf gets a directory transformers loads")
 
     def __post_init__(self) -> None:
         if self.arch not in MODEL_BUILDERS:
@@ -139,6 +148,14 @@ class TrainConfig:
             _check_float(name, getattr(self, name), low=0.0, high=1.0)
         if not isinstance(self.out_dir, str) or not self.out_dir:
             raise ValueError(f"out_dir: expected a non-empty path, got {self.out_dir!r}")
+        if not isinstance(self.tokenizer, str) or not self.tokenizer:
+            raise ValueError(f"tokenizer: expected char, bpe:VOCAB or a path, got {self.tokenizer!r}")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"init_from: expected a directory path, got {self.init_from!r}")
+        if self.init_from is not None and self.arch != "gpt2":
+            raise ValueError(f"arch: --init-from loads a GPT-2 directory; expected arch 'gpt2', got {self.arch!r}")
+        if self.init_from is not None and self.tokenizer != "char":
+            raise ValueError("tokenizer: --init-from uses the directory's own tokenizer; leave --tokenizer out")
         if not isinstance(self.resume, bool):
             raise ValueError(f"resume: expected True or False, got {self.resume!r}")
 
@@ -334,11 +351,16 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
     ckpt_path, best_path = out_dir / CHECKPOINT_NAME, out_dir / BEST_NAME
     data_info = {"source": source, "n_chars": len(content), "sha256": _sha256(content)}
     ck = _load_for_resume(ckpt_path, cfg, data_info) if cfg.resume else None
+    init = load_gpt2_dir(cfg.init_from) if cfg.init_from is not None else None  # (model, tokenizer)
     if ck is not None:
         tok = tokenizer_from_dict(ck.meta["tokenizer"])
-    else:
-        tok = tokenizer if tokenizer is not None else CharTokenizer(content)
-    ids = tok.encode(content)  # (N,) compact ids
+    elif tokenizer is not None:  # train(..., tokenizer=): the caller's own
+        tok = tokenizer
+    elif init is not None:
+        tok = init[1]
+    else:  # bpe:VOCAB learns from (about) the training split only: the first 90% of the characters
+        tok = tokenizer_from_spec(cfg.tokenizer, content[:int(len(content) * (1.0 - VAL_FRACTION))], content)
+    ids = encode_text(tok, content)  # (N,) compact ids
     del content
     train_ids, val_ids = split(ids, VAL_FRACTION)
     for name, part in (("training split (the first 90%)", train_ids), ("validation split (the last 10%)", val_ids)):
@@ -346,9 +368,17 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
             raise ValueError(f"text too short: the {name} has {len(part)} tokens, but block_size="
                              f"{cfg.block_size} needs at least {cfg.block_size + 1}; use a longer text or a "
                              f"smaller block_size")
-    gcfg = cfg.model_config(tok.vocab_size)
+    if init is not None:  # the directory fixes the shapes; the run's block_size is what batches use
+        icfg = init[0].config
+        if cfg.block_size > icfg.block_size:
+            raise ValueError(f"block_size: {cfg.block_size} is larger than {cfg.init_from}'s n_positions="
+                             f"{icfg.block_size}")
+        gcfg = replace(icfg, dropout=cfg.dropout)
+        mem_cfg = replace(cfg, n_layer=icfg.n_layer, n_head=icfg.n_head, n_embd=icfg.n_embd)
+    else:
+        gcfg, mem_cfg = cfg.model_config(tok.vocab_size), cfg
     n_params = _count_params(gcfg)
-    _check_memory(cfg, tok.vocab_size, n_params)
+    _check_memory(mem_cfg, gcfg.vocab_size, n_params)
     out = OutDir(out_dir).open(min_free_bytes=2 * (12 * n_params + (1 << 20)))  # ckpt.npz and best.npz
     try:
         seeds = np.random.SeedSequence(cfg.seed).spawn(3)
@@ -358,7 +388,11 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
             "eval_val": BatchSampler(val_ids, cfg.block_size, cfg.batch_size, seeds[2], "eval_val"),
         }
         reuse_freed_memory()  # keep freed temporaries for reuse: ~12,000 fewer page faults per step (memory.py)
-        model = build_model(cfg, tok.vocab_size)
+        if init is not None:
+            model = init[0].train()
+            model.config = gcfg  # the run's dropout
+        else:
+            model = build_model(cfg, tok.vocab_size)
         opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
         st = _RunState()
         prog = _Progress(log, live, cfg, 0)
@@ -382,7 +416,8 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
         prog.message(f"note: removed {len(out.removed)} temporary file(s) left by an interrupted save in {out_dir}")
     prog.message(f"data: {source}: {data_info['n_chars']:,} characters, vocabulary {tok.vocab_size}; "
                  f"train {len(train_ids):,} / val {len(val_ids):,} tokens")
-    prog.message(f"model: {cfg.arch} n_layer={cfg.n_layer} n_head={cfg.n_head} n_embd={cfg.n_embd} "
+    mc = mem_cfg  # with --init-from, the directory's shapes
+    prog.message(f"model: {cfg.arch} n_layer={mc.n_layer} n_head={mc.n_head} n_embd={mc.n_embd} "
                  f"block_size={cfg.block_size} ({model.num_params():,} parameters); {cfg.max_iters} steps of "
                  f"{cfg.grad_accum * cfg.batch_size * cfg.block_size:,} tokens")
     if ck is not None:
@@ -487,6 +522,11 @@ def _report(run: _Run) -> TrainResult:
         what = "terminated (SIGTERM)" if run.stop_signal == signal.SIGTERM else "interrupted"
         prog.message(f"{what} at iteration {st.it}/{cfg.max_iters}: {where}")
     else:
+        if isinstance(run.tok, BPETokenizer) and type(run.model) is GPT \
+                and run.tok.vocab_size <= run.model.config.vocab_size:
+            hf_dir = Path(cfg.out_dir) / HF_DIR_NAME  # the final parameters, as a GPT-2 directory
+            save_gpt2_dir(run.model, run.tok, hf_dir)
+            prog.message(f"transformers directory: {hf_dir} (GPT2LMHeadModel / AutoTokenizer.from_pretrained)")
         if cfg.sample_len > 0:
             sample = _sample(run.model, run.tok, cfg)
         wall = time.perf_counter() - run.t_session
@@ -571,7 +611,8 @@ def _stored_train_config(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(stored, dict) or not isinstance(meta.get("data"), dict) or "tokenizer" not in meta:
         raise ValueError(f"{path}: not a training checkpoint (no train config, data or tokenizer record); "
                          f"cannot resume from it")
-    return {"arch": "gpt2", "n_kv_head": None, "intermediate_size": None, **stored}
+    return {"arch": "gpt2", "n_kv_head": None, "intermediate_size": None, "tokenizer": "char", "init_from": None,
+            **stored}
 
 
 def _numbers(d: Mapping[str, Any]) -> dict[str, Any]:

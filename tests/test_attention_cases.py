@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 from helpers import gradcheck
 
-from npgpt.oracle import _case_rng, _sizes
 from npgpt.oracle.attention_cases import CASES, VARIANTS, _run_sdpa
+from npgpt.oracle.case import sizes
+from npgpt.oracle.dump import case_rng
+from npgpt.oracle.registry import CASE_NAMES
 
-SIZES = _sizes({})
+SIZES = sizes({})
 BY_NAME = {c.name: c for c in CASES}
 
 
 def _stored(case, dtype):
-    raw, args = case.make(_case_rng(0, case.name), SIZES)
+    raw, args = case.make(case_rng(0, case.name), SIZES)
     return {k: (v.astype(dtype) if v.dtype.kind == "f" else v.astype(np.int64)) for k, v in raw.items()}, args
 
 
@@ -39,10 +41,15 @@ def test_case_is_well_formed(case):
                 assert val.shape == a[f"in.{key[5:]}"].shape, key
 
 
+def test_registered():
+    """Every attention case is in the oracle's registry (so `python -m npgpt.oracle dump` writes it)."""
+    assert {c.name for c in CASES} <= set(CASE_NAMES)
+
+
 def test_every_option_has_a_case():
     """Each sdpa option appears in at least one variant; the fully-masked-row cases do produce -inf rows."""
     used = {key for v in VARIANTS.values() for key in v}
-    assert {"causal", "G", "mqa", "extra", "dv", "padding", "segments", "window", "sinks", "softcap", "bias",
+    assert {"causal", "G", "tk", "tq", "dv", "padding", "segments", "window", "sinks", "softcap", "bias",
             "scale", "dropout", "tiled"} <= used
     for name in ("sdpa_rows_before_first_key", "sdpa_key_padding"):
         a, args = _stored(BY_NAME[name], "float64")

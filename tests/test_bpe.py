@@ -49,6 +49,7 @@ def test_special_tokens_need_to_be_allowed():
     g = golden()["special"]
     assert tok.encode(g["text"], allowed_special={EOT}).tolist() == g["ids"]
     assert tok.encode(g["text"], allowed_special="all").tolist() == g["ids"]
+    assert tok.encode(g["text"], allowed_special=EOT).tolist() == g["ids"]  # a bare string is that one token
     with pytest.raises(ValueError, match=r"special token '<\|endoftext\|>' at position 1") as e:
         tok.encode(g["text"]).tolist()
     assert "\n" not in str(e.value)

@@ -459,3 +459,16 @@ def test_prompt_of_only_unknown_characters(work):
     assert npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", cwd=work).returncode == 0
     err = one_line_error(npgpt("sample", "--prompt", "~€", cwd=work))
     assert err == "error: prompt: characters not in the checkpoint's vocabulary: '~' (position 0), '€' (position 1)"
+
+
+@POSIX
+def test_output_into_a_closed_pipe_stops_quietly(work):
+    """`npgpt sample | head -1`: no 'error: Broken pipe', no traceback, exit 141 (128 + SIGPIPE)."""
+    assert npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", cwd=work).returncode == 0
+    p = subprocess.Popen([sys.executable, "-m", "npgpt", "sample", "--num-samples", "20", "--max-new-tokens", "2000"],
+                         cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert p.returncode == 141 and err == "", err

@@ -165,10 +165,10 @@ def test_ids_dtype_is_the_smallest_that_fits():
 
 
 def test_encode_in_chunks_gives_the_same_ids_and_error_positions(monkeypatch):
-    from npgpt import data
+    from npgpt.tokenizers import char  # CharTokenizer's home (npgpt.data re-exports it)
     text = (BASE * 20)[:1000]
     whole = TOK.encode(text)
-    monkeypatch.setattr(data, "ENCODE_CHUNK", 64)
+    monkeypatch.setattr(char, "ENCODE_CHUNK", 64)
     assert np.array_equal(TOK.encode(text), whole)
     with pytest.raises(ValueError, match=r"character '~' at position 700 "):
         TOK.encode(text[:700] + "~" + text[701:])
@@ -199,5 +199,6 @@ def test_tokenizer_protocol_and_loader():
     assert back == TOK and isinstance(back, CharTokenizer)
     import json
     assert tokenizer_from_dict(json.loads(json.dumps(TOK.to_dict()))) == TOK
-    with pytest.raises(ValueError, match=r"^tokenizer: unknown type 'bpe'; expected one of \['char'\]"):
-        tokenizer_from_dict({"type": "bpe"})
+    # "bpe" is registered by npgpt/tokenizers/bpe.py; an unregistered family is refused in one line
+    with pytest.raises(ValueError, match=r"^tokenizer: unknown type 'wordpiece'; expected one of \['bpe', 'char'\]"):
+        tokenizer_from_dict({"type": "wordpiece"})

@@ -148,3 +148,31 @@ def test_bad_ids():
         evaluate_ids(m, [[1, 2]])
     with pytest.raises(ValueError, match="model: expected a GPT"):
         evaluate_ids("gpt2", [1, 2])  # type: ignore[arg-type]
+
+
+def test_eval_command_on_a_gpt2_directory(tmp_path):
+    import argparse
+    import io
+
+    from tokenizer_fixtures import gpt2_tok
+
+    from npgpt.evaluate import add_eval_arguments, run_eval
+    from npgpt.finetune import save_gpt2_dir
+
+    cfg = GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=8)
+    save_gpt2_dir(GPT(cfg, seed=0), gpt2_tok(), tmp_path / "gpt2")
+    (tmp_path / "t.txt").write_text("Hello world. " * 30, encoding="utf-8")
+    p = argparse.ArgumentParser()
+    add_eval_arguments(p)
+    out, err = io.StringIO(), io.StringIO()
+    assert run_eval(p.parse_args([str(tmp_path / "gpt2"), str(tmp_path / "t.txt"), "--stride", "8"]), out, err) == 0
+    lines = out.getvalue().splitlines()
+    assert "stride 8" in lines[0] and "91 tokens scored (390 bytes)" in lines[0]  # <|endoftext|> first: all scored
+    assert lines[1].startswith("mean loss") and lines[2].startswith("perplexity") and lines[3].startswith("bits")
+    assert err.getvalue().splitlines()[-1].startswith("eval: 91/91 tokens (100%)")
+    loss = float(lines[1].split()[2])
+    assert abs(loss - math.log(50257)) < 0.05  # an untrained GPT-2 is nearly uniform
+    with pytest.raises(ValueError, match=r"--stride: expected an integer in \[1, block_size=32\], got 33"):
+        run_eval(p.parse_args([str(tmp_path / "gpt2"), str(tmp_path / "t.txt"), "--stride", "33"]), out, err)
+    with pytest.raises(ValueError, match="no such file or directory"):
+        run_eval(p.parse_args([str(tmp_path / "nope"), str(tmp_path / "t.txt")]), out, err)

@@ -20,8 +20,10 @@ from npgpt.llmc import (
     read_debug_state,
     read_model,
     read_model_config,
+    read_tokenizer,
     write_debug_state,
     write_model,
+    write_tokenizer,
 )
 from npgpt.model import gpt_forward
 
@@ -163,6 +165,16 @@ float npgpt_forward_backward(const char* path, int* x, int* y, int B, int T, flo
     gpt2_free(&model);
     return loss;
 }
+int npgpt_decode(const char* path, int id, char* out, int* eot) {
+    Tokenizer t;
+    tokenizer_init(&t, path);
+    if (!t.init_ok) return -1;
+    strcpy(out, tokenizer_decode(&t, id));
+    *eot = t.eot_token;
+    int v = t.vocab_size;
+    tokenizer_free(&t);
+    return v;
+}
 """
 
 
@@ -209,3 +221,31 @@ def test_llmc_computes_npgpts_loss_logits_and_gradients(tmp_path, llmc_lib):
     assert not pad.any()  # llm.c never touches the padding rows' gradient
     for k, g in st.grads.items():
         np.testing.assert_allclose(theirs[k], g, rtol=1e-3, atol=1e-5, err_msg=k)
+
+
+def test_tokenizer_file_round_trip_and_errors(tmp_path):
+    from tokenizer_fixtures import gpt2_tok
+
+    tok = gpt2_tok()
+    write_tokenizer(tmp_path / "t.bin", tok)
+    table, eot = read_tokenizer(tmp_path / "t.bin")
+    assert eot == 50256 and len(table) == 50257
+    assert table == [tok.token_bytes(i) for i in range(50257)]
+    data = (tmp_path / "t.bin").read_bytes()
+    assert struct.unpack("<4I", data[:16]) == (20240328, 2, 50257, 50256)
+    (tmp_path / "cut.bin").write_bytes(data[:-3])
+    one_line(read_tokenizer, tmp_path / "cut.bin", match="token 50256 of 50257 is cut off or empty")
+    one_line(read_tokenizer, tmp_path / "nope.bin", match="no such file")
+
+
+def test_llmc_decodes_npgpts_tokenizer_file(tmp_path, llmc_lib):
+    from tokenizer_fixtures import gpt2_tok
+
+    tok = gpt2_tok()
+    write_tokenizer(tmp_path / "t.bin", tok)
+    buf = ctypes.create_string_buffer(512)
+    eot = ctypes.c_int(0)
+    for i in (262, 15496, 995, 50256, 100):
+        v = llmc_lib.npgpt_decode(str(tmp_path / "t.bin").encode(), i, buf, ctypes.byref(eot))
+        assert v == 50257 and eot.value == 50256
+        assert buf.value == tok.token_bytes(i)

@@ -3,6 +3,7 @@ state_dict round trips; clip_grad_norm; cosine_lr."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -134,6 +135,10 @@ def test_layout_offsets_and_decay_runs():
     assert views.buffer[12:20].sum() == 8.0 and views.buffer.sum() == 8.0
     with pytest.raises(TypeError):
         views["w2"] = np.zeros((4, 2), dtype=np.float32)  # re-pointing would cut w2 off the buffer
+    views["w2"] += 1.0  # `d[k] += x` stores the same view back: allowed
+    assert views.buffer.sum() == 16.0
+    copied = copy.deepcopy(views)  # a copy is a plain dict of independent arrays
+    assert type(copied) is dict and not np.shares_memory(copied["w2"], views.buffer)
     with pytest.raises(ValueError, match="^order:"):
         ParamLayout(SHAPES, ("w1", "w2"), frozenset())
     with pytest.raises(ValueError, match="^decayed:"):

@@ -38,30 +38,31 @@ class AttentionCase(NamedTuple):
     outputs: tuple[str, ...] = ("out", "lse")
 
 
-# Each sdpa variant: the options it exercises.  G: query heads per kv head (Hkv = sizes.H, Hq = G Hkv, or
-# Hkv = 1 with "mqa"); extra: Tk - Tq (negative: more queries than keys); dv: Dv - D.
+# Each sdpa variant: the options it exercises.  Every size is a multiple of the dump's sizes, so that
+# docs/oracle.md can state each shape in its symbols: G query heads per kv head (Hkv = H, Hq = G H), the
+# query and key lengths Tq = tq T, Tk = tk T, and Dv = dv D.  (MQA, Hkv = 1, and a bias broadcast over B or H
+# are covered by tests/test_sdpa.py: the file layout has no symbol for a size of 1.)
 VARIANTS: dict[str, dict[str, Any]] = {
     "sdpa_causal": {"causal": True},
     "sdpa_noncausal": {},
-    "sdpa_gqa_kv_cache": {"causal": True, "G": 2, "extra": 3},
-    "sdpa_mqa_dv": {"causal": True, "mqa": True, "G": 2, "dv": 1},
-    "sdpa_rows_before_first_key": {"causal": True, "extra": -2},
+    "sdpa_gqa_kv_cache": {"causal": True, "G": 2, "tk": 2},
+    "sdpa_gqa_dv": {"causal": True, "G": 2, "dv": 2},
+    "sdpa_rows_before_first_key": {"causal": True, "tq": 2},
     "sdpa_key_padding": {"padding": True},
     "sdpa_segments": {"causal": True, "segments": True},
     "sdpa_window": {"causal": True, "window": [2, 0]},
     "sdpa_window_bidirectional": {"window": [1, 2]},
     "sdpa_sinks": {"causal": True, "sinks": True},
     "sdpa_softcap": {"causal": True, "softcap": 1.5, "q_scale": 3.0},
-    "sdpa_bias": {"bias": "per_head"},
-    "sdpa_bias_per_batch": {"causal": True, "bias": "per_batch"},
+    "sdpa_bias": {"bias": True},
     "sdpa_scale": {"causal": True, "scale": 0.3},
     "sdpa_dropout": {"causal": True, "dropout": True},
-    "sdpa_everything": {"causal": True, "G": 2, "extra": 2, "dv": 1, "padding": True, "segments": True,
-                        "window": [3, None], "sinks": True, "softcap": 2.0, "bias": "per_head", "scale": 0.4,
+    "sdpa_everything": {"causal": True, "G": 2, "tk": 2, "dv": 2, "padding": True, "segments": True,
+                        "window": [3, None], "sinks": True, "softcap": 2.0, "bias": True, "scale": 0.4,
                         "dropout": True},
-    "sdpa_tiled_everything": {"causal": True, "G": 2, "extra": 2, "dv": 1, "padding": True, "segments": True,
-                              "window": [3, None], "sinks": True, "softcap": 2.0, "bias": "per_head",
-                              "scale": 0.4, "dropout": True, "tiled": [2, 3]},
+    "sdpa_tiled_everything": {"causal": True, "G": 2, "tk": 2, "dv": 2, "padding": True, "segments": True,
+                              "window": [3, None], "sinks": True, "softcap": 2.0, "bias": True, "scale": 0.4,
+                              "dropout": True, "tiled": [2, 3]},
 }
 
 
@@ -72,10 +73,10 @@ def _normal(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.nda
 def _make_sdpa(variant: dict[str, Any]) -> Callable[[np.random.Generator, Any], tuple[Arrays, dict[str, Any]]]:
     def make(rng: np.random.Generator, s: Any) -> tuple[Arrays, dict[str, Any]]:
         G = variant.get("G", 1)
-        Hkv = 1 if variant.get("mqa") else s.H
+        Hkv = s.H
         Hq = G * Hkv
-        Tq, Tk = s.T, max(1, s.T + variant.get("extra", 0))  # Tk < Tq: the first queries precede every key
-        D, Dv = s.D, s.D + variant.get("dv", 0)
+        Tq, Tk = variant.get("tq", 1) * s.T, variant.get("tk", 1) * s.T  # Tq > Tk: early queries precede every key
+        D, Dv = s.D, variant.get("dv", 1) * s.D
         a: Arrays = {"in.q": _normal(rng, s.B, Hq, Tq, D, scale=variant.get("q_scale", 1.0)),
                      "in.k": _normal(rng, s.B, Hkv, Tk, D), "in.v": _normal(rng, s.B, Hkv, Tk, Dv)}
         args: dict[str, Any] = {"causal": bool(variant.get("causal", False))}
@@ -84,9 +85,8 @@ def _make_sdpa(variant: dict[str, Any]) -> Callable[[np.random.Generator, Any], 
                 args[key] = variant[key]
         if variant.get("sinks"):
             a["in.sinks"] = _normal(rng, Hq)
-        if "bias" in variant:
-            shape = (1, Hq) if variant["bias"] == "per_head" else (s.B, 1)
-            a["in.bias"] = _normal(rng, *shape, Tq, Tk, scale=0.5)
+        if variant.get("bias"):
+            a["in.bias"] = _normal(rng, s.B, Hq, Tq, Tk, scale=0.5)
         if variant.get("padding"):
             kp = rng.random((s.B, Tk)) < 0.7
             kp[:, -1] = True
@@ -170,7 +170,7 @@ def _sdpa_case(name: str, variant: dict[str, Any]) -> AttentionCase:
     if variant.get("sinks"):
         inputs.append("sinks")
         grads.append("sinks")
-    if "bias" in variant:
+    if variant.get("bias"):
         inputs.append("bias")
         grads.append("bias")
     if variant.get("padding"):

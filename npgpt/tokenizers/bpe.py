@@ -21,6 +21,7 @@ import numpy as np
 
 from .byte_unicode import bytes_to_unicode, decode_bytes, encode_bytes
 from .pattern import WHITE_SPACE, _class_body, split_gpt2
+from .protocol import TOKENIZER_LOADERS
 
 EOT = "<|endoftext|>"
 CACHE_LIMIT = 200_000  # pieces kept in the cache; it is emptied when it grows past this
@@ -111,7 +112,12 @@ class BPETokenizer:
         otherwise it is a one-line ValueError (as tiktoken does).  encode_ordinary reads it as plain text."""
         if not isinstance(text, str):
             raise ValueError(f"text: expected a str, got {type(text).__name__}")
-        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        if allowed_special == "all":
+            allowed = set(self.special_tokens)
+        elif isinstance(allowed_special, str):  # one token given bare, not in a set
+            allowed = {allowed_special}
+        else:
+            allowed = set(allowed_special)
         unknown = allowed - set(self.special_tokens)
         if unknown:
             raise ValueError(f"allowed_special: {sorted(unknown)[0]!r} is not a special token of this tokenizer "
@@ -238,6 +244,9 @@ def _chunks(text: str, size: int) -> list[str]:
         start = m.end()
     out.append(text[start:])
     return out
+
+
+TOKENIZER_LOADERS["bpe"] = BPETokenizer.from_dict  # checkpoints' {"type": "bpe", ...} records
 
 
 def parse_merges(lines: Iterable[Any], where: str) -> list[tuple[str, str]]:

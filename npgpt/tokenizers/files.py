@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import operator
 import os
 from collections.abc import Mapping
+from itertools import repeat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -163,17 +165,17 @@ def merges_from_ranks(ranks: Mapping[bytes, int], where: str = "ranks") -> list[
 
 
 def _rank_bpe(token: bytes, ranks: Mapping[bytes, int], below: int) -> list[bytes]:
-    """tiktoken's BPE restricted to ranks < below: merge the adjacent pair whose concatenation ranks lowest."""
+    """tiktoken's BPE restricted to ranks < below: merge the adjacent pair whose concatenation ranks lowest
+    (leftmost on a tie), repeat."""
     parts = [token[i:i + 1] for i in range(len(token))]
+    get = ranks.get
     while len(parts) > 1:
-        best, best_rank = -1, below
-        for i in range(len(parts) - 1):
-            r = ranks.get(parts[i] + parts[i + 1], below)
-            if r < best_rank:
-                best, best_rank = i, r
-        if best < 0:
+        rs = list(map(get, map(operator.add, parts, parts[1:]), repeat(below)))  # rank of each pair's bytes
+        r = min(rs)
+        if r >= below:
             break
-        parts[best:best + 2] = [parts[best] + parts[best + 1]]
+        i = rs.index(r)
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
     return parts
 
 

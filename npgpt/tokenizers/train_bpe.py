@@ -15,7 +15,7 @@ import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
-from .bpe import BPETokenizer
+from .bpe import CHUNK, BPETokenizer, _chunks
 from .byte_unicode import bytes_to_unicode
 from .pattern import split_gpt2
 
@@ -33,7 +33,9 @@ def train_bpe(text: str, vocab_size: int, special_tokens: Sequence[str] = (),
                          f"{' + the special tokens' if specials else ''}), got {vocab_size!r}")
     n_merges = vocab_size - 256 - len(specials)
     # unique pieces as lists of ids, with their counts
-    counts = Counter(split_gpt2(text)) if text else Counter()
+    counts: Counter[str] = Counter()
+    for chunk in _chunks(text, CHUNK):  # chunked: never a list of every piece of a large text
+        counts.update(split_gpt2(chunk))
     words: list[list[int]] = [list(p.encode("utf-8")) for p in counts]
     freq: list[int] = list(counts.values())
     pair_count: dict[tuple[int, int], int] = defaultdict(int)
