@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Seeded errors: are the layer tests sharp enough to notice a 0.1% error anywhere?
 
-For every layer pair (10 layers, 3 composites) this runs the layer's own test file under pytest in a subprocess,
+For every layer pair (and composite) in LAYERS this runs the layer's own test file under pytest in a subprocess,
 with one error injected by tests/_seed_error_plugin.py:
 
     forward  : the output's largest-magnitude element times 1.001                        (kind "out")
@@ -57,6 +57,12 @@ LAYERS: dict[str, tuple[str, str, str, list[str]]] = {
                        ["dx", "dw_attn", "db_attn", "dw_proj", "db_proj"]),
     "block": ("npgpt.layers.block", "block_forward", "block_backward",
               ["dx", *(f"d[{n}]" for n in BLOCK_PARAM_NAMES)]),
+    "rmsnorm": ("npgpt.layers.rmsnorm", "rmsnorm_forward", "rmsnorm_backward", ["dx", "dw"]),
+    "rope": ("npgpt.layers.rope", "rope_forward", "rope_backward", ["dx"]),
+    "swiglu": ("npgpt.layers.swiglu", "swiglu_forward", "swiglu_backward", ["dgate", "dup"]),
+    "gated_mlp": ("npgpt.layers.gated_mlp", "gated_mlp_forward", "gated_mlp_backward",
+                  ["dx", "dw_gate", "dw_up", "dw_down"]),
+    "repeat_kv": ("npgpt.layers.repeat_kv", "repeat_kv_forward", "repeat_kv_backward", ["dx"]),
 }
 BACKWARD_KINDS = ("scale", "elem_max", "elem_mid")
 # no:hypothesispytest only drops hypothesis' pytest reporting, which on a failure imports libcst to write a
@@ -161,7 +167,7 @@ def run_mutation(m: Mutation, timeout: float) -> Outcome:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="parallel pytest processes")
-    ap.add_argument("--only", default="", help="comma-separated layer names (default: all 13)")
+    ap.add_argument("--only", default="", help="comma-separated layer names (default: all of LAYERS)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per pytest run")
     ap.add_argument("--quick", action="store_true", help="the CI subset: one error kind per gradient")
     args = ap.parse_args()

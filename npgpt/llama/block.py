@@ -17,11 +17,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ..layers.gated_mlp import GatedMLPCache, _gated_mlp_backward, _gated_mlp_forward
-from ..layers.merge_heads import MergeHeadsCache, merge_heads_backward, merge_heads_forward
+from ..layers.merge_heads import MergeHeadsCache, _merge_heads_backward, _merge_heads_forward
 from ..layers.rmsnorm import RMSNormCache, _rmsnorm_backward, _rmsnorm_forward
 from ..layers.rope import RopeCache, _rope_backward, _rope_forward
 from ..layers.sdpa import SdpaCache, SdpaOptions, _sdpa_backward, _sdpa_forward
-from ..layers.split_heads import SplitHeadsCache, split_heads_backward, split_heads_forward
+from ..layers.split_heads import SplitHeadsCache, _split_heads_backward, _split_heads_forward
 from .config import LlamaConfig
 
 Array = npt.NDArray[np.floating]
@@ -90,9 +90,9 @@ def llama_layer_forward(x: Array, p: Mapping[str, Array], config: LlamaConfig, c
     h, norm_1 = _rmsnorm_forward(x, p["input_layernorm.weight"], eps, 0.0, "input")  # (B, T, C)
     h2 = h.reshape(-1, C)  # (N, C)
     w_q, w_k, w_v = p["self_attn.q_proj.weight"], p["self_attn.k_proj.weight"], p["self_attn.v_proj.weight"]
-    q, split_q = split_heads_forward((h2 @ w_q.T).reshape(B, T, Hq * D), Hq)  # (B, Hq, T, D) a view
-    k, split_kv = split_heads_forward((h2 @ w_k.T).reshape(B, T, Hkv * D), Hkv)  # (B, Hkv, T, D)
-    v, _ = split_heads_forward((h2 @ w_v.T).reshape(B, T, Hkv * D), Hkv)  # (B, Hkv, T, D)
+    q, split_q = _split_heads_forward((h2 @ w_q.T).reshape(B, T, Hq * D), Hq)  # (B, Hq, T, D) a view
+    k, split_kv = _split_heads_forward((h2 @ w_k.T).reshape(B, T, Hkv * D), Hkv)  # (B, Hkv, T, D)
+    v, _ = _split_heads_forward((h2 @ w_v.T).reshape(B, T, Hkv * D), Hkv)  # (B, Hkv, T, D)
     q, rope_q = _rope_forward(q, cos, sin, D, False)  # (B, Hq, T, D) positions enter here, and only here
     k, rope_k = _rope_forward(k, cos, sin, D, False)  # (B, Hkv, T, D)
     if kv is not None:
@@ -100,7 +100,7 @@ def llama_layer_forward(x: Array, p: Mapping[str, Array], config: LlamaConfig, c
         kv.v[:, :, start:start + T] = v
         k, v = kv.k[:, :, :start + T], kv.v[:, :, :start + T]  # (B, Hkv, start + T, D)
     a, _, attn = _sdpa_forward(q, k, v, None, None, _causal(D))  # (B, Hq, T, D) GQA, causal bottom-right
-    a, merge = merge_heads_forward(a)  # (B, T, Hq D)
+    a, merge = _merge_heads_forward(a)  # (B, T, Hq D)
     y = a.reshape(-1, Hq * D)  # (N, Hq D)
     x1 = x + (y @ p["self_attn.o_proj.weight"].T).reshape(B, T, C)  # (B, T, C) first residual add
     h, norm_2 = _rmsnorm_forward(x1, p["post_attention_layernorm.weight"], eps, 0.0, "input")  # (B, T, C)
@@ -126,14 +126,14 @@ def llama_layer_backward(dout: Array, cache: LlamaLayerCache) -> tuple[Array, di
     dx1 += dout  # (3) residual: straight path + MLP branch
     d2 = dx1.reshape(-1, C)  # (N, C)
     g["self_attn.o_proj.weight"] = d2.T @ c.y  # (4) (C, Hq D)
-    da = merge_heads_backward((d2 @ c.w_o).reshape(B, T, -1), c.merge)  # (5) (B, Hq, T, D)
+    da = _merge_heads_backward((d2 @ c.w_o).reshape(B, T, -1), c.merge)  # (5) (B, Hq, T, D)
     dq, dk, dv, _, _ = _sdpa_backward(da, c.attn, None)  # (6)-(7) (B, Hq, T, D), (B, Hkv, T, D) x 2: a kv
     # head's gradient sums over the Hq / Hkv query heads that read it, inside the pair
     dq = _rope_backward(dq, c.rope_q)  # (8) (B, Hq, T, D) the inverse rotation
     dk = _rope_backward(dk, c.rope_k)  # (8) (B, Hkv, T, D)
-    dq2 = split_heads_backward(dq, c.split_q).reshape(B * T, -1)  # (N, Hq D)
-    dk2 = split_heads_backward(dk, c.split_kv).reshape(B * T, -1)  # (N, Hkv D)
-    dv2 = split_heads_backward(dv, c.split_kv).reshape(B * T, -1)  # (N, Hkv D)
+    dq2 = _split_heads_backward(dq, c.split_q).reshape(B * T, -1)  # (N, Hq D)
+    dk2 = _split_heads_backward(dk, c.split_kv).reshape(B * T, -1)  # (N, Hkv D)
+    dv2 = _split_heads_backward(dv, c.split_kv).reshape(B * T, -1)  # (N, Hkv D)
     g["self_attn.q_proj.weight"] = dq2.T @ c.h  # (9) (Hq D, C)
     g["self_attn.k_proj.weight"] = dk2.T @ c.h  # (9) (Hkv D, C)
     g["self_attn.v_proj.weight"] = dv2.T @ c.h  # (9) (Hkv D, C)

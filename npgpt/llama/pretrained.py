@@ -19,7 +19,8 @@ import numpy.typing as npt
 from ..atomic import atomic_write
 from ..safetensors import FLOAT_NAMES, SafetensorsFile, save_safetensors
 from .config import HIDDEN_ACTS, LlamaConfig
-from .model import Llama, param_shapes
+from .core import param_shapes
+from .model import Llama
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

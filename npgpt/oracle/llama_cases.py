@@ -26,6 +26,7 @@ from ..layers.rope import rope_backward, rope_forward
 from ..layers.swiglu import swiglu_backward, swiglu_forward
 from ..llama import Llama, LlamaConfig, param_shapes
 from ..optim import AdamW
+from .case import OracleError
 
 Arrays = dict[str, np.ndarray]
 
@@ -181,13 +182,13 @@ def _run_llama_train(a: Arrays, args: dict[str, Any]) -> Arrays:
     config = LlamaConfig.from_dict(args["config"])
     names = args["param_names"]
     if names != list(param_shapes(config)):
-        raise ValueError("meta.param_names: does not match the parameters of meta.config")
+        raise OracleError("meta.param_names: does not match the parameters of meta.config")
     dtype = a[f"param.{names[0]}"].dtype
     model = Llama(config, dtype=dtype, init=False)
     for k in names:
         src = a[f"param.{k}"]
         if src.shape != model.params[k].shape or src.dtype != dtype:
-            raise ValueError(f"param.{k}: expected {dtype} {model.params[k].shape}, got {src.dtype} {src.shape}")
+            raise OracleError(f"param.{k}: expected {dtype} {model.params[k].shape}, got {src.dtype} {src.shape}")
         model.params[k][...] = src
     hp = args["adamw"]
     opt = AdamW(model.params, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"])

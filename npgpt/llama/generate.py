@@ -1,0 +1,72 @@
+"""KV-cached generation for the Llama family: the core's own forward with a cache of rotated keys and values.
+
+`LlamaKVCache(config, B, dtype)` preallocates (B, Hkv, block_size, D) keys and values per layer;
+`forward_cached` runs T new tokens through _llama_forward with it; `generate` samples like npgpt.generate's.
+Walkthrough: docs/llama.md ("Generation with a KV cache")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from .._checks import token_ids
+from ..generate import check_sampling, sample_next
+from .block import KVSlot
+from .config import LlamaConfig
+from .core import _llama_forward, llama_forward
+
+Array = npt.NDArray[np.floating]
+
+
+class LlamaKVCache:
+    """Per-layer preallocated rotated keys and values for batch B, up to block_size positions."""
+
+    def __init__(self, config: LlamaConfig, batch: int, dtype: npt.DTypeLike) -> None:
+        shape = (batch, config.n_kv_head, config.block_size, config.head_size)
+        self.slots = [KVSlot(np.zeros(shape, dtype), np.zeros(shape, dtype)) for _ in range(config.n_layer)]
+        self.length = 0  # positions filled
+
+
+def forward_cached(params: Mapping[str, Array], config: LlamaConfig, idx: npt.NDArray[np.integer],
+                   kv: LlamaKVCache) -> Array:
+    """Logits (B, T, V) of T new tokens at positions kv.length .. kv.length + T - 1, attending over the cache.
+
+    The same forward as training (_llama_forward), with the cache as the attention's extra keys and values.
+    """
+    T = idx.shape[1]
+    start = kv.length
+    if start + T > config.block_size:
+        raise ValueError(f"idx: {start} cached + {T} new positions exceed block_size={config.block_size}")
+    logits, _, _ = _llama_forward(params, config, idx, None, kv.slots, start)  # (B, T, V)
+    kv.length = start + T
+    return logits
+
+
+def generate(params: Mapping[str, Array], config: LlamaConfig, idx: npt.NDArray[np.integer], max_new_tokens: int,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             rng: np.random.Generator | None = None, use_cache: bool = True) -> npt.NDArray[np.int64]:
+    """Append max_new_tokens tokens to idx (B, T); KV-cached by default (same logits as full forwards)."""
+    token_ids("idx", idx, config.vocab_size)
+    if idx.shape[1] < 1:
+        raise ValueError("idx: expected a prompt of at least one token")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens: expected a non-negative integer, got {max_new_tokens!r}")
+    check_sampling(temperature, top_k, top_p)
+    seq = idx.astype(np.int64)
+    dtype = params["model.embed_tokens.weight"].dtype
+    kv: LlamaKVCache | None = None
+    for _ in range(max_new_tokens):
+        window = seq[:, -config.block_size:]  # (B, <= block_size) what the model can see
+        if not use_cache:
+            logits, _, _ = llama_forward(params, config, window)  # (B, T, V)
+        elif kv is None or kv.length != window.shape[1] - 1:
+            kv = LlamaKVCache(config, seq.shape[0], dtype)  # (re)fill: first step, or the window slid
+            logits = forward_cached(params, config, window, kv)
+        else:
+            logits = forward_cached(params, config, window[:, -1:], kv)  # one new position
+        nxt = sample_next(logits[:, -1], temperature, top_k, top_p, rng)  # (B,)
+        seq = np.concatenate([seq, nxt[:, None]], axis=1)
+    return seq
