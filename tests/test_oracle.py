@@ -307,20 +307,25 @@ def test_meta_fields(dump64):
         assert meta["format"] == "npgpt-oracle" and meta["format_version"] == 1 and meta["case"] == name
         assert {"forward", "backward", "inputs", "grads", "args", "dtype", "seed", "sizes", "npgpt_version",
                 "numpy_version", "tolerance"} <= set(meta)
+        trains = "optimizer" in meta  # a case that takes optimizer steps stores final.<param> after them
+        assert trains == any(k.startswith("final.") for k in arrays), name
         assert meta["tolerance"] == {"rtol": 1e-10, "atol": 1e-12, **({"by_prefix": {
-            "final.": {"rtol": 1e-8, "atol": 1e-10}}} if name == "gpt_train" else {})}
+            "final.": {"rtol": 1e-8, "atol": 1e-10}}} if trains else {})}
         for n in meta["inputs"]:
             assert f"in.{n}" in arrays
         for n in meta["grads"]:
             assert arrays[f"grad.{n}"].shape == arrays[f"in.{n}"].shape
         float_inputs = [k[3:] for k, a in arrays.items() if k.startswith("in.") and a.dtype.kind == "f"]
         assert sorted(float_inputs) == sorted(meta["grads"])  # every float input has exactly one gradient
-    _, meta = load_case(dump64 / "gpt_train.npz")
-    hp = meta["args"]["adamw"]
-    assert {k: hp[k] for k in ("lr", "betas", "eps", "weight_decay", "steps", "grad_clip", "lr_schedule")} == \
-        {"lr": 1e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1, "steps": 10, "grad_clip": None,
-         "lr_schedule": "constant"}
-    assert meta["optimizer"] == "npgpt.AdamW"
+    trained = [n for n in CASE_NAMES if "optimizer" in load_case(dump64 / f"{n}.npz")[1]]
+    assert trained == ["gpt_train", "llama_train"]
+    for name in trained:
+        _, meta = load_case(dump64 / f"{name}.npz")
+        hp = meta["args"]["adamw"]
+        assert {k: hp[k] for k in ("lr", "betas", "eps", "weight_decay", "steps", "grad_clip", "lr_schedule")} == \
+            {"lr": 1e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1, "steps": 10, "grad_clip": None,
+             "lr_schedule": "constant"}
+        assert meta["optimizer"] == "npgpt.AdamW"
 
 
 def test_gpt_train_case_is_a_real_training_run(dump64):
@@ -353,9 +358,10 @@ LAYOUT_SIZES = {"batch": 2, "seq": 5, "channels": 12, "heads": 3, "vocab": 7, "l
 
 
 def _doc_sections() -> dict[str, list[list[str]]]:
-    """Heading (### or ####) -> the cells of every table row whose first cell is `code`."""
+    """Heading (##, ### or ####) -> the cells of every table row whose first cell is `code` (a ## heading ends the
+    ### section before it, so a family's overview table is not read as part of the previous case's layout)."""
     sections: dict[str, list[list[str]]] = {}
-    for chunk in re.split(r"^#{3,4} ", DOC.read_text(), flags=re.M)[1:]:
+    for chunk in re.split(r"^#{2,4} ", DOC.read_text(), flags=re.M)[1:]:
         title, _, body = chunk.partition("\n")
         rows = [[c.strip() for c in line.strip().strip("|").split("|")]
                 for line in body.splitlines() if line.startswith("| `")]
@@ -377,10 +383,20 @@ def _shape(text: str, sizes: dict[str, int]) -> tuple[int, ...]:
 def documented_layout(L: int, sizes: dict[str, int], dtype: str) -> dict[str, dict[str, tuple]]:
     """{case: {key: (shape, dtype)}} exactly as docs/oracle.md's tables state it."""
     sections = _doc_sections()
-    params = {}
-    for name, shape in ((r[0].strip("`"), r[1]) for r in sections["Parameter names"]):
-        for i in (range(L) if "{i}" in name else [None]):
-            params[name.replace("{i}", str(i))] = _shape(shape, sizes)
+    # a "... parameter names" table lists the names of the whole-model case whose section precedes it
+    # (GPT-2's for gpt_train.npz, Hugging Face's Llama names for llama_train.npz)
+    params: dict[str, dict[str, tuple[int, ...]]] = {}
+    case = None
+    for title, rows in sections.items():
+        m = re.fullmatch(r"`(\w+)\.npz`", title)
+        if m:
+            case = m.group(1)
+        elif title.lower().endswith("parameter names"):
+            assert case is not None and case not in params, title
+            params[case] = {}
+            for name, shape in ((r[0].strip("`"), r[1]) for r in rows):
+                for i in (range(L) if "{i}" in name else [None]):
+                    params[case][name.replace("{i}", str(i))] = _shape(shape, sizes)
     dtypes = {"float": dtype, "int64": "int64", "uint8": "uint8", "unicode": "unicode"}
     layout: dict[str, dict[str, tuple]] = {}
     for title, rows in sections.items():
@@ -392,11 +408,12 @@ def documented_layout(L: int, sizes: dict[str, int], dtype: str) -> dict[str, di
             key = key.strip("`")
             if "<name>" in key:
                 assert shape == "(as `<name>`)", shape
-                for name, s in params.items():
+                for name, s in params[m.group(1)].items():
                     keys[key.replace("<name>", name)] = (s, dtypes[dt])
             else:
                 keys[key] = (_shape(shape, sizes), dtypes[dt])
         layout[m.group(1)] = keys
+    assert set(params) == {"gpt_train", "llama_train"}, set(params)
     return layout
 
 

@@ -1,8 +1,8 @@
 """Golden files for testing other implementations against npgpt, and a checker for them.
 
 dump_cases(out_dir, ...) writes one `.npz` per registered case (inputs, upstream gradient, output, every
-gradient; `gpt_train.npz` is a whole model: logits, loss, every parameter gradient, ten AdamW steps).  The
-files hold only numeric arrays and one JSON string (key `meta`), so any .npy reader can parse them.
+gradient; `gpt_train.npz` and `llama_train.npz` are whole models: logits, loss, every parameter gradient, ten
+AdamW steps).  The files hold only numeric arrays and one JSON string (key `meta`), so any .npy reader can parse them.
 check_path(path, against=None, ...) recomputes every case from its stored inputs with npgpt (or, with
 `against`, compares two dumps key by key) and returns a Report with the worst error of every tensor.
 

@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Write npgpt golden files, or check files against npgpt.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dump = sub.add_parser("dump", help="write one .npz per layer pair plus gpt_train.npz")
+    dump = sub.add_parser("dump", help="write one .npz per registered case (layers, gpt_train, llama_train)")
     dump.add_argument("--out", required=True, help="output directory (created if missing)")
     dump.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     dump.add_argument("--seed", type=int, default=0)

@@ -6,7 +6,8 @@ Each case follows the oracle's protocol: `make(rng, sizes) -> (arrays, args)` dr
 stored arrays (float64 or float32; integer arrays arrive as int64) and returns `out` and `grad.<name>` (the
 training case: `logits`, `loss`, `grad.<param>`, `train.losses`, `final.<param>`).  `CASES` lists them as
 LlamaCase records for the oracle's registry.  `sizes` has B, T, C, H, D, V, L; the Llama cases use Hq = 2H
-query heads and Hkv = H kv heads of size D = C / H (GQA), and a gated MLP of width 2C + 4.
+query heads and Hkv = H kv heads (GQA) of size 2D (even for RoPE at any D), and a gated MLP of width 3C: sizes
+that docs/oracle.md's shape notation (a whole multiple of one symbol) can write.
 Variants and tolerances: docs/oracle.md.
 """
 
@@ -100,7 +101,7 @@ def _run_rope(a: Arrays, args: dict[str, Any]) -> Arrays:
 
 def _make_swiglu(activation: str) -> Callable[[np.random.Generator, Any], tuple[Arrays, dict[str, Any]]]:
     def make(rng: np.random.Generator, s: Any) -> tuple[Arrays, dict[str, Any]]:
-        shape = (s.B, s.T, 2 * s.C + 4)
+        shape = (s.B, s.T, 3 * s.C)
         return {"in.gate": _normal(rng, *shape, scale=2.0), "in.up": _normal(rng, *shape),
                 "dout": _normal(rng, *shape)}, {"activation": activation}
     return make
@@ -112,7 +113,7 @@ def _run_swiglu(a: Arrays, args: dict[str, Any]) -> Arrays:
 
 
 def _make_gated_mlp(rng: np.random.Generator, s: Any) -> tuple[Arrays, dict[str, Any]]:
-    F = 2 * s.C + 4
+    F = 3 * s.C
     return {"in.x": _normal(rng, s.B, s.T, s.C), "in.w_gate": _normal(rng, F, s.C, scale=1 / math.sqrt(s.C)),
             "in.w_up": _normal(rng, F, s.C, scale=1 / math.sqrt(s.C)),
             "in.w_down": _normal(rng, s.C, F, scale=1 / math.sqrt(F)), "dout": _normal(rng, s.B, s.T, s.C)}, \
@@ -157,7 +158,7 @@ def _run_ce(a: Arrays, args: dict[str, Any]) -> Arrays:
 
 def _llama_config(s: Any) -> LlamaConfig:
     return LlamaConfig(vocab_size=s.V, block_size=s.T, n_layer=s.L, n_head=2 * s.H, n_kv_head=s.H,
-                       n_embd=s.C, head_dim=s.D if s.D % 2 == 0 else s.D + 1, intermediate_size=2 * s.C + 4,
+                       n_embd=s.C, head_dim=2 * s.D, intermediate_size=3 * s.C,
                        rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=dict(LLAMA3_SCALING),
                        tie_word_embeddings=False)
 
