@@ -23,7 +23,6 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -165,20 +164,9 @@ def _run_eval(a: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------- oracle
 
 def _run_oracle(argv: list[str]) -> int:
-    """npgpt.oracle's own command line, after refusing training checkpoints given to `check`."""
-    from .checkpoint import is_training_checkpoint
+    """npgpt.oracle's own command line (its loader refuses training checkpoints given to `check`)."""
     from .oracle.__main__ import main as oracle_main
 
-    if argv[:1] == ["check"]:
-        for arg in argv[1:]:
-            if arg.startswith("-"):
-                continue
-            p = Path(arg)
-            files = sorted(p.glob("*.npz")) if p.is_dir() else [p]
-            for f in files:
-                if is_training_checkpoint(f):
-                    raise ValueError(f"{f}: this is a training checkpoint (written by npgpt train), not a golden "
-                                     f"case; check the files written by `npgpt oracle dump`")
     return int(oracle_main(argv) or 0)
 
 

@@ -525,3 +525,25 @@ def test_a_differently_ordered_training_run_passes_the_default_tolerances(tmp_pa
     report = check_path(tmp_path / "mine.npz", against=tmp_path / "golden" / "gpt_train.npz")
     assert report.ok, "\n".join(report.lines())
     assert any(r.max_abs > 0 for r in report.results)  # it really did round differently
+
+
+# ------------------------------------------------------------------------------------------ not a golden case
+
+def test_check_on_a_training_checkpoint_exit_2(tmp_path, capsys):
+    """A checkpoint is an .npz too: the loader names what it is instead of calling `metadata` a bad key."""
+    tiny = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "4",
+            "--eval-iters", "1", "--sample-len", "0", "--warmup-iters", "2", "--max-iters", "2",
+            "--eval-interval", "2"]  # as tests/test_cli.py's tiny runs
+    (tmp_path / "small.txt").write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    train = subprocess.run([sys.executable, "-m", "npgpt", "train", "small.txt", *tiny], capture_output=True,
+                           text=True, env=env, cwd=tmp_path, timeout=120)
+    assert train.returncode == 0, train.stderr
+    expected = ("error: out/ckpt.npz: this is a training checkpoint (written by npgpt train), not a golden case; "
+                "check the files written by `npgpt oracle dump`")
+    res = run_cli("check", "out/ckpt.npz", cwd=tmp_path)
+    assert (res.returncode, res.stdout, res.stderr.splitlines()) == (2, "", [expected]), res.stderr
+    with pytest.raises(OracleError, match="training checkpoint"):
+        load_case(tmp_path / "out" / "ckpt.npz")
+    _assert_exit_2(cli(capsys, "check", tmp_path / "out"), ".npz: this is a training checkpoint")  # a directory

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoint import is_training_checkpoint
 from .case import Arrays, OracleError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "TOLERANCES", "FINAL_TOLERANCES", "default_tolerance", "tolerance_meta",
@@ -73,11 +74,15 @@ def meta_array(meta: Mapping[str, Any]) -> np.ndarray:
 def load_case(path: str | Path) -> tuple[Arrays, dict[str, Any] | None]:
     """Read every array of an .npz (no pickles) and parse its `meta` JSON (None when absent).
 
-    Raises OracleError with a one-line message when the file cannot be read.
+    Raises OracleError with a one-line message when the file cannot be read, or is a training checkpoint
+    (an .npz too, whose string `metadata` entry would otherwise be reported as a non-numeric key).
     """
     path = Path(path)
     if not path.is_file():
         raise OracleError(f"{path}: no such file")
+    if is_training_checkpoint(path):
+        raise OracleError(f"{path}: this is a training checkpoint (written by npgpt train), not a golden case; "
+                          f"check the files written by `npgpt oracle dump`")
     try:
         with open(path, "rb") as fh:
             magic = fh.read(6)
