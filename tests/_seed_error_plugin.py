@@ -9,7 +9,11 @@ kinds (arg is the index of the gradient among the backward's returned arrays, di
     elem_max   multiply its largest-magnitude element by 1.001
     elem_mid   multiply its element at flat index size // 2 by 1.001 (a no-op when that element is ~0:
                below 1e-6 times the gradient's largest element)
-    out        multiply the forward output's largest-magnitude element by 1.001 (arg ignored)
+    out        multiply the forward output's largest-magnitude element by 1.001; arg picks the output when the
+               forward returns several before its cache (the attention family's `out, lse, cache`: 0 or 1)
+A gradient that is None in a call (an optional input that was not given, e.g. sdpa's dsinks without sinks) is
+left alone and that call counts as a no-op; only finite elements are nudged (lse holds -inf for rows that see
+no key).
 
 At pytest_configure, npgpt and all of npgpt.layers are imported, then every attribute of every loaded npgpt module
 that `is` the original function is replaced by the wrapper (so `from .linear import linear_forward` copies in
@@ -41,15 +45,18 @@ _stats = {"calls": 0, "applied": 0, "noop": 0, "replaced": []}
 
 def _nudge(g: np.ndarray, kind: str) -> tuple[np.ndarray, bool]:
     """A copy of g with the chosen error applied, and whether it changed anything."""
+    if g is None:  # an optional input's gradient, not computed in this call
+        return g, False
     g = np.array(g, copy=True, order="C")
     if g.size == 0:
         return g, False
     flat = g.reshape(-1)  # a view, since g is a fresh C-ordered copy
-    biggest = float(np.max(np.abs(flat)))
+    size = np.where(np.isfinite(flat), np.abs(flat), 0.0)  # -inf/inf entries cannot be nudged
+    biggest = float(np.max(size))
     if kind == "scale":
         g *= FACTOR
         return g, biggest > 0.0
-    i = int(np.argmax(np.abs(flat))) if kind in ("elem_max", "out") else flat.size // 2
+    i = int(np.argmax(size)) if kind in ("elem_max", "out") else flat.size // 2
     # An element at rounding level (e.g. the key-bias gradient, which softmax's shift invariance makes 0 up to
     # ~1e-17) is "zero for structural reasons": nudging it is not an error the tests can or should see.
     if not abs(float(flat[i])) > NEGLIGIBLE * biggest:
@@ -72,7 +79,7 @@ def _flatten(res: Any) -> tuple[list[np.ndarray], Any]:
             for (_, rb), n in zip(parts, sizes):
                 out.append(rb(leaves[at:at + n]))
                 at += n
-            return tuple(out)
+            return type(res)(*out) if hasattr(res, "_fields") else tuple(out)  # a NamedTuple stays one
         return [a for p in parts for a in p[0]], rebuild
     return [res], lambda leaves: leaves[0]
 
@@ -83,9 +90,11 @@ def _wrap(fn, kind: str, arg: int):
         res = fn(*args, **kwargs)
         _stats["calls"] += 1
         if kind == "out":
-            out, cache = res
-            out, changed = _nudge(out, kind)
-            res = (out, cache)
+            *outs, cache = res
+            if not 0 <= arg < len(outs):
+                raise IndexError(f"seed error: {fn.__name__} returned {len(outs)} output(s), no index {arg}")
+            outs[arg], changed = _nudge(outs[arg], kind)
+            res = (*outs, cache)
         else:
             leaves, rebuild = _flatten(res)
             if not 0 <= arg < len(leaves):

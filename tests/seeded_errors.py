@@ -5,6 +5,7 @@ For every layer pair (and composite) in LAYERS this runs the layer's own test fi
 with one error injected by tests/_seed_error_plugin.py:
 
     forward  : the output's largest-magnitude element times 1.001                        (kind "out")
+               (each output, for a forward with several: FORWARD_OUTPUTS, e.g. sdpa's out and lse)
     backward : for each returned gradient separately, the whole gradient times 1.001     (kind "scale")
                its largest-magnitude element times 1.001                                  (kind "elem_max")
                its middle element (flat index size // 2) times 1.001, unless that is ~0  (kind "elem_mid")
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,22 @@ LAYERS: dict[str, tuple[str, str, str, list[str]]] = {
     "gated_mlp": ("npgpt.layers.gated_mlp", "gated_mlp_forward", "gated_mlp_backward",
                   ["dx", "dw_gate", "dw_up", "dw_down"]),
     "repeat_kv": ("npgpt.layers.repeat_kv", "repeat_kv_forward", "repeat_kv_backward", ["dx"]),
+    "sdpa": ("npgpt.layers.sdpa", "sdpa_forward", "sdpa_backward", ["dq", "dk", "dv", "dsinks", "dbias"]),
+    "sdpa_tiled": ("npgpt.layers.sdpa_tiled", "sdpa_tiled_forward", "sdpa_tiled_backward",
+                   ["dq", "dk", "dv", "dsinks", "dbias"]),
+    "merge_attention": ("npgpt.layers.merge_attention", "merge_attention_forward", "merge_attention_backward",
+                        ["dout1", "dlse1", "dout2", "dlse2"]),
+    "sdpa_qkv": ("npgpt.layers.sdpa_qkv", "sdpa_qkv_forward", "sdpa_qkv_backward", ["dqkv", "dsinks", "dbias"]),
+}
+# the forward's outputs before its cache, when there are several (default: ["out"]); each gets an "out" error
+FORWARD_OUTPUTS: dict[str, list[str]] = {name: ["out", "lse"] for name in
+                                         ("sdpa", "sdpa_tiled", "merge_attention", "sdpa_qkv")}
+# --quick keeps CI's cost bounded: the attention family's test files are slow (5-6 s a run), so --quick mutates
+# only sdpa (both outputs, dq, and dsinks for an optional input's path) and leaves sdpa_tiled, merge_attention
+# and sdpa_qkv to the full run.  layer -> (forward outputs, gradients) under --quick; () = none.
+QUICK_PICK: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sdpa": (("out", "lse"), ("dq", "dsinks")),
+    "sdpa_tiled": ((), ()), "merge_attention": ((), ()), "sdpa_qkv": ((), ()),
 }
 BACKWARD_KINDS = ("scale", "elem_max", "elem_mid")
 # no:hypothesispytest only drops hypothesis' pytest reporting, which on a failure imports libcst to write a
@@ -95,16 +113,24 @@ def mutations(only: set[str] | None, quick: bool = False) -> list[Mutation]:
 
     quick (CI, about a third of the runs): every forward output and every kind still, but each gradient gets
     one kind (rotating through the kinds), and of a backward with more than QUICK_MAX_GRADS gradients (the
-    block's 13) only dx and an evenly spread QUICK_MAX_GRADS - 1 of the rest.
+    block's 13) only dx and an evenly spread QUICK_MAX_GRADS - 1 of the rest; a layer in QUICK_PICK gets only
+    the outputs and gradients listed there.
     """
     out = []
     for layer, (module, fwd, bwd, grads) in LAYERS.items():
         if only and layer not in only:
             continue
         test_file = f"test_{layer}.py"
-        out.append(Mutation(layer, f"{fwd} out", f"{module}:{fwd}:out:0", test_file))
-        picked = range(len(grads))
-        if quick and len(grads) > QUICK_MAX_GRADS:
+        outputs = FORWARD_OUTPUTS.get(layer, ["out"])
+        for j, output in enumerate(outputs):
+            if quick and layer in QUICK_PICK and output not in QUICK_PICK[layer][0]:
+                continue
+            label = f"{fwd} out" if output == "out" else f"{fwd} {output} out"
+            out.append(Mutation(layer, label, f"{module}:{fwd}:out:{j}", test_file))
+        picked: Sequence[int] = range(len(grads))
+        if quick and layer in QUICK_PICK:
+            picked = [i for i, g in enumerate(grads) if g in QUICK_PICK[layer][1]]
+        elif quick and len(grads) > QUICK_MAX_GRADS:
             step = (len(grads) - 1) / (QUICK_MAX_GRADS - 1)
             picked = sorted({0, *(1 + round(j * step) for j in range(QUICK_MAX_GRADS - 1))} & set(picked))
         for n, i in enumerate(picked):
@@ -176,14 +202,14 @@ def main() -> int:
         ap.error(f"unknown layer(s): {sorted(only - set(LAYERS))}")
 
     t_start = time.perf_counter()
-    files = [str(TESTS / f"test_{layer}.py") for layer in LAYERS if not only or layer in only]
+    muts = mutations(only, quick=args.quick)
+    files = [str(TESTS / f"test_{layer}.py") for layer in LAYERS if any(m.layer == layer for m in muts)]
     rc, secs, tail = run_clean(files, args.timeout)
     print(f"clean suite ({len(files)} files): {'green' if rc == 0 else f'RED (exit {rc})'} in {secs:.1f}s")
     if rc != 0:
         print(tail)
         return 1
 
-    muts = mutations(only, quick=args.quick)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         outcomes = list(pool.map(lambda m: run_mutation(m, args.timeout), muts))
 
