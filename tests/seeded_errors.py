@@ -203,6 +203,8 @@ def main() -> int:
 
     t_start = time.perf_counter()
     muts = mutations(only, quick=args.quick)
+    if not muts:
+        ap.error("no mutations selected: --quick picks none for these layers (run without --quick)")
     files = [str(TESTS / f"test_{layer}.py") for layer in LAYERS if any(m.layer == layer for m in muts)]
     rc, secs, tail = run_clean(files, args.timeout)
     print(f"clean suite ({len(files)} files): {'green' if rc == 0 else f'RED (exit {rc})'} in {secs:.1f}s")

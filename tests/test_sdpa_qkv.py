@@ -67,6 +67,27 @@ def test_gradcheck(shape, seed, sinks, softcap):
     gradcheck("sdpa_qkv", f, g, args, names=["qkv", "sinks"][:len(args)], rng=rng)
 
 
+
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), per_batch=st.booleans())
+def test_gradcheck_with_bias(shape, seed, per_batch):
+    """dqkv and dbias match finite differences of [out, lse] with an additive bias (B or 1, H, T, T)."""
+    B, T, H, D = shape
+    rng = np.random.default_rng(seed)
+    qkv = rand(rng, B, T, 3 * H * D)
+    bias = rand(rng, B if per_batch else 1, H, T, T)
+
+    def f(qkv, bias):
+        out, lse, cache = sdpa_qkv_forward(qkv, H, causal=True, bias=bias)
+        return np.concatenate([out.ravel(), lse.ravel()]), (cache, out.shape, lse.shape)
+
+    def g(d, packed):
+        cache, o_shape, l_shape = packed
+        n = int(np.prod(o_shape))
+        gr = sdpa_qkv_backward(d[:n].reshape(o_shape), cache, d[n:].reshape(l_shape))
+        return gr.dqkv, gr.dbias
+
+    gradcheck("sdpa_qkv", f, g, [qkv, bias], names=["qkv", "bias"], rng=rng)
+
 @given(shape=shapes, seed=st.integers(0, 2**32 - 1))
 def test_equals_split_heads_then_sdpa(shape, seed):
     """The same result as splitting the heads by hand and calling sdpa_forward with window and padding."""
