@@ -217,8 +217,9 @@ def check_layer(
     results, failed = [], []
     for i, a, n in pairs:
         # error <= rtol exactly when |a - n| <= abs_tol + rtol * max(|a|, |n|)
-        errs = np.abs(a - n) / (np.maximum(np.abs(a), np.abs(n)) + abs_tol / rtol)  # same shape as x
-        errs[a == n] = 0.0  # equal infinities are not an error
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 where a == n == 0 and the floor is 0
+            errs = np.abs(a - n) / (np.maximum(np.abs(a), np.abs(n)) + abs_tol / rtol)  # same shape as x
+        errs[a == n] = 0.0  # equal values (zeros, equal infinities) are not an error
         bad = np.isnan(errs)
         flat = int(np.argmax(bad)) if bad.any() else int(np.argmax(errs)) if errs.size else 0
         j = np.unravel_index(flat, errs.shape) if errs.size else ()
