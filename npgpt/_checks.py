@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -55,6 +55,11 @@ def token_ids(name: str, idx: Any, vocab_size: int, ndim: int | None = 2) -> np.
 def is_int(value: Any) -> bool:
     """True for a Python or NumPy integer, False for anything else, bools included (True is not a size)."""
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def is_py_int(value: Any) -> TypeGuard[int]:
+    """True for a Python int (not a bool, not a NumPy integer): sizes that must stay JSON-able as they are."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_real(value: Any) -> bool:

@@ -34,6 +34,7 @@ from .config import GPTConfig
 from .llama import LlamaConfig
 from .llama import param_shapes as llama_param_shapes
 from .model import param_shapes
+from ._checks import is_py_int
 
 FORMAT_NAME = "npgpt-checkpoint"
 FORMAT_VERSION = 1
@@ -207,7 +208,7 @@ def _read_metadata(path: Path, entry: np.ndarray | None) -> dict[str, Any]:
         name = meta.get("format") if isinstance(meta, dict) else None
         raise ValueError(f"{path}: not an npgpt checkpoint (format {name!r}, expected {FORMAT_NAME!r})")
     version = meta.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_py_int(version) or version < 1:
         raise ValueError(f"{path}: invalid checkpoint format version {version!r}")
     if version > FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format version {version} is newer than this npgpt reads "

@@ -29,6 +29,7 @@ import numpy.typing as npt
 # char.py); re-exported here so `from npgpt.data import CharTokenizer, tokenizer_from_dict` keeps working.
 from .tokenizers.char import ENCODE_CHUNK, CharTokenizer, IdArray
 from .tokenizers.protocol import TOKENIZER_LOADERS, Tokenizer, ids_dtype, tokenizer_from_dict
+from ._checks import is_int
 
 __all__ = [
     "ENCODE_CHUNK", "TOKENIZER_LOADERS", "BatchSampler", "CharTokenizer", "IdArray", "IntArray", "Tokenizer",
@@ -84,7 +85,7 @@ class BatchSampler:
     def __init__(self, data: np.ndarray, block_size: int, batch_size: int,
                  seed: int | np.random.SeedSequence = 0, name: str = "data") -> None:
         for arg, value in (("block_size", block_size), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{arg}: expected a positive integer, got {value!r}")
         data = np.asarray(data)
         if data.ndim != 1 or not np.issubdtype(data.dtype, np.integer):

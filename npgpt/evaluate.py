@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .model import GPT
+from ._checks import is_int, is_py_int
 
 Progress = Callable[[int, int], None]
 
@@ -75,9 +76,9 @@ def evaluate_ids(model: GPT, ids: Sequence[int] | npt.NDArray[np.integer], strid
         bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
         raise ValueError(f"ids: token id {bad} is out of range for the model's vocabulary [0, {V})")
     stride = max(T // 2, 1) if stride is None else stride
-    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= T:
+    if not is_int(stride) or not 1 <= stride <= T:
         raise ValueError(f"stride: expected an integer in [1, block_size={T}], got {stride!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_py_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
     arr = arr.astype(np.int64)
     wins = windows(arr.size, T, int(stride))

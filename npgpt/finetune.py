@@ -27,6 +27,7 @@ from .optim import AdamW, clip_grad_norm
 from .pretrained import from_pretrained, save_pretrained
 from .tokenizers import BPETokenizer, encode_text, has_tokenizer_files, load_tokenizer, save_tokenizer
 from .tokenizers.files import MERGES_NAME, TOKENIZER_JSON, VOCAB_NAME
+from ._checks import is_py_int
 
 
 def load_gpt2_dir(path: str | os.PathLike[str], dtype: npt.DTypeLike = np.float32) -> tuple[GPT, BPETokenizer]:
@@ -83,10 +84,10 @@ def finetune(init_dir: str | os.PathLike[str], text: str, out_dir: str | os.Path
     if not isinstance(text, str) or not text:
         raise ValueError("text: expected a non-empty str")
     T = min(model.config.block_size, 128) if block_size is None else block_size
-    if isinstance(T, bool) or not isinstance(T, int) or not 1 <= T <= model.config.block_size:
+    if not is_py_int(T) or not 1 <= T <= model.config.block_size:
         raise ValueError(f"block_size: expected an integer in [1, n_positions={model.config.block_size}], got {T!r}")
     for name, v in (("max_iters", max_iters), ("batch_size", batch_size), ("eval_iters", eval_iters)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if not is_py_int(v) or v < 1:
             raise ValueError(f"{name}: expected a positive integer, got {v!r}")
     t0 = time.perf_counter()
     ids = encode_text(tok, text)  # (N,) "<|endoftext|>" in the text is GPT-2's document separator

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from .atomic import atomic_write
 from .config import GPTConfig
 from .model import GPT, gpt_backward, gpt_forward, param_shapes
+from ._checks import is_py_int
 
 MODEL_MAGIC, MODEL_VERSION = 20240326, 3
 STATE_MAGIC, STATE_VERSION = 20240327, 2
@@ -117,7 +118,7 @@ def write_model(path: str | os.PathLike[str], model: GPT, padded_vocab_size: int
         raise ValueError(f"model: expected a GPT, got {type(model).__name__}")
     c = model.config
     Vp = padded_vocab(c.vocab_size) if padded_vocab_size is None else padded_vocab_size
-    if isinstance(Vp, bool) or not isinstance(Vp, int) or Vp < c.vocab_size:
+    if not is_py_int(Vp) or Vp < c.vocab_size:
         raise ValueError(f"padded_vocab_size: expected an integer >= vocab_size={c.vocab_size}, got {Vp!r}")
     header = [MODEL_MAGIC, MODEL_VERSION, c.block_size, c.vocab_size, c.n_layer, c.n_head, c.n_embd, Vp]
     _write(path, header, pack(model.params, c, Vp).astype("<f4"))

@@ -59,6 +59,7 @@ from .model import GPT, buffer_order, param_shapes
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .outdir import OutDir, describe_os_error, format_bytes
 from .tokenizers import BPETokenizer, encode_text, tokenizer_from_spec
+from ._checks import is_int
 
 Array = npt.NDArray[np.floating]
 T = TypeVar("T")
@@ -885,7 +886,7 @@ def _clock(seconds: float) -> str:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_int(value) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name}: expected {kind}, got {value!r}")
 

@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, real_number, shape_is, token_ids
+from .._checks import float_array, is_int, real_number, shape_is, token_ids
 
 Array = npt.NDArray[np.floating]
 Reduction = Literal["mean", "sum", "none"]
@@ -52,7 +52,7 @@ def cross_entropy_forward(
     float_array("logits", logits, min_ndim=1)
     V = logits.shape[-1]
     if ignore_index is not None:
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        if not is_int(ignore_index):
             raise ValueError(f"ignore_index: expected an integer or None, got {ignore_index!r}")
         if not isinstance(targets, np.ndarray) or not np.issubdtype(targets.dtype, np.integer):
             token_ids("targets", targets, V, ndim=None)  # raises the usual message

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, upstream
+from .._checks import float_array, is_int, upstream
 
 Array = npt.NDArray[np.floating]
 
@@ -28,7 +28,7 @@ def repeat_kv_forward(x: Array, n_rep: int) -> tuple[Array, RepeatKVCache]:
     See docs/derivations/repeat_kv.md.
     """
     float_array("x", x, ndim=4)
-    if isinstance(n_rep, bool) or not isinstance(n_rep, (int, np.integer)) or n_rep < 1:
+    if not is_int(n_rep) or n_rep < 1:
         raise ValueError(f"n_rep: expected a positive integer, got {n_rep!r}")
     return _repeat_kv_forward(x, int(n_rep))
 

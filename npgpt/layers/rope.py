@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, real_number, upstream
+from .._checks import float_array, is_int, real_number, upstream
 
 Array = npt.NDArray[np.floating]
 
@@ -108,12 +108,12 @@ def rope_forward(x: Array, positions: npt.NDArray[np.integer] | None = None, off
         if D % 2:
             raise ValueError(f"x: head dim D={D} is odd; RoPE rotates channel pairs (give an even rotary_dim)")
         rotary_dim = D
-    if isinstance(rotary_dim, bool) or not isinstance(rotary_dim, (int, np.integer)) or rotary_dim < 2 \
+    if not is_int(rotary_dim) or rotary_dim < 2 \
             or rotary_dim % 2 or rotary_dim > D:
         raise ValueError(f"rotary_dim: expected an even integer in [2, D={D}], got {rotary_dim!r}")
     if not isinstance(interleaved, bool):
         raise ValueError(f"interleaved: expected True or False, got {interleaved!r}")
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+    if not is_int(offset) or offset < 0:
         raise ValueError(f"offset: expected a non-negative integer, got {offset!r}")
     if positions is None:
         positions = np.arange(offset, offset + T)  # (T,)

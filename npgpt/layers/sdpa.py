@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, real_number, same_dtype, upstream
+from .._checks import float_array, is_int, real_number, same_dtype, upstream
 
 Array = npt.NDArray[np.floating]
 BoolArray = npt.NDArray[np.bool_]
@@ -84,7 +84,7 @@ def _int_array(name: str, x: Any, shape: tuple[int, ...]) -> IntArray:
 def _size_or_none(name: str, x: Any) -> int | None:
     if x is None:
         return None
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0:
+    if not is_int(x) or x < 0:
         raise ValueError(f"{name}: expected a non-negative integer or None, got {x!r}")
     return int(x)
 
@@ -156,7 +156,7 @@ def check_options(q: Array, k: Array, *, causal: Any = False, scale: Any = None,
         raise ValueError(f"dropout_p: expected a drop probability in [0, 1), got {dropout_p!r}")
     if dropout_seed is not None and dropout_mask is not None:
         raise ValueError("dropout_mask: expected dropout_mask or dropout_seed, not both")
-    if dropout_seed is not None and (isinstance(dropout_seed, bool) or not isinstance(dropout_seed, (int, np.integer))
+    if dropout_seed is not None and (not is_int(dropout_seed)
                                      or dropout_seed < 0):
         raise ValueError(f"dropout_seed: expected a non-negative integer or None, got {dropout_seed!r}")
     if p > 0.0 and dropout_seed is None and dropout_mask is None:

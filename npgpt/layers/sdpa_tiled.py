@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._checks import upstream
+from .._checks import is_int, upstream
 from .sdpa import (Array, BoolArray, IntArray, SdpaGrads, SdpaOptions, Window, block_outside, check_options,
                    check_qkv, keep_scaled, reduce_to, scores_block)
 
@@ -31,7 +31,7 @@ class SdpaTiledCache(NamedTuple):
 
 
 def _block_size(name: str, x: Any) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
+    if not is_int(x) or x < 1:
         raise ValueError(f"{name}: expected a positive integer, got {x!r}")
     return int(x)
 

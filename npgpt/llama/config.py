@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..layers.rope import rope_inv_freq
+from .._checks import is_py_int, is_real
 
 # HF hidden_act values -> the gated unit's activation (npgpt/layers/swiglu.py)
 HIDDEN_ACTS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
@@ -33,20 +34,20 @@ class LlamaConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_py_int(value) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         if self.n_head % self.n_kv_head:
             raise ValueError(f"n_head: expected a multiple of n_kv_head={self.n_kv_head}, got {self.n_head}")
         if self.head_dim is None:
             if self.n_embd % self.n_head:
                 raise ValueError(f"n_embd: expected a multiple of n_head={self.n_head}, got {self.n_embd}")
-        elif isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) or self.head_dim < 1:
+        elif not is_py_int(self.head_dim) or self.head_dim < 1:
             raise ValueError(f"head_dim: expected a positive integer or None, got {self.head_dim!r}")
         if self.head_size % 2:
             raise ValueError(f"head_dim: RoPE rotates channel pairs, so the head dim must be even, "
                              f"got {self.head_size}")
         eps = self.rms_norm_eps
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        if not is_real(eps) or not eps > 0:
             raise ValueError(f"rms_norm_eps: expected a positive number, got {eps!r}")
         if not isinstance(self.tie_word_embeddings, bool):
             raise ValueError(f"tie_word_embeddings: expected True or False, got {self.tie_word_embeddings!r}")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import token_ids
+from .._checks import is_int, token_ids
 from ..generate import check_sampling, sample_next
 from .block import KVSlot
 from .config import LlamaConfig
@@ -52,7 +52,7 @@ def generate(params: Mapping[str, Array], config: LlamaConfig, idx: npt.NDArray[
     token_ids("idx", idx, config.vocab_size)
     if idx.shape[1] < 1:
         raise ValueError("idx: expected a prompt of at least one token")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+    if not is_int(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens: expected a non-negative integer, got {max_new_tokens!r}")
     check_sampling(temperature, top_k, top_p)
     seq = idx.astype(np.int64)

@@ -22,6 +22,7 @@ import numpy as np
 from .byte_unicode import bytes_to_unicode, decode_bytes, encode_bytes
 from .pattern import WHITE_SPACE, _class_body, split_gpt2
 from .protocol import TOKENIZER_LOADERS
+from .._checks import is_py_int
 
 EOT = "<|endoftext|>"
 CACHE_LIMIT = 200_000  # pieces kept in the cache; it is emptied when it grows past this
@@ -43,14 +44,14 @@ class BPETokenizer:
         self.where = where
         id_to_token: dict[int, str] = {}
         for token, i in vocab.items():
-            if not isinstance(token, str) or isinstance(i, bool) or not isinstance(i, int) or i < 0:
+            if not isinstance(token, str) or not is_py_int(i) or i < 0:
                 raise ValueError(f"{where}: vocabulary entry {token!r}: {i!r} is not a string and a "
                                  f"non-negative integer id")
             if i in id_to_token:
                 raise ValueError(f"{where}: id {i} is given to both {id_to_token[i]!r} and {token!r}")
             id_to_token[i] = token
         for token, i in specials.items():
-            if not isinstance(token, str) or not token or isinstance(i, bool) or not isinstance(i, int) or i < 0:
+            if not isinstance(token, str) or not token or not is_py_int(i) or i < 0:
                 raise ValueError(f"{where}: special token {token!r}: {i!r} is not a non-empty string and a "
                                  f"non-negative integer id")
             if i in id_to_token and id_to_token[i] != token:

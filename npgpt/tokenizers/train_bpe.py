@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from .bpe import CHUNK, BPETokenizer, _chunks
 from .byte_unicode import bytes_to_unicode
 from .pattern import split_gpt2
+from .._checks import is_py_int
 
 
 def train_bpe(text: str, vocab_size: int, special_tokens: Sequence[str] = (),
@@ -28,7 +29,7 @@ def train_bpe(text: str, vocab_size: int, special_tokens: Sequence[str] = (),
     if not isinstance(text, str):
         raise ValueError(f"text: expected a str, got {type(text).__name__}")
     specials = list(dict.fromkeys(special_tokens))
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
+    if not is_py_int(vocab_size) or vocab_size < 256 + len(specials):
         raise ValueError(f"vocab_size: expected an integer >= {256 + len(specials)} (256 bytes"
                          f"{' + the special tokens' if specials else ''}), got {vocab_size!r}")
     n_merges = vocab_size - 256 - len(specials)
