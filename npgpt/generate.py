@@ -9,7 +9,8 @@ rebuilt from the last block_size tokens (exactly what the full forward would see
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -129,18 +130,33 @@ def generate(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np
         raise ValueError("idx: expected a prompt of at least one token")
     integer("max_new_tokens", max_new_tokens, minimum=0)
     check_sampling(temperature, top_k, top_p)
-    seq = idx.astype(np.int64)
     dtype = params["wte.weight"].dtype
-    kv: KVCache | None = None
+    return decode_loop(idx, config.block_size, max_new_tokens,
+                       full=lambda window: gpt_forward(params, config, window)[0],
+                       new_cache=lambda B: KVCache(config, B, dtype),
+                       cached=lambda window, kv: forward_cached(params, config, window, kv),
+                       temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, use_cache=use_cache)
+
+
+def decode_loop(idx: npt.NDArray[np.integer], block_size: int, max_new_tokens: int,
+                full: Callable[[npt.NDArray[np.int64]], Array], new_cache: Callable[[int], Any],
+                cached: Callable[[npt.NDArray[np.int64], Any], Array], *, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None, rng: np.random.Generator | None = None,
+                use_cache: bool = True) -> npt.NDArray[np.int64]:
+    """The sampling loop every model family shares: full(window) -> logits (B, T, V) without a cache;
+    new_cache(B) and cached(window, kv) -> logits for the window's positions with one.  The cache is
+    (re)filled at the first step and whenever the block_size window slides; otherwise one new position."""
+    seq = idx.astype(np.int64)  # (B, T)
+    kv: Any = None
     for _ in range(max_new_tokens):
-        window = seq[:, -config.block_size:]  # (B, <= block_size) what the model can see
+        window = seq[:, -block_size:]  # (B, <= block_size) what the model can see
         if not use_cache:
-            logits, _, _ = gpt_forward(params, config, window)  # (B, T, V)
+            logits = full(window)  # (B, T, V)
         elif kv is None or kv.length != window.shape[1] - 1:
-            kv = KVCache(config, seq.shape[0], dtype)  # (re)fill: first step, or the window slid
-            logits = forward_cached(params, config, window, kv)
+            kv = new_cache(seq.shape[0])  # (re)fill: first step, or the window slid
+            logits = cached(window, kv)
         else:
-            logits = forward_cached(params, config, window[:, -1:], kv)  # one new position
+            logits = cached(window[:, -1:], kv)  # one new position
         nxt = sample_next(logits[:, -1], temperature, top_k, top_p, rng)  # (B,)
-        seq = np.concatenate([seq, nxt[:, None]], axis=1)
+        seq = np.concatenate([seq, nxt[:, None]], axis=1)  # (B, T + 1)
     return seq

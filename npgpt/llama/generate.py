@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._checks import is_int, token_ids
-from ..generate import check_sampling, sample_next
+from ..generate import check_sampling, decode_loop
 from .block import KVSlot
 from .config import LlamaConfig
 from .core import _llama_forward, llama_forward
@@ -55,18 +55,9 @@ def generate(params: Mapping[str, Array], config: LlamaConfig, idx: npt.NDArray[
     if not is_int(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens: expected a non-negative integer, got {max_new_tokens!r}")
     check_sampling(temperature, top_k, top_p)
-    seq = idx.astype(np.int64)
     dtype = params["model.embed_tokens.weight"].dtype
-    kv: LlamaKVCache | None = None
-    for _ in range(max_new_tokens):
-        window = seq[:, -config.block_size:]  # (B, <= block_size) what the model can see
-        if not use_cache:
-            logits, _, _ = llama_forward(params, config, window)  # (B, T, V)
-        elif kv is None or kv.length != window.shape[1] - 1:
-            kv = LlamaKVCache(config, seq.shape[0], dtype)  # (re)fill: first step, or the window slid
-            logits = forward_cached(params, config, window, kv)
-        else:
-            logits = forward_cached(params, config, window[:, -1:], kv)  # one new position
-        nxt = sample_next(logits[:, -1], temperature, top_k, top_p, rng)  # (B,)
-        seq = np.concatenate([seq, nxt[:, None]], axis=1)
-    return seq
+    return decode_loop(idx, config.block_size, max_new_tokens,
+                       full=lambda window: llama_forward(params, config, window)[0],
+                       new_cache=lambda B: LlamaKVCache(config, B, dtype),
+                       cached=lambda window, kv: forward_cached(params, config, window, kv),
+                       temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, use_cache=use_cache)
