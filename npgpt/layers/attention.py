@@ -66,9 +66,12 @@ def _attention_forward(q: Array, k: Array, v: Array) -> tuple[Array, AttentionCa
     Tk = k.shape[2]
     scale = 1.0 / math.sqrt(D)  # Python float: float32 stays float32
     q_scaled = q * scale  # (B, H, Tq, D) scaling q, not the (B, H, Tq, Tk) scores: Tk/D times fewer multiplies
-    kT = np.ascontiguousarray(k.swapaxes(-1, -2))  # (B, H, D, Tk) copy: q @ kT beats q @ k.T even with it
-    scores = q_scaled @ kT  # (B, H, Tq, Tk)
-    scores += causal_mask(Tk, q.dtype)[Tk - Tq:]  # (Tq, Tk) view, in place: unseen keys become -inf
+    if Tq == 1:  # one new query (KV-cached decoding): it sees every key, so there is nothing to mask, and
+        scores = q_scaled @ k.swapaxes(-1, -2)  # (B, H, 1, Tk) a single row does not repay copying k^T
+    else:
+        kT = np.ascontiguousarray(k.swapaxes(-1, -2))  # (B, H, D, Tk) copy: q @ kT beats q @ k.T even with it
+        scores = q_scaled @ kT  # (B, H, Tq, Tk)
+        scores += causal_mask(Tk, q.dtype)[Tk - Tq:]  # (Tq, Tk) view, in place: unseen keys become -inf
     att, sm_cache = softmax_forward(scores)  # (B, H, Tq, Tk) rows sum to 1, zero right of the shifted diagonal
     out = att @ v  # (B, H, Tq, D)
     return out, AttentionCache(q_scaled, k, v, sm_cache, scale)
