@@ -23,6 +23,17 @@ def float_array(name: str, x: Any, ndim: int | None = None, min_ndim: int | None
     return x
 
 
+def float_dtype(name: str, dtype: Any) -> np.dtype:
+    """Return np.dtype(dtype) if it is float32 or float64, else raise naming the argument."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"{name}: expected float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise ValueError(f"{name}: expected float32 or float64, got {dt}")
+    return dt
+
+
 def same_dtype(ref_name: str, ref: np.ndarray, **others: np.ndarray) -> None:
     """Raise if any of `others` has a dtype different from `ref` (no silent promotion)."""
     for name, x in others.items():

@@ -15,7 +15,7 @@ from typing import overload
 import numpy as np
 import numpy.typing as npt
 
-from ._checks import integer
+from ._checks import float_dtype, integer
 from .config import GPTConfig
 from .data_parallel import backward_slices, forward_slices
 from .generate import generate
@@ -50,9 +50,7 @@ class GPT:
                  init: bool = True, threads: int | None = None, layout: ParamLayout | None = None) -> None:
         if not isinstance(config, GPTConfig):
             raise ValueError(f"config: expected a GPTConfig, got {type(config).__name__}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
+        dtype = float_dtype("dtype", dtype)
         self.config = config
         self.dtype = dtype
         shapes = param_shapes(config)

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from ._checks import is_real
+from ._checks import float_dtype, is_real
 from .config import GPTConfig
 from .model import GPT, param_shapes
 from .atomic import atomic_write
@@ -147,12 +147,7 @@ def from_pretrained(path: str | os.PathLike[str], dtype: npt.DTypeLike = np.floa
     dtype (F64/F32/F16/BF16) is converted to `dtype`.  Missing, unexpected or misshapen tensors are errors.
     """
     path = os.fspath(path)
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}") from None
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
+    dtype = float_dtype("dtype", dtype)
     if not os.path.isdir(path):
         raise ValueError(f"{path}: not a directory (expected config.json + {WEIGHTS_NAME})")
     config = _read_config(path)

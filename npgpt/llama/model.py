@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from .._checks import float_dtype
 from ..layout import FlatTensors, ParamLayout
 from .config import LlamaConfig
 from .core import LlamaCache, _llama_forward, check_inputs, init_params, llama_grads, param_shapes
@@ -30,9 +31,7 @@ class Llama:
                  init: bool = True) -> None:
         if not isinstance(config, LlamaConfig):
             raise ValueError(f"config: expected a LlamaConfig, got {type(config).__name__}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
+        dtype = float_dtype("dtype", dtype)
         self.config = config
         self.dtype = dtype
         self.layout = ParamLayout.matrices_first(param_shapes(config))  # matrices (decayed) first, then norms

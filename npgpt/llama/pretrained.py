@@ -21,6 +21,7 @@ from ..safetensors import FLOAT_NAMES, SafetensorsFile, save_safetensors
 from .config import HIDDEN_ACTS, LlamaConfig
 from .core import param_shapes
 from .model import Llama
+from .._checks import float_dtype
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -151,12 +152,7 @@ def from_pretrained(path: str | os.PathLike[str], dtype: npt.DTypeLike = np.floa
     model_type) directory is refused by config.json's model_type.
     """
     path = os.fspath(path)
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}") from None
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
+    dtype = float_dtype("dtype", dtype)
     if not os.path.isdir(path):
         raise ValueError(f"{path}: not a directory (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
     config = _read_config(path)
