@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import positive_int
+from ..optim import AdamW
 
 __all__ = ["Case", "Sizes", "sizes", "DEFAULT_SHAPES", "Arrays", "OracleError"]
 
@@ -76,3 +77,33 @@ class Case:
     make: Callable[[np.random.Generator, Sizes], tuple[Arrays, dict[str, Any]]]
     run: Callable[[Arrays, dict[str, Any]], Arrays]
     outputs: tuple[str, ...] = ("out",)  # keys computed by the forward besides the gradients
+
+
+def run_training(model: Any, a: Arrays, args: Mapping[str, Any], names: list[str]) -> Arrays:
+    """A whole-model training case, for any family's model (GPT, Llama): copy the case's `param.<name>`
+    arrays into model.params, take args["adamw"]["steps"] AdamW steps on in.idx / in.targets, and return
+    the first step's logits, loss and `grad.<name>`, every step's loss and the `final.<name>` parameters."""
+    dtype = model.dtype
+    for k in names:
+        src = a[f"param.{k}"]
+        if src.shape != model.params[k].shape or src.dtype != dtype:
+            raise OracleError(f"param.{k}: expected {dtype} {model.params[k].shape}, got {src.dtype} {src.shape}")
+        model.params[k][...] = src
+    hp = args["adamw"]
+    if hp.get("grad_clip") is not None or hp.get("lr_schedule", "constant") != "constant":
+        raise OracleError("meta.adamw: only a constant lr without clipping is supported")
+    opt = AdamW(model.params, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"])
+    result: Arrays = {}
+    losses = []
+    for step in range(int(hp["steps"])):
+        logits, loss = model.forward(a["idx"], a["targets"])  # (B, T, V), 0-d
+        grads = model.backward()
+        if step == 0:
+            result["logits"] = logits
+            result["loss"] = np.array(loss)
+            result.update({f"grad.{k}": grads[k].copy() for k in names})
+        losses.append(loss)
+        opt.step(grads)
+    result["train.losses"] = np.array(losses, dtype=dtype)
+    result.update({f"final.{k}": model.params[k].copy() for k in names})
+    return result

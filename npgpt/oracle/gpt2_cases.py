@@ -15,8 +15,7 @@ from .. import layers as L
 from ..config import GPTConfig
 from ..gpt import init_params, param_shapes
 from ..model import GPT
-from ..optim import AdamW
-from .case import Arrays, Case, OracleError, Sizes
+from .case import Arrays, Case, OracleError, Sizes, run_training
 
 __all__ = ["CASES", "DROPOUT_P", "TRAIN_STEPS", "ADAMW_HPARAMS"]
 
@@ -172,30 +171,7 @@ def _run_gpt_train(a: Arrays, args: dict[str, Any]) -> Arrays:
         raise OracleError("meta.param_names: does not match the parameters of meta.config")
     dtype = a[f"param.{names[0]}"].dtype
     model = GPT(config, seed=0, dtype=dtype)
-    for k in names:
-        src = a[f"param.{k}"]
-        if src.shape != model.params[k].shape or src.dtype != dtype:
-            raise OracleError(f"param.{k}: expected {dtype} {model.params[k].shape}, got {src.dtype} {src.shape}")
-        model.params[k][...] = src
-    hp = args["adamw"]
-    if hp.get("grad_clip") is not None or hp.get("lr_schedule", "constant") != "constant":
-        raise OracleError("meta.adamw: only a constant lr without clipping is supported")
-    opt = AdamW(model.params, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
-                weight_decay=hp["weight_decay"])
-    result: Arrays = {}
-    losses = []
-    for step in range(int(hp["steps"])):
-        logits, loss = model.forward(a["idx"], a["targets"])
-        grads = model.backward()
-        if step == 0:
-            result["logits"] = logits
-            result["loss"] = np.array(loss)
-            result.update({f"grad.{k}": grads[k].copy() for k in names})
-        losses.append(loss)
-        opt.step(grads)
-    result["train.losses"] = np.array(losses, dtype=dtype)
-    result.update({f"final.{k}": model.params[k].copy() for k in names})
-    return result
+    return run_training(model, a, args, names)
 
 
 def _gelu_case(form: str) -> Case:

@@ -26,8 +26,7 @@ from ..layers.rmsnorm import rmsnorm_backward, rmsnorm_forward
 from ..layers.rope import rope_backward, rope_forward
 from ..layers.swiglu import swiglu_backward, swiglu_forward
 from ..llama import Llama, LlamaConfig, param_shapes
-from ..optim import AdamW
-from .case import OracleError
+from .case import OracleError, run_training
 
 Arrays = dict[str, np.ndarray]
 
@@ -186,27 +185,7 @@ def _run_llama_train(a: Arrays, args: dict[str, Any]) -> Arrays:
         raise OracleError("meta.param_names: does not match the parameters of meta.config")
     dtype = a[f"param.{names[0]}"].dtype
     model = Llama(config, dtype=dtype, init=False)
-    for k in names:
-        src = a[f"param.{k}"]
-        if src.shape != model.params[k].shape or src.dtype != dtype:
-            raise OracleError(f"param.{k}: expected {dtype} {model.params[k].shape}, got {src.dtype} {src.shape}")
-        model.params[k][...] = src
-    hp = args["adamw"]
-    opt = AdamW(model.params, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"])
-    result: Arrays = {}
-    losses = []
-    for step in range(int(hp["steps"])):
-        logits, loss = model.forward(a["idx"], a["targets"])
-        grads = model.backward()
-        if step == 0:
-            result["logits"] = logits
-            result["loss"] = np.array(loss)
-            result.update({f"grad.{k}": grads[k].copy() for k in names})
-        losses.append(loss)
-        opt.step(grads)
-    result["train.losses"] = np.array(losses, dtype=dtype)
-    result.update({f"final.{k}": model.params[k].copy() for k in names})
-    return result
+    return run_training(model, a, args, names)
 
 
 # ---------------------------------------------------------------------------------------------- the list
