@@ -62,9 +62,10 @@ def test_config_validation_names_the_field(field, value):
 
 def test_defaults_are_the_documented_recipe():
     c = TrainConfig()
-    assert (c.n_layer, c.n_head, c.n_embd, c.block_size, c.batch_size, c.max_iters) == (4, 4, 128, 64, 12, 2000)
-    assert (c.lr, c.final_lr, c.warmup_iters, c.decay_iters, c.beta1, c.beta2) == (1e-3, 1e-4, 100, 2000, 0.9, 0.99)
-    assert (c.weight_decay, c.grad_clip, c.dropout, c.eval_interval, c.eval_iters) == (0.1, 1.0, 0.0, 250, 20)
+    assert (c.arch, c.n_layer, c.n_head, c.n_embd, c.block_size, c.batch_size) == ("gpt2", 2, 4, 128, 64, 12)
+    assert (c.max_iters, c.lr, c.warmup_iters, c.decay_iters, c.beta1, c.beta2) == (3600, 6e-3, 100, 3600, 0.9, 0.99)
+    assert c.final_lr == pytest.approx(6e-4, rel=1e-12)  # lr / 10
+    assert (c.weight_decay, c.grad_clip, c.dropout, c.eval_interval, c.eval_iters) == (0.1, 1.0, 0.0, 500, 20)
 
 
 def test_tiny_run(tmp_path):
@@ -302,7 +303,7 @@ def test_a_str_argument_is_a_path_never_the_text(tmp_path):
 def test_min_lr_defaults_to_a_tenth_of_lr():
     assert TrainConfig(lr=1e-5).final_lr == pytest.approx(1e-6)
     assert TrainConfig(lr=1e-5, min_lr=0.0).final_lr == 0.0
-    assert TrainConfig().final_lr == 1e-4
+    assert TrainConfig().final_lr == pytest.approx(6e-4, rel=1e-12)
 
 
 def test_help_lives_in_the_field_metadata():
