@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Train a character-level GPT on a text file (default: the bundled Tiny Shakespeare).
 
-    python examples/train_char_gpt.py                        # the default recipe, about 2000 steps
+    python examples/train_char_gpt.py                        # the default recipe, 3600 steps
     python examples/train_char_gpt.py my.txt --max-iters 500 --out-dir run1
     python examples/train_char_gpt.py --resume               # continue out/ckpt.npz after Ctrl-C
-    python examples/train_char_gpt.py --resume --max-iters 4000   # extend a finished run
+    python examples/train_char_gpt.py --resume --max-iters 5000   # extend a finished run
 
 The same as `npgpt train ...` (npgpt/cli.py), for a source checkout: one --flag per field of
 npgpt.train.TrainConfig.  Bad input gives a one-line "error: ..." on stderr and exit status 2; a diverging
