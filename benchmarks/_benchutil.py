@@ -242,3 +242,24 @@ def loadavg() -> str:
             return " ".join(f.read().split()[:3])
     except OSError:
         return "n/a"
+
+
+def mem_available_mib() -> float | None:
+    """MemAvailable from /proc/meminfo in MiB (None where unavailable)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cache_dir() -> str:
+    """Where benchmarks keep built binaries and generated inputs: $NPGPT_BENCH_CACHE, else
+    $XDG_CACHE_HOME/npgpt-bench, else ~/.cache/npgpt-bench (never inside the repository)."""
+    if os.environ.get("NPGPT_BENCH_CACHE"):
+        return os.environ["NPGPT_BENCH_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "npgpt-bench")

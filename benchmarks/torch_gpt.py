@@ -140,7 +140,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, idx: torch.Tensor, 
     """One step: forward, backward, global-norm clip to max_norm (skipped when None), AdamW; returns the loss
     (before the update).  forward: what computes (logits, loss), e.g. compile_model(model); default model."""
     opt.zero_grad(set_to_none=True)
-    _, loss = (forward or model)(idx, targets)
+    _, loss = (model if forward is None else forward)(idx, targets)
     loss.backward()
     if max_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
