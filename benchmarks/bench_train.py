@@ -55,7 +55,7 @@ PLAN = {  # per config: warm-up steps and timed steps in each process, rounds (f
     "gpt2-124m": dict(warmup=3, steps=5, rounds=3),
     "long1024": dict(warmup=3, steps=4, rounds=3),
     "long2048": dict(warmup=3, steps=3, rounds=3),
-    "long4096": dict(warmup=2, steps=2, rounds=3),
+    "long4096": dict(warmup=3, steps=2, rounds=3),
 }
 FRAMEWORKS = ("npgpt", "torch", "torch-sdpa", "torch-compile", "llmc")
 TORCH_FWS = ("torch", "torch-sdpa", "torch-compile")
@@ -320,10 +320,10 @@ def run_once(fw: str, name: str, plan: dict, ctx: Context) -> tuple[dict | None,
 
 
 def manual_attention_fits(name: str) -> tuple[bool, float]:
-    """Whether torch's manual attention (B*H*T*T scores per layer kept for backward, a few more transient)
-    fits in 70% of the available memory; and the estimate in MiB."""
+    """Whether torch's manual attention fits in 70% of the available memory, and the estimate in MiB: about
+    3 B*H*T*T float arrays per layer plus 4 transient (measured: 2.6 GiB above imports at long2048), + 1 GiB."""
     c = CONFIGS[name]
-    est = (c["n_layer"] + 4) * c["batch"] * c["n_head"] * c["T"] ** 2 * 4 / 2 ** 20 + 1024
+    est = (3 * c["n_layer"] + 4) * c["batch"] * c["n_head"] * c["T"] ** 2 * 4 / 2 ** 20 + 1024
     avail = bu.mem_available_mib()
     return (avail is None or est <= 0.7 * avail), est
 
@@ -417,8 +417,9 @@ def bench_config(name: str, frameworks: list[str], plan: dict, ctx: Context, not
     for r in range(plan["rounds"]):
         k = r % len(members)
         order = members[k:] + members[:k]
-        cells = []
         busy = 0.0
+        failed = []
+        print(f"    round {r + 1}/{plan['rounds']} ms/step:", end="", flush=True)  # cells appear as runs finish
         for fw in order:
             if fw in errors:
                 continue
@@ -426,18 +427,18 @@ def bench_config(name: str, frameworks: list[str], plan: dict, ctx: Context, not
             time.sleep(GAP_S)
             if res is None:
                 errors[fw] = err
-                cells.append(f"{fw} FAILED")
-                print(f"    {fw}: process failed ({err}); no further runs of it for {name}", flush=True)
+                failed.append(fw)
+                print(f"  {fw} FAILED", end="", flush=True)
                 continue
             res["wall_s"] = wall
             runs[fw].append(res)
             busy = max(busy, res["other_load"], res["steal"])
-            if fw == "matmul":
-                cells.append(f"matmul {res['gflops']:.1f} GFLOP/s")
-            else:
-                cells.append(f"{fw} {1e3 * res['seconds'] / plan['steps']:.1f}")
-        print(f"    round {r + 1}/{plan['rounds']} ms/step: " + "  ".join(cells)
-              + (f"   [other load up to {busy:.2f} cores]" if busy >= 0.1 else ""), flush=True)
+            cell = f"matmul {res['gflops']:.1f} GFLOP/s" if fw == "matmul" else \
+                f"{fw} {1e3 * res['seconds'] / plan['steps']:.1f}"
+            print("  " + cell, end="", flush=True)
+        print(f"   [other load up to {busy:.2f} cores]" if busy >= 0.1 else "", flush=True)
+        for fw in failed:
+            print(f"    {fw}: process failed ({errors[fw]}); no further runs of it for {name}", flush=True)
     peak_gflops = statistics.median(r["gflops"] for r in runs["matmul"]) if runs["matmul"] else None
     out: dict = dict(config=cfg, plan=plan, flops=fl, frameworks={}, errors=errors,
                      matmul=dict(gflops=peak_gflops, runs=runs["matmul"]))
