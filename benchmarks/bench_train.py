@@ -272,7 +272,6 @@ class Context:
         self.llmc_reason = "pass --llmc PATH to a checkout"  # why llm.c is n/a
         self.llmc_inputs: dict[str, tuple[str, str]] = {}
         self.inductor_dir = tempfile.mkdtemp(prefix="npgpt-bench-inductor-")
-        self.compiled_once: set[str] = set()  # configs whose compile cache is warm
 
     def env(self, framework: str) -> dict:
         env = bu.set_thread_env(self.threads, dict(os.environ))
