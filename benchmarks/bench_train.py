@@ -203,6 +203,9 @@ def run_main(framework: str, name: str, spec: dict) -> None:
         warm.append(time.perf_counter() - t0)
     peak_warmup = bu.peak_rss_mib()  # lifetime high-water mark so far (includes torch.compile's compiler)
     hwm_reset = bu.reset_peak_rss()  # from here VmHWM covers the timed steps only
+    workers = npgpt_workers(model) if framework == "npgpt" else []  # batch slices in worker processes
+    peak_warmup += sum(bu.peak_rss_mib(pid) for pid in workers)
+    hwm_reset = all([hwm_reset] + [bu.reset_peak_rss(pid) for pid in workers])
     before = bu.cpu_snapshot()
     t_start = time.perf_counter()
     for i in range(spec["warmup"], spec["warmup"] + spec["steps"]):
@@ -213,8 +216,21 @@ def run_main(framework: str, name: str, spec: dict) -> None:
     other, steal = bu.foreign_load(before, bu.cpu_snapshot())
     proto.write(json.dumps(dict(
         seconds=seconds, step_s=times, warmup_s=warm, nparams=int(nparams), rss_imports=rss_imports,
-        rss_built=rss_built, peak_warmup=peak_warmup, peak=bu.peak_rss_mib(), hwm_reset=hwm_reset,
+        rss_built=rss_built, peak_warmup=peak_warmup, hwm_reset=hwm_reset, workers=len(workers),
+        peak=bu.peak_rss_mib() + sum(bu.peak_rss_mib(pid) for pid in workers),
         first_loss=losses[0], loss=losses[-1], other_load=other, steal=steal, info=info)) + "\n")
+
+
+def npgpt_workers(model) -> list[int]:
+    """PIDs of the worker processes running this model's batch slices (npgpt/data_parallel.py), if any.  Their
+    peak RSS is added to npgpt's: all of it, imports and the shared parameter mapping included, so the sum
+    over-counts pages shared with the main process rather than missing any."""
+    group = getattr(model, "_group", None)
+    if group is None:
+        return []
+    from npgpt import data_parallel
+
+    return [w.proc.pid for w in data_parallel._pool if group.key in w.attached and w.alive()]
 
 
 def peak_main() -> None:
