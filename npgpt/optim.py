@@ -22,6 +22,7 @@ from .layout import FlatTensors, ParamLayout
 from .parallel import batch_slices, run_parallel, usable_cores
 
 Array = npt.NDArray[np.floating]
+BLOCK = 1 << 16  # elements per sub-block of the flat path: its five arrays (p, g, m, v, scratch) stay in cache
 
 
 class AdamW:
@@ -29,9 +30,10 @@ class AdamW:
 
     Two paths, chosen by what params is, never by inspecting memory:
     - a FlatTensors (GPT's params: views into one buffer with a ParamLayout): the moments get the same layout
-      and each step is a few vectorised passes over the buffers, split across `threads` worker threads
-      (default: one per core from 65,536 parameters on).  step() then requires grads in that same layout
-      (GPT's grads are) and raises otherwise; decay applies to the layout's `decayed` tensors.
+      and each step cuts the buffers into one chunk per `threads` worker thread (default: one per core from
+      65,536 parameters on), which runs all the update's passes on one cache-sized sub-block at a time.
+      step() then requires grads in that same layout (GPT's grads are) and raises otherwise; decay applies to
+      the layout's `decayed` tensors.
     - any other mapping: one tensor at a time; decay applies to the 2-D arrays.
     Both run the same update function, so they round identically.  lr may be changed between steps.
     """
@@ -94,10 +96,9 @@ class AdamW:
                 and isinstance(self.v, FlatTensors)  # checked above and in __init__
             # the whole model as one array, cut into one chunk per thread
             p, g, m, v = self.params.buffer, grads.buffer, self.m.buffer, self.v.buffer
-            s = np.empty_like(p)  # scratch, allocated per step so it is not held during forward and backward
             chunks = batch_slices(p.size, self.threads)
-            jobs = [(p[c], g[c], m[c], v[c], s[c], _clip_runs(self._decay, c), coef) for c in chunks]
-            run_parallel([functools.partial(_adamw_update, *args) for args in jobs])
+            jobs = [(p[c], g[c], m[c], v[c], _clip_runs(self._decay, c), coef, BLOCK) for c in chunks]
+            run_parallel([functools.partial(_adamw_blocked, *args) for args in jobs])
             return
         for k, p in self.params.items():  # one tensor at a time, the same update
             decay = [slice(None)] if p.ndim == 2 else []
@@ -158,6 +159,16 @@ def _adamw_update(p: Array, g: Array, m: Array, v: Array, s: Array, decay_runs: 
         p[run] *= c.decay  # decoupled weight decay, 2-D matrices only
     s *= c.step_size  # lr * m_hat / (sqrt(v_hat) + eps)
     p -= s
+
+
+def _adamw_blocked(p: Array, g: Array, m: Array, v: Array, decay_runs: list[slice], c: _Coefficients,
+                   block: int) -> None:
+    """_adamw_update over 1-D p, g, m, v (one thread's chunk of the flat buffers) in sub-blocks of `block`
+    elements: all the passes run on one sub-block while it is in cache, then the next; the scratch is one block."""
+    s = np.empty(min(block, p.size), dtype=p.dtype)  # (block,) this thread's scratch
+    for lo in range(0, p.size, block):
+        sub = slice(lo, min(lo + block, p.size))
+        _adamw_update(p[sub], g[sub], m[sub], v[sub], s[:sub.stop - lo], _clip_runs(decay_runs, sub), c)
 
 
 def _clip_runs(runs: list[slice], chunk: slice) -> list[slice]:
