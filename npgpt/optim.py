@@ -166,15 +166,22 @@ def _adamw_blocked(p: Array, g: Array, m: Array, v: Array, decay_runs: list[slic
     """_adamw_update over 1-D p, g, m, v (one thread's chunk of the flat buffers) in sub-blocks of `block`
     elements: all the passes run on one sub-block while it is in cache, then the next; the scratch is one block."""
     s = np.empty(min(block, p.size), dtype=p.dtype)  # (block,) this thread's scratch
+    first = 0  # the first decay run that has not ended before this sub-block
     for lo in range(0, p.size, block):
         sub = slice(lo, min(lo + block, p.size))
-        _adamw_update(p[sub], g[sub], m[sub], v[sub], s[:sub.stop - lo], _clip_runs(decay_runs, sub), c)
+        while first < len(decay_runs) and decay_runs[first].stop <= lo:
+            first += 1
+        runs = _clip_runs(decay_runs[first:], sub)
+        _adamw_update(p[sub], g[sub], m[sub], v[sub], s[:sub.stop - lo], runs, c)
 
 
 def _clip_runs(runs: list[slice], chunk: slice) -> list[slice]:
-    """The parts of the flat-buffer slices `runs` inside `chunk`, relative to the chunk's start."""
+    """The parts of the flat-buffer slices `runs` (sorted, disjoint: as decay_runs() gives them) inside
+    `chunk`, relative to the chunk's start."""
     out = []
     for r in runs:
+        if r.start >= chunk.stop:
+            break  # this run and every later one start after the chunk
         lo, hi = max(r.start, chunk.start), min(r.stop, chunk.stop)
         if lo < hi:
             out.append(slice(lo - chunk.start, hi - chunk.start))
