@@ -99,7 +99,7 @@ def _cross_entropy_forward(logits: Array, targets: npt.NDArray[np.integer], igno
     # -log p[target] = log(sum exp(shifted)) - shifted[target]
     nll = np.log(sumexp) - sm.shifted_target  # (N,)
     plain = keep is None and reduction == "mean" and label_smoothing == 0.0 and z_loss == 0.0 and th is None
-    if plain:  # GPT-2's training path: exactly the calls it always made
+    if plain:  # GPT-2's training path: the same bits it always gave
         loss = nll.mean(dtype=logits.dtype)  # 0-d
         return np.asarray(loss, dtype=logits.dtype), CrossEntropyCache(probs, t, logits.shape)
     lse = None
