@@ -507,6 +507,23 @@ def test_clip_grad_norm_of_a_large_float32_buffer_keeps_float32_accuracy():
     assert clip_grad_norm(dict(grads), 1e9) == pytest.approx(exact, rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_grad_norm_does_not_depend_on_the_number_of_cores(dtype):
+    """The flat path splits the buffer among the cores: the norm is the same float for any count, and the
+    scaled buffer is exactly g * (max_norm / (norm + 1e-6)) taken over the whole buffer at once."""
+    layout = ParamLayout({"w": (53, 3), "b": (8,)}, ("w", "b"), frozenset({"w"}))
+    g = np.random.default_rng(6).standard_normal(layout.size).astype(dtype)
+    norms = []
+    for cores in (1, 2, 3, 5):
+        grads = layout.zeros(dtype)
+        grads.buffer[...] = g
+        with mock.patch.object(optim, "BLOCK", 7), mock.patch.object(optim, "usable_cores", lambda c=cores: c):
+            norms.append(clip_grad_norm(grads, 0.5))
+        assert grads.buffer.tobytes() == (g * (0.5 / (norms[0] + 1e-6))).tobytes(), cores
+    assert len(set(norms)) == 1
+    assert norms[0] == pytest.approx(math.sqrt(float(np.sum(g.astype(np.float64) ** 2))), rel=1e-6)
+
+
 @pytest.mark.parametrize("max_norm", [0.0, -1.0, float("nan")])
 def test_clip_rejects_non_positive_max_norm(max_norm):
     with pytest.raises(ValueError, match="max_norm"):
