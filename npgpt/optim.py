@@ -23,6 +23,7 @@ from .parallel import batch_slices, run_parallel, usable_cores
 
 Array = npt.NDArray[np.floating]
 BLOCK = 1 << 16  # elements per sub-block of the flat path: its five arrays (p, g, m, v, scratch) stay in cache
+WHOLE = 1 << 20  # a thread's chunk up to this size runs as one block: it is cached anyway, so sub-blocks only cost
 
 
 class AdamW:
@@ -97,7 +98,8 @@ class AdamW:
             # the whole model as one array, cut into one chunk per thread
             p, g, m, v = self.params.buffer, grads.buffer, self.m.buffer, self.v.buffer
             chunks = batch_slices(p.size, self.threads)
-            jobs = [(p[c], g[c], m[c], v[c], _clip_runs(self._decay, c), coef, BLOCK) for c in chunks]
+            jobs = [(p[c], g[c], m[c], v[c], _clip_runs(self._decay, c), coef,
+                     BLOCK if c.stop - c.start > WHOLE else c.stop - c.start) for c in chunks]
             run_parallel([functools.partial(_adamw_blocked, *args) for args in jobs])
             return
         for k, p in self.params.items():  # one tensor at a time, the same update

@@ -281,7 +281,7 @@ def test_blocked_flat_path_is_bit_identical_to_whole_buffer_passes(sizes, data, 
     params.buffer[...] = rng.standard_normal(layout.size)
     p, m, v = params.buffer.copy(), np.zeros(layout.size, dtype), np.zeros(layout.size, dtype)
     opt = AdamW(params, lr=3e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.3, threads=threads)
-    with mock.patch.object(optim, "BLOCK", block):
+    with mock.patch.object(optim, "BLOCK", block), mock.patch.object(optim, "WHOLE", 0):
         for t, lr in enumerate([3e-2, 1e-1, 0.0], start=1):
             grads.buffer[...] = rng.standard_normal(layout.size) * rng.uniform(1e-3, 10.0)
             opt.lr = lr
@@ -305,7 +305,8 @@ def test_blocked_flat_path_at_its_real_block_size(dtype):
     opt = AdamW(params, lr=1e-2, threads=2)
     for t in (1, 2):
         grads.buffer[...] = rng.standard_normal(P)
-        opt.step(grads)
+        with mock.patch.object(optim, "WHOLE", 0):  # sub-blocks even for chunks this small
+            opt.step(grads)
         whole_buffer_adamw(p, grads.buffer, m, v, mask, t, 1e-2, opt.betas, opt.eps, opt.weight_decay)
     assert params.buffer.tobytes() == p.tobytes() and opt.m.buffer.tobytes() == m.tobytes() \
         and opt.v.buffer.tobytes() == v.tobytes()
@@ -317,7 +318,7 @@ def test_separate_arrays_round_like_the_flat_path(dtype):
     init = {k: a.astype(dtype) for k, a in random_tensors(rng).items()}
     flat, separate = flat_dict(init), separate_dict(init)
     fast, slow = AdamW(flat, lr=1e-2, threads=2), AdamW(separate, lr=1e-2)
-    with mock.patch.object(optim, "BLOCK", 5):
+    with mock.patch.object(optim, "BLOCK", 5), mock.patch.object(optim, "WHOLE", 0):
         for _ in range(3):
             g = {k: a.astype(dtype) for k, a in random_tensors(rng).items()}
             fast.step(flat_dict(g))
