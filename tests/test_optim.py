@@ -496,33 +496,29 @@ def test_clip_grad_norm_on_a_model():
     assert float(np.linalg.norm(model.flat_grads)) == pytest.approx(expected / 10, rel=1e-6)
 
 
-def test_clip_grad_norm_of_a_large_float32_buffer_keeps_float32_accuracy():
-    """Four million float32 gradients: the norm stays within a few float32 roundings of the exact one (a
-    single float32 dot product over the whole buffer drifts to about 1e-5 here, 1e-3 at 124M)."""
-    n = 1 << 22
+def test_clip_grad_norm_of_a_large_float32_buffer_stays_accurate():
+    """Eight million float32 gradients: the norm stays within about 1e-6 of the exact one, where a single
+    float32 dot product over the whole buffer drifts to about 3e-5 here (2e-3 at 124M)."""
+    n = 1 << 23
     layout = ParamLayout({"w": (n // 4, 4)}, ("w",), frozenset({"w"}))
     grads = layout.zeros(np.float32)
     grads.buffer[...] = np.random.default_rng(5).standard_normal(n)
     exact = math.sqrt(float(np.sum(grads.buffer.astype(np.float64) ** 2)))
-    assert clip_grad_norm(grads, 1e9) == pytest.approx(exact, rel=1e-6)
-    assert clip_grad_norm(dict(grads), 1e9) == pytest.approx(exact, rel=1e-6)
+    assert clip_grad_norm(grads, 1e9) == pytest.approx(exact, rel=5e-6)
+    assert clip_grad_norm(dict(grads), 1e9) == pytest.approx(exact, rel=5e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_clip_grad_norm_does_not_depend_on_the_number_of_cores(dtype):
-    """The flat path splits the buffer among the cores: the norm is the same float for any count, and the
-    scaled buffer is exactly g * (max_norm / (norm + 1e-6)) taken over the whole buffer at once."""
+def test_clip_grad_norm_adds_pieces_exactly(dtype):
+    """The norm is sqrt(fsum of each piece's dot product), the pieces cut at multiples of PIECE."""
     layout = ParamLayout({"w": (53, 3), "b": (8,)}, ("w", "b"), frozenset({"w"}))
+    grads = layout.zeros(dtype)
     g = np.random.default_rng(6).standard_normal(layout.size).astype(dtype)
-    norms = []
-    for cores in (1, 2, 3, 5):
-        grads = layout.zeros(dtype)
-        grads.buffer[...] = g
-        with mock.patch.object(optim, "BLOCK", 7), mock.patch.object(optim, "usable_cores", lambda c=cores: c):
-            norms.append(clip_grad_norm(grads, 0.5))
-        assert grads.buffer.tobytes() == (g * (0.5 / (norms[0] + 1e-6))).tobytes(), cores
-    assert len(set(norms)) == 1
-    assert norms[0] == pytest.approx(math.sqrt(float(np.sum(g.astype(np.float64) ** 2))), rel=1e-6)
+    grads.buffer[...] = g
+    with mock.patch.object(optim, "PIECE", 7):
+        norm = clip_grad_norm(grads, 0.5)
+    assert norm == math.sqrt(math.fsum(float(np.dot(g[i:i + 7], g[i:i + 7])) for i in range(0, g.size, 7)))
+    assert grads.buffer.tobytes() == (g * (0.5 / (norm + 1e-6))).tobytes()
 
 
 @pytest.mark.parametrize("max_norm", [0.0, -1.0, float("nan")])
