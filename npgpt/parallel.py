@@ -8,13 +8,14 @@ the GIL inside ufunc loops and BLAS calls, so the threads really do overlap.  Se
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
 from typing import TypeVar
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 R = TypeVar("R")
 
@@ -91,3 +92,20 @@ def run_parallel(calls: Sequence[Callable[[], R]]) -> list[R]:
         if set_local is not None:
             set_local(previous)
     return [first, *(future.result() for future in futures)]
+
+
+@contextlib.contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """This thread's BLAS calls use n threads inside the block (where NumPy's BLAS allows it)."""
+    set_local = _blas_set_threads_local()
+    previous = set_local(n) if set_local is not None else 0
+    try:
+        yield
+    finally:
+        if set_local is not None:
+            set_local(previous)
+
+
+def single_threaded_blas() -> contextlib.AbstractContextManager[None]:
+    """This thread's BLAS calls use one thread inside the block: the caller is one core of a split batch."""
+    return blas_threads(1)
