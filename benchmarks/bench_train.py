@@ -206,14 +206,14 @@ def run_main(framework: str, name: str, spec: dict) -> None:
     workers = npgpt_workers(model) if framework == "npgpt" else []  # batch slices in worker processes
     peak_warmup += sum(worker_peak_mib(pid) for pid in workers)
     hwm_reset = all([hwm_reset] + [bu.reset_peak_rss(pid) for pid in workers])
-    before = bu.cpu_snapshot()
+    before = bu.cpu_snapshot(helpers=tuple(workers))  # the slice workers' CPU is npgpt's own, not other load
     t_start = time.perf_counter()
     for i in range(spec["warmup"], spec["warmup"] + spec["steps"]):
         t0 = time.perf_counter()
         losses.append(step(i))
         times.append(time.perf_counter() - t0)
     seconds = time.perf_counter() - t_start
-    other, steal = bu.foreign_load(before, bu.cpu_snapshot())
+    other, steal = bu.foreign_load(before, bu.cpu_snapshot(helpers=tuple(workers)))
     proto.write(json.dumps(dict(
         seconds=seconds, step_s=times, warmup_s=warm, nparams=int(nparams), rss_imports=rss_imports,
         rss_built=rss_built, peak_warmup=peak_warmup, hwm_reset=hwm_reset, workers=len(workers),
