@@ -206,9 +206,9 @@ def env_report() -> list[str]:
 
 # ---------------------------------------------------------------- other load on the machine
 
-def cpu_snapshot(pid: int | None = None) -> tuple[float, int, int, int]:
+def cpu_snapshot(pid: int | None = None, helpers: tuple[int, ...] = ()) -> tuple[float, int, int, int]:
     """(wall time, busy jiffies of the whole machine, steal jiffies, jiffies used by process pid incl. all its
-    threads) from /proc; zeros where unavailable."""
+    threads, plus its helper processes, e.g. npgpt's slice workers) from /proc; zeros where unavailable."""
     import time
 
     busy = steal = mine = 0
@@ -217,9 +217,10 @@ def cpu_snapshot(pid: int | None = None) -> tuple[float, int, int, int]:
             v = [int(x) for x in f.readline().split()[1:]]
         busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq (guest time is inside user)
         steal = v[7] if len(v) > 7 else 0
-        with open(f"/proc/{pid or os.getpid()}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        mine = int(fields[11]) + int(fields[12])  # utime + stime
+        for p in (pid or os.getpid(), *helpers):
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            mine += int(fields[11]) + int(fields[12])  # utime + stime
     except (OSError, ValueError, IndexError):
         pass
     return time.perf_counter(), busy, steal, mine

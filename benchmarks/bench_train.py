@@ -204,27 +204,34 @@ def run_main(framework: str, name: str, spec: dict) -> None:
     peak_warmup = bu.peak_rss_mib()  # lifetime high-water mark so far (includes torch.compile's compiler)
     hwm_reset = bu.reset_peak_rss()  # from here VmHWM covers the timed steps only
     workers = npgpt_workers(model) if framework == "npgpt" else []  # batch slices in worker processes
-    peak_warmup += sum(bu.peak_rss_mib(pid) for pid in workers)
+    peak_warmup += sum(worker_peak_mib(pid) for pid in workers)
     hwm_reset = all([hwm_reset] + [bu.reset_peak_rss(pid) for pid in workers])
-    before = bu.cpu_snapshot()
+    before = bu.cpu_snapshot(helpers=tuple(workers))  # the slice workers' CPU is npgpt's own, not other load
     t_start = time.perf_counter()
     for i in range(spec["warmup"], spec["warmup"] + spec["steps"]):
         t0 = time.perf_counter()
         losses.append(step(i))
         times.append(time.perf_counter() - t0)
     seconds = time.perf_counter() - t_start
-    other, steal = bu.foreign_load(before, bu.cpu_snapshot())
+    other, steal = bu.foreign_load(before, bu.cpu_snapshot(helpers=tuple(workers)))
     proto.write(json.dumps(dict(
         seconds=seconds, step_s=times, warmup_s=warm, nparams=int(nparams), rss_imports=rss_imports,
         rss_built=rss_built, peak_warmup=peak_warmup, hwm_reset=hwm_reset, workers=len(workers),
-        peak=bu.peak_rss_mib() + sum(bu.peak_rss_mib(pid) for pid in workers),
+        peak=bu.peak_rss_mib() + sum(worker_peak_mib(pid) for pid in workers),
         first_loss=losses[0], loss=losses[-1], other_load=other, steal=steal, info=info)) + "\n")
 
 
+def worker_peak_mib(pid: int) -> float:
+    """A slice worker's peak RSS without its shared-memory pages (RssShmem: the model's parameter buffer and the
+    worker's gradient buffer, both also mapped, and counted, in the main process).  Its imports stay in, and
+    so do library pages shared with the main process: the sum over-counts rather than misses."""
+    shmem = bu.proc_status_kb("RssShmem", pid) or 0
+    return bu.peak_rss_mib(pid) - shmem / 1024.0
+
+
 def npgpt_workers(model) -> list[int]:
-    """PIDs of the worker processes running this model's batch slices (npgpt/data_parallel.py), if any.  Their
-    peak RSS is added to npgpt's: all of it, imports and the shared parameter mapping included, so the sum
-    over-counts pages shared with the main process rather than missing any."""
+    """PIDs of the worker processes running this model's batch slices (npgpt/data_parallel.py), if any: their
+    peak RSS (worker_peak_mib) is added to npgpt's."""
     group = getattr(model, "_group", None)
     if group is None:
         return []

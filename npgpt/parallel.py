@@ -1,9 +1,10 @@
-"""Data parallelism across CPU cores: split the batch, run each slice's forward and backward in its own thread.
+"""Cores and threads: how many cores, the batch split into slices, a thread pool, BLAS thread counts.
 
 NumPy runs elementwise work (LayerNorm, GELU, softmax) on one core, so with BLAS using every core only the
-matrix products scale.  Instead, each thread (the caller and n - 1 pool threads) handles a slice of the batch
-with single-threaded BLAS, and everything (matmuls and elementwise) runs on all cores at once.  NumPy releases
-the GIL inside ufunc loops and BLAS calls, so the threads really do overlap.  See docs/performance.md.
+matrix products scale.  The GPT therefore splits each batch into one slice per core (batch_slices), run in
+worker processes (data_parallel.py), each with single-threaded BLAS (blas_threads, single_threaded_blas).
+AdamW's few large elementwise passes split well over threads (run_parallel): they hand the GIL over a dozen
+times a step, not hundreds.  See docs/performance.md.
 """
 
 from __future__ import annotations

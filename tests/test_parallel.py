@@ -138,12 +138,13 @@ def test_a_dead_worker_is_replaced_and_dying_mid_step_is_one_clear_error():
     got = _step(model, idx, targets)  # found dead before the step: a fresh worker takes its place
     assert all(np.array_equal(a, b) for a, b in zip(want, got))
     w = next(w for w in dp._pool if model._group.key in w.attached)
-    w.send("forward", model._group.key, idx[2:], targets[2:], True, None, np.geterr())
-    w.proc.kill()
+    w.proc.kill()  # dies while the parent waits for its reply (mid-step)
+    w.proc.wait()
     with pytest.raises(RuntimeError, match=r"^data-parallel worker \(PID \d+\) exited unexpectedly") as e:
         w.recv()
     assert "\n" not in str(e.value)
-    w.proc.wait()
+    with pytest.raises(RuntimeError, match=r"^data-parallel worker \(PID \d+\) exited unexpectedly"):
+        w.send("forward", model._group.key, idx[2:], targets[2:], True, None, np.geterr())
     got = _step(model, idx, targets)
     assert all(np.array_equal(a, b) for a, b in zip(want, got))
 
