@@ -22,7 +22,7 @@ from .layout import FlatTensors, ParamLayout
 from .parallel import batch_slices, run_parallel, usable_cores
 
 Array = npt.NDArray[np.floating]
-BLOCK = 1 << 16  # elements per sub-block of the flat path: its five arrays (p, g, m, v, scratch) stay in cache
+BLOCK = 1 << 17  # elements per sub-block of the flat path: its five arrays (p, g, m, v, scratch) stay in cache
 WHOLE = 1 << 20  # a thread's chunk up to this size runs as one block: it is cached anyway, so sub-blocks only cost
 PIECE = 1 << 20  # elements per piece of clip_grad_norm's sum of squares: one dot product each, added exactly
 
