@@ -465,9 +465,10 @@ def test_prompt_of_only_unknown_characters(work):
 
 @POSIX
 def test_output_into_a_closed_pipe_stops_quietly(work):
-    """`npgpt sample | head -1`: no 'error: Broken pipe', no traceback, exit 141 (128 + SIGPIPE)."""
+    """`npgpt sample | head -1`: no 'error: Broken pipe', no traceback, exit 141 (128 + SIGPIPE).  The output
+    (40 x 2000 characters) is larger than a pipe's 64 KiB buffer, so the sampler is still writing when we close."""
     assert npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", cwd=work).returncode == 0
-    p = subprocess.Popen([sys.executable, "-m", "npgpt", "sample", "--num-samples", "20", "--max-new-tokens", "2000"],
+    p = subprocess.Popen([sys.executable, "-m", "npgpt", "sample", "--num-samples", "40", "--max-new-tokens", "2000"],
                          cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.readline()
     p.stdout.close()
