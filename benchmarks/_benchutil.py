@@ -39,10 +39,10 @@ def torch_available() -> bool:
 
 # ---------------------------------------------------------------- memory (Linux /proc)
 
-def proc_status_kb(field: str) -> int | None:
-    """A field of /proc/self/status in kB (VmRSS: resident now, VmHWM: resident high-water mark)."""
+def proc_status_kb(field: str, pid: int | str = "self") -> int | None:
+    """A field of /proc/PID/status in kB (VmRSS: resident now, VmHWM: resident high-water mark)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
@@ -59,19 +59,19 @@ def rss_mib() -> float:
     return kb / 1024.0
 
 
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs).  False if impossible,
+def reset_peak_rss(pid: int | str = "self") -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/PID/clear_refs).  False if impossible,
     in which case the peak read later is the process-lifetime peak."""
     try:
-        with open("/proc/self/clear_refs", "w") as f:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
             f.write("5")
         return True
     except OSError:
         return False
 
 
-def peak_rss_mib() -> float:
-    kb = proc_status_kb("VmHWM")
+def peak_rss_mib(pid: int | str = "self") -> float:
+    kb = proc_status_kb("VmHWM", pid)
     if kb is None:
         import resource
         kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -206,9 +206,9 @@ def env_report() -> list[str]:
 
 # ---------------------------------------------------------------- other load on the machine
 
-def cpu_snapshot(pid: int | None = None) -> tuple[float, int, int, int]:
+def cpu_snapshot(pid: int | None = None, helpers: tuple[int, ...] = ()) -> tuple[float, int, int, int]:
     """(wall time, busy jiffies of the whole machine, steal jiffies, jiffies used by process pid incl. all its
-    threads) from /proc; zeros where unavailable."""
+    threads, plus its helper processes, e.g. npgpt's slice workers) from /proc; zeros where unavailable."""
     import time
 
     busy = steal = mine = 0
@@ -217,9 +217,10 @@ def cpu_snapshot(pid: int | None = None) -> tuple[float, int, int, int]:
             v = [int(x) for x in f.readline().split()[1:]]
         busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq (guest time is inside user)
         steal = v[7] if len(v) > 7 else 0
-        with open(f"/proc/{pid or os.getpid()}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        mine = int(fields[11]) + int(fields[12])  # utime + stime
+        for p in (pid or os.getpid(), *helpers):
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            mine += int(fields[11]) + int(fields[12])  # utime + stime
     except (OSError, ValueError, IndexError):
         pass
     return time.perf_counter(), busy, steal, mine
@@ -242,3 +243,24 @@ def loadavg() -> str:
             return " ".join(f.read().split()[:3])
     except OSError:
         return "n/a"
+
+
+def mem_available_mib() -> float | None:
+    """MemAvailable from /proc/meminfo in MiB (None where unavailable)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cache_dir() -> str:
+    """Where benchmarks keep built binaries and generated inputs: $NPGPT_BENCH_CACHE, else
+    $XDG_CACHE_HOME/npgpt-bench, else ~/.cache/npgpt-bench (never inside the repository)."""
+    if os.environ.get("NPGPT_BENCH_CACHE"):
+        return os.environ["NPGPT_BENCH_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "npgpt-bench")

@@ -12,6 +12,7 @@ biases 0, LayerNorm weight 1 / bias 0.
 
 Attention has two formulations: "manual" (q @ k^T, additive causal mask, softmax, @ v: the same arithmetic
 npgpt does) and "sdpa" (F.scaled_dot_product_attention(is_causal=True), PyTorch's fused kernel).
+compile_model wraps either in torch.compile (inductor).
 
 Parameter names follow npgpt's keys ("h.0.attn.c_attn.weight", ...) so copy_from_npgpt can map one onto the
 other.  npgpt stores linear weights as (in, out); nn.Linear stores (out, in), so they are transposed.
@@ -28,17 +29,16 @@ import torch.nn.functional as F
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, block_size: int, attention: str) -> None:
+    def __init__(self, n_embd: int, n_head: int, attention: str) -> None:
         super().__init__()
         if attention not in ("manual", "sdpa"):
             raise ValueError(f"attention: expected 'manual' or 'sdpa', got {attention!r}")
         self.n_head, self.attention = n_head, attention
         self.c_attn = nn.Linear(n_embd, 3 * n_embd)
         self.c_proj = nn.Linear(n_embd, n_embd)
-        mask = torch.full((block_size, block_size), float("-inf")).triu(1)  # 0 on and below the diagonal
-        self.register_buffer("mask", mask, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """mask: (T, T) additive causal mask for "manual" attention (unused by "sdpa")."""
         B, T, C = x.shape
         H = self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
@@ -49,7 +49,7 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
         else:
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, H, T, T)
-            att = att + self.mask[:T, :T]
+            att = att + mask
             att = F.softmax(att, dim=-1)
             y = att @ v  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # merge heads
@@ -67,15 +67,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, block_size: int, attention: str) -> None:
+    def __init__(self, n_embd: int, n_head: int, attention: str) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, eps=1e-5)
-        self.attn = CausalSelfAttention(n_embd, n_head, block_size, attention)
+        self.attn = CausalSelfAttention(n_embd, n_head, attention)
         self.ln_2 = nn.LayerNorm(n_embd, eps=1e-5)
         self.mlp = MLP(n_embd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -88,7 +88,11 @@ class TorchGPT(nn.Module):
         self.vocab_size, self.block_size = vocab_size, block_size
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(block_size, n_embd)
-        self.h = nn.ModuleList(Block(n_embd, n_head, block_size, attention) for _ in range(n_layer))
+        self.h = nn.ModuleList(Block(n_embd, n_head, attention) for _ in range(n_layer))
+        mask = None  # one (block_size, block_size) mask shared by every layer for "manual"; sdpa needs none
+        if attention == "manual":
+            mask = torch.full((block_size, block_size), float("-inf")).triu(1)  # 0 on and below the diagonal
+        self.register_buffer("mask", mask, persistent=False)
         self.ln_f = nn.LayerNorm(n_embd, eps=1e-5)
         self._init_weights(n_layer, seed)
 
@@ -110,8 +114,9 @@ class TorchGPT(nn.Module):
         if T > self.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size={self.block_size}")
         x = self.wte(idx) + self.wpe.weight[:T]  # (B, T, C)
+        mask = None if self.mask is None else self.mask[:T, :T]  # (T, T)
         for block in self.h:
-            x = block(x)
+            x = block(x, mask)
         x = self.ln_f(x)
         logits = F.linear(x, self.wte.weight)  # (B, T, V) tied head
         loss = None
@@ -131,14 +136,23 @@ def make_optimizer(model: nn.Module, lr: float = 1e-3, betas: tuple[float, float
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, idx: torch.Tensor, targets: torch.Tensor,
-               max_norm: float = 1.0) -> torch.Tensor:
-    """One step: forward, backward, global-norm clip, AdamW; returns the loss (before the update)."""
+               max_norm: float | None = None, forward: nn.Module | None = None) -> torch.Tensor:
+    """One step: forward, backward, global-norm clip to max_norm (skipped when None), AdamW; returns the loss
+    (before the update).  forward: what computes (logits, loss), e.g. compile_model(model); default model."""
     opt.zero_grad(set_to_none=True)
-    _, loss = model(idx, targets)
+    _, loss = (model if forward is None else forward)(idx, targets)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     opt.step()
     return loss
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """torch.compile with the inductor backend, default mode: the forward and the loss become one graph, and
+    AOTAutograd traces the matching backward graph, which inductor compiles too (loss.backward() runs it).
+    The optimizer is not compiled.  Compilation happens on the first call."""
+    return torch.compile(model, backend="inductor")
 
 
 def _is_linear_weight(name: str) -> bool:

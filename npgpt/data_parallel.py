@@ -1,71 +1,148 @@
-"""Data parallelism for the GPT: each batch slice's forward and backward on its own thread, gradients summed.
+"""Data parallelism for the GPT: each batch slice's forward and backward in its own process, gradients summed.
 
 The batch's mean loss is sum_i share_i * (slice i's mean loss), share_i = B_i / B.  So slice i runs the
 functional core's forward on its rows, its backward starts from dloss = share_i, and the slices' gradients
-add.  The sum is ordered (slice 0 + slice 1 + ...), so the bits are those of every other run; it is also
-streamed: gpt_grads hands over each tensor's gradient as soon as it is known, and the last slice to deliver
-a tensor adds all of them while the others carry on.  Threads and pool: parallel.py.  See docs/model.md.
+add.  Slice 0 runs in the calling process and slices 1.. in worker processes (slice_worker.py) that read the
+parameters from the model's shared buffer and write their gradients into shared buffers of their own; the
+sum is in slice order (slice 0 + slice 1 + ...), so the bits are the same on every run.  See docs/model.md.
 """
 
 from __future__ import annotations
 
-import functools
+import atexit
+import itertools
+import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from .config import GPTConfig
 from .gpt import GPTCache, _gpt_forward, gpt_grads
-from .parallel import run_parallel
+from .layout import FlatTensors, ParamLayout
+from .parallel import single_threaded_blas
+from .slice_worker import SliceWorker, _unlink, open_shared, shared_array
 
 Array = npt.NDArray[np.floating]
 
-
-def forward_slices(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np.integer],
-                   targets: npt.NDArray[np.integer] | None, slices: Sequence[slice], *, train: bool,
-                   rng: np.random.Generator) -> tuple[Array, Array | None, list[tuple[GPTCache, float]]]:
-    """The core's forward of each slice of the batch at once (inputs already checked).  Returns the logits
-    (B, T, V), the batch's mean loss (None without targets) and each slice's (cache, share of the batch).
-
-    Each slice draws its dropout from its own Generator, seeded from rng: deterministic despite the threads.
-    """
-    B = idx.shape[0]
-    seeds = rng.integers(2**63, size=len(slices)) if train and config.dropout > 0 else None
-    results = run_parallel([functools.partial(
-        _gpt_forward, params, config, idx[s], None if targets is None else targets[s],
-        train=train, rng=None if seeds is None else np.random.default_rng(int(seeds[i])))
-        for i, s in enumerate(slices)])
-    shares = [(s.stop - s.start) / B for s in slices]  # d(mean loss) / d(slice's mean loss)
-    caches = [(cache, share) for (_, _, cache), share in zip(results, shares)]
-    logits = np.concatenate([r[0] for r in results])  # (B, T, V)
-    if targets is None:
-        return logits, None, caches
-    total = sum(share * float(loss) for (_, loss, _), share in zip(results, shares) if loss is not None)
-    return logits, np.asarray(total, dtype=logits.dtype), caches
+_pool: list[SliceWorker] = []  # worker processes, shared by every model; started on first use
+_pool_lock = threading.Lock()
+_keys = itertools.count(1)
 
 
-def backward_slices(caches: Sequence[tuple[GPTCache, float]], out: Mapping[str, Array]) -> None:
-    """Every slice's backward at once, their gradients summed in slice order into out[name] (arrays keyed
-    like params, e.g. GPT.grads)."""
-    n = len(caches)
-    arrived: dict[str, list[Array | None]] = {}  # per tensor, the slices' gradients that are in so far
-    lock = threading.Lock()
+def _workers(n: int, reuse_memory: bool) -> list[SliceWorker]:
+    """n live workers from the shared pool (dead ones are replaced; each model attaches itself to them)."""
+    with _pool_lock:
+        _pool[:] = [w for w in _pool if w.alive()]
+        while len(_pool) < n:
+            _pool.append(SliceWorker(reuse_memory))
+        return _pool[:n]
 
-    def run_slice(i: int) -> None:
-        cache, share = caches[i]
-        for name, grad in gpt_grads(cache, share):
-            with lock:  # held for bookkeeping only, never for arithmetic, so slices rarely wait on it
-                got = arrived.setdefault(name, [None] * n)
-                got[i] = grad
-                if any(g is None for g in got):
-                    continue  # a later slice will sum this tensor
-                del arrived[name]
-            # the last slice to arrive sums them all, always in slice order: the same bits on every run
-            grads = [g for g in got if g is not None]  # all n of them, by the check above
-            np.add(grads[0], grads[1], out=out[name])
-            for g in grads[2:]:
-                out[name] += g
 
-    run_parallel([functools.partial(run_slice, i) for i in range(n)])
+@atexit.register
+def _close_pool() -> None:
+    for w in _pool:
+        w.close()
+    _pool.clear()
+
+
+class SliceGroup:
+    """The worker side of one GPT: its shared parameter buffer, one shared gradient buffer per worker, and the
+    protocol of a data-parallel forward and backward.  GPT owns one when it splits batches (threads > 1)."""
+
+    def __init__(self, config: GPTConfig, layout: ParamLayout, dtype: np.dtype) -> None:
+        self.config, self.layout, self.dtype = config, layout, np.dtype(dtype)
+        self.key = next(_keys)
+        buffer, path = shared_array(layout.size, dtype)  # (P,) the model's params live here
+        self._fd = os.open(path, os.O_RDWR)  # held open: workers started later can still map it ...
+        proc_path = f"/proc/{os.getpid()}/fd/{self._fd}"
+        if os.path.exists(proc_path):  # ... by this name (Linux), so the file itself can go right away
+            _unlink(path)
+            path = proc_path
+        self._params_path = path
+        self.params: FlatTensors = layout.views(buffer)
+        self.grads: dict[int, FlatTensors] = {}  # worker PID -> that worker's gradient buffer
+        self.logits: dict[int, np.ndarray] = {}  # worker PID -> its shared logits arena
+
+    def _attached(self, n: int) -> list[SliceWorker]:
+        from .memory import _applied as reuse_memory
+
+        workers = _workers(n, reuse_memory)
+        for w in workers:
+            if self.key not in w.attached:
+                grads, path = shared_array(self.layout.size, self.dtype)  # (P,)
+                try:
+                    w.send("attach", self.key, self.config, self.layout, self.dtype, self._params_path, path)
+                    w.recv()
+                finally:
+                    _unlink(path)
+                self.grads[w.proc.pid] = self.layout.views(grads)
+                w.attached.add(self.key)
+        return workers
+
+    def forward(self, idx: npt.NDArray[np.integer], targets: npt.NDArray[np.integer] | None,
+                slices: Sequence[slice], *, train: bool,
+                rng: np.random.Generator) -> tuple[Array, Array | None, GPTCache]:
+        """The core's forward of every slice at once (inputs already checked): the logits (B, T, V), the batch's
+        mean loss (None without targets) and slice 0's cache (the workers keep theirs)."""
+        B = idx.shape[0]
+        workers = self._attached(len(slices) - 1)
+        seeds = rng.integers(2**63, size=len(slices)) if train and self.config.dropout > 0 else None
+        err = np.geterr()
+        for i, (w, s) in enumerate(zip(workers, slices[1:]), start=1):
+            w.send("forward", self.key, idx[s], None if targets is None else targets[s], train,
+                   None if seeds is None else int(seeds[i]), err)
+        with single_threaded_blas():  # this process is one of the cores, like each worker
+            logits0, loss0, cache = _gpt_forward(self.params, self.config, idx[slices[0]],
+                                                 None if targets is None else targets[slices[0]], train=train,
+                                                 rng=None if seeds is None else np.random.default_rng(int(seeds[0])))
+        parts, losses = [logits0], [loss0]
+        for w in workers:
+            _, loss, shape, new_path = w.recv()
+            if new_path is not None:  # the worker grew its logits arena
+                try:
+                    self.logits[w.proc.pid] = open_shared(new_path, int(np.prod(shape)), self.dtype)
+                finally:
+                    _unlink(new_path)
+            parts.append(self.logits[w.proc.pid][:int(np.prod(shape))].reshape(shape))  # a view of the arena
+            losses.append(loss)
+        logits = np.concatenate(parts)  # (B, T, V) a copy: the arenas are reused by the next forward
+        if targets is None:
+            return logits, None, cache
+        shares = [(s.stop - s.start) / B for s in slices]  # d(mean loss) / d(slice's mean loss)
+        total = sum(share * float(loss) for loss, share in zip(losses, shares) if loss is not None)
+        return logits, np.asarray(total, dtype=logits.dtype), cache
+
+    def backward(self, cache: GPTCache, slices: Sequence[slice], out: FlatTensors) -> None:
+        """Every slice's backward at once; their gradients summed in slice order into out (GPT.grads)."""
+        if cache.ce is None:
+            raise ValueError("cache: the forward was run without targets, so there is no loss to differentiate")
+        B = slices[-1].stop
+        workers = self._attached(len(slices) - 1)
+        err = np.geterr()
+        for w, s in zip(workers, slices[1:]):
+            w.send("backward", self.key, (s.stop - s.start) / B, err)
+        with single_threaded_blas():
+            for name, grad in gpt_grads(cache, (slices[0].stop - slices[0].start) / B):
+                out[name][...] = grad  # slice 0's gradients, each as soon as it is known
+        for w in workers:  # slice order: the same bits every run
+            w.recv()
+            out.buffer += self.grads[w.proc.pid].buffer  # (P,) one pass over the whole model
+
+    def close(self) -> None:
+        """Detach from the workers (they drop their views of this model's buffers)."""
+        if not self._params_path.startswith("/proc/"):
+            _unlink(self._params_path)
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        for w in list(_pool):
+            if self.key in w.attached and w.alive():
+                try:
+                    w.send("detach", self.key)
+                    w.recv()
+                except RuntimeError:
+                    pass
+                w.attached.discard(self.key)

@@ -21,7 +21,7 @@ from .config import GPTConfig
 from .layers.block import BLOCK_PARAM_NAMES, BlockCache, _block_backward, _block_forward, block_param_shapes
 from .layers.cross_entropy import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
 from .layers.dropout import DropoutCache, _dropout_backward, _dropout_forward
-from .layers.embedding import EmbeddingCache, _embedding_backward, _embedding_forward
+from .layers.embedding import EmbeddingCache, _embedding_backward_rows, _embedding_forward
 from .layers.layernorm import LayerNormCache, _layernorm_backward, _layernorm_forward
 from .layers.self_attention import KVSlot
 
@@ -168,7 +168,8 @@ def gpt_grads(cache: GPTCache, dloss: float = 1.0) -> Iterator[tuple[str, Array]
     dwpe = np.zeros((config.block_size, C), dtype=cache.dtype)  # (block_size, C)
     dwpe[:T] = dx.sum(axis=0)  # (T, C) every sequence in the batch used the same positions
     yield "wpe.weight", dwpe
-    dwte += _embedding_backward(dx, cache.tok)  # (V, C) second source of dwte, the token lookup: the two add
+    rows, drows = _embedding_backward_rows(dx, cache.tok)  # (U,), (U, C) second source of dwte: the lookup
+    dwte[rows] += drows  # the two add, on the U rows the batch read (distinct, so the fancy += is exact)
     yield "wte.weight", dwte
 
 

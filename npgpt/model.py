@@ -2,13 +2,16 @@
 
 `model = GPT(config)`;  `logits, loss = model.forward(idx, targets)`;  `grads = model.backward()`.
 The params and grads are FlatTensors (views into one buffer each, laid out by one ParamLayout), which is
-what AdamW's vectorised path takes.  With threads > 1 each batch is cut into slices run concurrently
-(data_parallel.py).  The core's names are re-exported here for code that imported them from npgpt.model.
+what AdamW's vectorised path takes.  With threads > 1 a model of up to SLICE_PARAMS parameters cuts each
+batch into slices run in worker processes (data_parallel.py); a larger one runs the batch whole with that many
+BLAS threads.  The core's names are re-exported here for code that imported them from npgpt.model.
 Walkthrough: docs/model.md
 """
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Mapping
 from typing import overload
 
@@ -17,17 +20,21 @@ import numpy.typing as npt
 
 from ._checks import float_dtype, integer
 from .config import GPTConfig
-from .data_parallel import backward_slices, forward_slices
+from .data_parallel import SliceGroup
 from .generate import generate
 from .gpt import (GPTCache, _gpt_forward, check_inputs, gpt_backward, gpt_forward, gpt_grads, init_params,
                   param_shapes)
 from .layout import FlatTensors, ParamLayout
-from .parallel import batch_slices, default_threads
+from .parallel import batch_slices, blas_threads, default_threads
 
 __all__ = ["GPT", "GPTCache", "gpt_forward", "gpt_backward", "gpt_grads", "init_params", "param_shapes",
            "buffer_order"]
 
 Array = npt.NDArray[np.floating]
+
+# Above this many parameters, threads > 1 means BLAS threads on the whole batch, not batch slices: each slice
+# would hold a whole copy of the gradients, and the matrix products are big enough to split well by themselves.
+SLICE_PARAMS = 40_000_000
 
 
 def buffer_order(shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
@@ -39,9 +46,9 @@ class GPT:
     """A GPT-2-architecture model: params in one buffer, forward/backward through the functional core.
 
     init=False leaves the parameters zero (for loaders that fill them).  threads > 1 splits each batch across
-    that many worker threads (data_parallel.py); the default is one per core in float32 and 1 in float64, so
-    float64 results are exactly those of the functional core.  `layout` places params, grads and AdamW's
-    moments in their buffers (default: ParamLayout.matrices_first(param_shapes(config))).
+    that many processes (data_parallel.py; above SLICE_PARAMS parameters, BLAS threads instead); the default is
+    one per core in float32 and 1 in float64, so float64 results are exactly those of the functional core.
+    `layout` places params, grads and AdamW's moments in their buffers (default: ParamLayout.matrices_first).
 
     `logits, loss = model.forward(idx, targets)`; `grads = model.backward()`.  See docs/model.md.
     """
@@ -59,17 +66,27 @@ class GPT:
         elif not isinstance(layout, ParamLayout) or dict(layout.shapes) != shapes:
             raise ValueError("layout: expected a ParamLayout of exactly param_shapes(config)")
         self.layout = layout
+        self.threads = integer("threads", threads if threads is not None else
+                               (default_threads() if dtype == np.float32 else 1), minimum=1)
+        # batch slices in worker processes, which read the params from a shared buffer; or one whole batch
+        self._group = SliceGroup(config, layout, dtype) if self.threads > 1 and layout.size <= SLICE_PARAMS \
+            else None
         # one contiguous buffer each for params and grads; the dicts hold views (AdamW runs on the buffers)
-        self.params: FlatTensors = layout.zeros(dtype)
+        self.params: FlatTensors = layout.zeros(dtype) if self._group is None else self._group.params
         self.grads: FlatTensors = layout.zeros(dtype)
         self.flat_params, self.flat_grads = self.params.buffer, self.grads.buffer  # (P,) each
         self.rng = np.random.default_rng(seed)  # dropout draws; seeded so runs repeat
         if init:  # from_pretrained passes init=False: it overwrites every entry anyway
             init_params(config, np.random.default_rng(seed), self.params)
         self.training = True
-        self.threads = integer("threads", threads if threads is not None else
-                               (default_threads() if dtype == np.float32 else 1), minimum=1)
-        self._cache: list[tuple[GPTCache, float]] | None = None  # (cache, share of the batch) per slice
+        self._cache: tuple[GPTCache, list[slice]] | None = None  # slice 0's cache (workers keep theirs), slices
+        if self._group is not None:
+            weakref.finalize(self, self._group.close)
+
+    def _blas(self) -> contextlib.AbstractContextManager[None]:
+        """A whole batch in this process: threads > 1 means that many BLAS threads; threads=1 leaves BLAS as
+        NumPy set it up."""
+        return blas_threads(self.threads) if self.threads > 1 else contextlib.nullcontext()
 
     def num_params(self) -> int:
         """Number of parameters (the tied head counted once)."""
@@ -94,14 +111,16 @@ class GPT:
         With threads > 1 the batch is cut into slices run concurrently; the loss is their size-weighted mean.
         """
         check_inputs(self.config, idx, targets)  # once, with the whole batch's shapes
-        slices = batch_slices(idx.shape[0], self.threads)
+        self._cache = None  # the last step's activations go before this step's arrive
+        slices = batch_slices(idx.shape[0], self.threads if self._group is not None else 1)
         if len(slices) == 1:
-            logits, loss, cache = _gpt_forward(self.params, self.config, idx, targets, train=self.training,
-                                               rng=self.rng)
-            self._cache = [(cache, 1.0)]
-            return logits, loss
-        logits, loss, self._cache = forward_slices(self.params, self.config, idx, targets, slices,
-                                                   train=self.training, rng=self.rng)
+            with self._blas():
+                logits, loss, cache = _gpt_forward(self.params, self.config, idx, targets, train=self.training,
+                                                   rng=self.rng)
+        else:
+            assert self._group is not None
+            logits, loss, cache = self._group.forward(idx, targets, slices, train=self.training, rng=self.rng)
+        self._cache = (cache, slices)
         return logits, loss
 
     __call__ = forward
@@ -110,12 +129,14 @@ class GPT:
         """Gradients of the last forward's loss, written into self.grads (views of self.flat_grads)."""
         if self._cache is None:
             raise ValueError("backward: call forward(idx, targets) first")
-        caches, self._cache = self._cache, None  # drop our reference: activations are freed as we go
-        if len(caches) == 1:
-            for name, grad in gpt_grads(caches[0][0]):
-                self.grads[name][...] = grad  # each gradient into the buffer as it is known, then dropped
+        (cache, slices), self._cache = self._cache, None  # drop our reference: activations are freed as we go
+        if len(slices) == 1:
+            with self._blas():
+                for name, grad in gpt_grads(cache):
+                    self.grads[name][...] = grad  # each gradient into the buffer as it is known, then dropped
         else:
-            backward_slices(caches, self.grads)
+            assert self._group is not None
+            self._group.backward(cache, slices, self.grads)
         return self.grads
 
     def generate(self, idx: npt.NDArray[np.integer], max_new_tokens: int, temperature: float = 1.0,

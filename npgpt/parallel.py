@@ -1,20 +1,22 @@
-"""Data parallelism across CPU cores: split the batch, run each slice's forward and backward in its own thread.
+"""Cores and threads: how many cores, the batch split into slices, a thread pool, BLAS thread counts.
 
 NumPy runs elementwise work (LayerNorm, GELU, softmax) on one core, so with BLAS using every core only the
-matrix products scale.  Instead, each thread (the caller and n - 1 pool threads) handles a slice of the batch
-with single-threaded BLAS, and everything (matmuls and elementwise) runs on all cores at once.  NumPy releases
-the GIL inside ufunc loops and BLAS calls, so the threads really do overlap.  See docs/performance.md.
+matrix products scale.  The GPT therefore splits each batch into one slice per core (batch_slices), run in
+worker processes (data_parallel.py), each with single-threaded BLAS (blas_threads, single_threaded_blas).
+AdamW's few large elementwise passes split well over threads (run_parallel): they hand the GIL over a dozen
+times a step, not hundreds.  See docs/performance.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
 from typing import TypeVar
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 R = TypeVar("R")
 
@@ -91,3 +93,20 @@ def run_parallel(calls: Sequence[Callable[[], R]]) -> list[R]:
         if set_local is not None:
             set_local(previous)
     return [first, *(future.result() for future in futures)]
+
+
+@contextlib.contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """This thread's BLAS calls use n threads inside the block (where NumPy's BLAS allows it)."""
+    set_local = _blas_set_threads_local()
+    previous = set_local(n) if set_local is not None else 0
+    try:
+        yield
+    finally:
+        if set_local is not None:
+            set_local(previous)
+
+
+def single_threaded_blas() -> contextlib.AbstractContextManager[None]:
+    """This thread's BLAS calls use one thread inside the block: the caller is one core of a split batch."""
+    return blas_threads(1)

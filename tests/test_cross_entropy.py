@@ -331,3 +331,57 @@ def test_bad_arguments(call, match):
     """Bad arguments raise a ValueError that starts with the argument's name."""
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ------------------------------------------------------------------------------------ row blocks, bit for bit
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_default_path_in_row_blocks_is_the_whole_array_computation(dtype, monkeypatch):
+    """Blocks of 3 rows (a ragged last one) give the bits of the whole-array passes, forward and backward."""
+    import npgpt.layers.cross_entropy as ce
+    monkeypatch.setattr(ce, "ROW_BLOCK", 3 * 37)
+    rng = np.random.default_rng(9)
+    logits, targets = (rand(rng, 4, 5, 37, scale=4.0).astype(dtype), rng.integers(0, 37, size=(4, 5)))
+    loss, cache = cross_entropy_forward(logits, targets)
+    l2, t, rows = logits.reshape(-1, 37), targets.reshape(-1), np.arange(20)
+    shifted = l2 - l2.max(axis=-1, keepdims=True)
+    probs = np.exp(shifted)
+    sumexp = probs.sum(axis=-1)
+    assert loss.tobytes() == (np.log(sumexp) - shifted[rows, t]).mean(dtype=dtype).tobytes()
+    probs /= sumexp[:, None]
+    assert cache.probs.tobytes() == probs.tobytes()
+    probs[rows, t] -= 1.0
+    probs *= 0.7 / 20
+    assert cross_entropy_backward(0.7, cache).tobytes() == probs.tobytes()
+
+
+@given(lead=lead_shapes, V=vocab_sizes, seed=seeds, o=variant_options, rows=st.integers(1, 4),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_variants_in_row_blocks_match_one_block(lead, V, seed, o, rows, dtype):
+    """Every option gives the same bits with the softmax taken `rows` rows at a time as in one block."""
+    import npgpt.layers.cross_entropy as ce
+    rng = np.random.default_rng(seed)
+    logits, targets = _variant_inputs(rng, lead, V, o["ignore"])
+    logits = logits.astype(dtype)
+    dloss = rand(rng, *targets.shape).astype(dtype) if o["reduction"] == "none" else 0.7
+    out = []
+    for block in (rows * V, 1 << 40):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(ce, "ROW_BLOCK", block)
+            loss, cache = cross_entropy_forward(logits, targets, **_kwargs(o))
+            out.append((loss.tobytes(), cache.probs.tobytes(), cross_entropy_backward(dloss, cache).tobytes()))
+    assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("o", [{}, {"ignore_index": 0, "reduction": "none", "label_smoothing": 0.1, "z_loss": 1e-2,
+                                    "softcap": 2.0}])
+def test_reuse_probs_writes_the_same_gradient_into_the_cache(o):
+    from npgpt.layers.cross_entropy import _cross_entropy_backward
+    rng = np.random.default_rng(10)
+    logits, targets = _inputs(rng, (3, 4), 9)
+    loss, cache = cross_entropy_forward(logits, targets, **o)
+    dloss = rand(rng, 3, 4) if o else 0.7
+    fresh = cross_entropy_backward(dloss, cache)
+    assert not np.shares_memory(fresh, cache.probs)
+    spent = _cross_entropy_backward(dloss, cache, reuse_probs=True)
+    assert np.shares_memory(spent, cache.probs) and spent.tobytes() == fresh.tobytes()

@@ -89,3 +89,101 @@ def test_threaded_adamw_is_bit_identical(threads):
             o.step(m.grads)
     assert np.array_equal(models[0].flat_params, models[1].flat_params)
     assert np.array_equal(opts[0].v.buffer, opts[1].v.buffer)
+
+
+def _step(model, idx, targets):
+    logits, loss = model.forward(idx, targets)
+    return logits.copy(), float(loss), model.backward().buffer.copy()
+
+
+def test_slices_run_in_worker_processes_and_match_the_sum_of_slices():
+    """Slice 1 runs in another process; the result is exactly slice 0's gradients plus slice 1's (that order)."""
+    import npgpt.data_parallel as dp
+
+    model = GPT(CFG, seed=1, dtype=np.float64, threads=2)
+    idx, targets = _batch(5)
+    logits, loss, flat = _step(model, idx, targets)
+    assert model._group is not None and any(model._group.key in w.attached for w in dp._pool)
+    parts = []
+    for s, share in ((slice(0, 2), 2 / 5), (slice(2, 5), 3 / 5)):
+        out, part_loss, cache = gpt_forward(model.params, CFG, idx[s], targets[s])
+        parts.append((out, part_loss, gpt_backward(cache, share)))
+    np.testing.assert_array_equal(logits, np.concatenate([p[0] for p in parts]))
+    assert loss == 2 / 5 * float(parts[0][1]) + 3 / 5 * float(parts[1][1])
+    for k in model.params:
+        np.testing.assert_array_equal(model.grads[k], parts[0][2][k] + parts[1][2][k], err_msg=k)
+    assert flat.shape == model.flat_grads.shape
+
+
+def test_params_changed_in_place_reach_the_workers():
+    """The workers read the model's own (shared) parameter buffer: an optimizer step is seen at once."""
+    model = GPT(CFG, seed=1, dtype=np.float64, threads=2)
+    idx, targets = _batch(4)
+    _step(model, idx, targets)
+    model.params["h.1.mlp.c_fc.weight"][...] += 0.5
+    logits, loss, _ = _step(model, idx, targets)
+    ref_logits, ref_loss, _ = gpt_forward(model.params, CFG, idx, targets)
+    np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=1e-13)
+
+
+def test_a_dead_worker_is_replaced_and_dying_mid_step_is_one_clear_error():
+    import npgpt.data_parallel as dp
+
+    model = GPT(CFG, seed=1, dtype=np.float32, threads=2)
+    idx, targets = _batch(4)
+    want = _step(model, idx, targets)
+    victim = next(w for w in dp._pool if model._group.key in w.attached)
+    victim.proc.kill()
+    victim.proc.wait()
+    got = _step(model, idx, targets)  # found dead before the step: a fresh worker takes its place
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))
+    w = next(w for w in dp._pool if model._group.key in w.attached)
+    w.proc.kill()  # dies while the parent waits for its reply (mid-step)
+    w.proc.wait()
+    with pytest.raises(RuntimeError, match=r"^data-parallel worker \(PID \d+\) exited unexpectedly") as e:
+        w.recv()
+    assert "\n" not in str(e.value)
+    with pytest.raises(RuntimeError, match=r"^data-parallel worker \(PID \d+\) exited unexpectedly"):
+        w.send("forward", model._group.key, idx[2:], targets[2:], True, None, np.geterr())
+    got = _step(model, idx, targets)
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_an_unread_reply_left_by_an_interrupt_is_skipped():
+    """Ctrl-C can land between sending a command and reading its reply; the next call must not read it."""
+    import npgpt.data_parallel as dp
+
+    model = GPT(CFG, seed=1, dtype=np.float32, threads=2)
+    idx, targets = _batch(4)
+    want = _step(model, idx, targets)
+    w = next(w for w in dp._pool if model._group.key in w.attached)
+    w.send("forward", model._group.key, idx[2:], targets[2:], True, None, np.geterr())  # never read
+    got = _step(model, idx, targets)
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_big_models_run_the_batch_whole_with_blas_threads(monkeypatch):
+    import npgpt.model
+
+    monkeypatch.setattr(npgpt.model, "SLICE_PARAMS", 10)
+    model = GPT(CFG, seed=1, dtype=np.float64, threads=2)
+    assert model._group is None
+    idx, targets = _batch(4)
+    logits, loss, _ = _step(model, idx, targets)
+    ref_logits, ref_loss, cache = gpt_forward(model.params, CFG, idx, targets)
+    np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=1e-13)
+    ref = gpt_backward(cache)
+    for k in ref:
+        np.testing.assert_allclose(model.grads[k], ref[k], rtol=1e-12, atol=1e-15, err_msg=k)
+
+
+def test_no_shared_files_are_left_behind(tmp_path, monkeypatch):
+    import npgpt.slice_worker as sw
+
+    monkeypatch.setattr(sw, "_SHM_DIR", str(tmp_path))
+    model = GPT(CFG, seed=1, dtype=np.float32, threads=2)
+    idx, targets = _batch(6)
+    for _ in range(2):
+        _step(model, idx, targets)
+    model.forward(*_batch(4))
+    assert not list(tmp_path.iterdir())

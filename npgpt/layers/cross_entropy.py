@@ -19,6 +19,7 @@ from .._checks import float_array, is_int, real_number, shape_is, token_ids
 
 Array = npt.NDArray[np.floating]
 Reduction = Literal["mean", "sum", "none"]
+ROW_BLOCK = 1 << 18  # elements per row block of the softmax (1 MiB in float32): a block's passes stay in cache
 
 
 class CrossEntropyCache(NamedTuple):
@@ -93,23 +94,21 @@ def _cross_entropy_forward(logits: Array, targets: npt.NDArray[np.integer], igno
     if ignore_index is not None:
         keep = t != ignore_index  # (N,)
         t = np.where(keep, t, 0)  # (N,) any valid row index for the ignored positions
-    row_max = logits2.max(axis=-1, keepdims=True)  # (N, 1)
-    shifted = logits2 - row_max  # (N, V) max entry 0: exp cannot overflow
-    probs = np.exp(shifted)  # (N, V)
-    sumexp = probs.sum(axis=-1)  # (N,)
+    sm = _softmax_rows(logits2, t, with_mean=bool(label_smoothing))
+    probs, sumexp = sm.probs, sm.sumexp  # (N, V), (N,)
     # -log p[target] = log(sum exp(shifted)) - shifted[target]
-    nll = np.log(sumexp) - shifted[np.arange(N), t]  # (N,)
-    probs /= sumexp[:, None]  # (N, V) normalised in place for the backward
+    nll = np.log(sumexp) - sm.shifted_target  # (N,)
     plain = keep is None and reduction == "mean" and label_smoothing == 0.0 and z_loss == 0.0 and th is None
-    if plain:  # GPT-2's training path: exactly the calls it always made
+    if plain:  # GPT-2's training path: the same bits it always gave
         loss = nll.mean(dtype=logits.dtype)  # 0-d
         return np.asarray(loss, dtype=logits.dtype), CrossEntropyCache(probs, t, logits.shape)
     lse = None
     if label_smoothing:
-        smooth = np.log(sumexp) - shifted.mean(axis=-1)  # (N,) -mean_v log p_v = lse - mean(z)
+        assert sm.shifted_mean is not None  # asked for with_mean
+        smooth = np.log(sumexp) - sm.shifted_mean  # (N,) -mean_v log p_v = lse - mean(z)
         nll = (1.0 - label_smoothing) * nll + label_smoothing * smooth  # (N,)
     if z_loss:
-        lse = np.log(sumexp) + row_max[:, 0]  # (N,) logsumexp of the (capped) logits
+        lse = np.log(sumexp) + sm.row_max[:, 0]  # (N,) logsumexp of the (capped) logits
         nll = nll + z_loss * (lse * lse)  # (N,)
     if keep is not None:
         nll = np.where(keep, nll, 0.0).astype(logits.dtype, copy=False)  # (N,) ignored positions cost 0
@@ -122,6 +121,38 @@ def _cross_entropy_forward(logits: Array, targets: npt.NDArray[np.integer], igno
         loss = np.asarray(nll.sum(dtype=logits.dtype) / max(n_kept, 1), dtype=logits.dtype)  # 0 if all ignored
     cache = CrossEntropyCache(probs, t, logits.shape, keep, reduction, label_smoothing, z_loss, lse, th)
     return loss.astype(logits.dtype, copy=False), cache
+
+
+class _Softmax(NamedTuple):
+    probs: Array  # (N, V) softmax of each row
+    row_max: Array  # (N, 1) each row's largest entry
+    sumexp: Array  # (N,) sum_v exp(z - row_max), at least 1
+    shifted_target: Array  # (N,) z[n, t_n] - row_max_n
+    shifted_mean: Array | None  # (N,) mean_v (z - row_max), when asked for (label smoothing)
+
+
+def _softmax_rows(z: Array, t: npt.NDArray[np.integer], with_mean: bool) -> _Softmax:
+    """Softmax of z (N, V) and the pieces of the loss, a block of ROW_BLOCK // V rows at a time: each block's
+    passes (max, shift, gather, exp, sum, normalise) run while it is in cache, and the shifted logits are
+    exponentiated in place in the probabilities' buffer, so no other (N, V) array is made.  Every pass is
+    per row, so the bits are those of whole-array passes."""
+    N, V = z.shape
+    probs = np.empty_like(z)  # (N, V)
+    row_max = np.empty((N, 1), dtype=z.dtype)  # (N, 1)
+    sumexp, shifted_target = np.empty(N, dtype=z.dtype), np.empty(N, dtype=z.dtype)  # (N,), (N,)
+    shifted_mean = np.empty(N, dtype=z.dtype) if with_mean else None  # (N,)
+    k = max(1, ROW_BLOCK // V)  # rows per block
+    for lo in range(0, N, k):
+        r = slice(lo, min(lo + k, N))
+        row_max[r] = z[r].max(axis=-1, keepdims=True)  # (k, 1)
+        shifted = np.subtract(z[r], row_max[r], out=probs[r])  # (k, V) max entry 0: exp cannot overflow
+        shifted_target[r] = shifted[np.arange(r.stop - lo), t[r]]  # (k,) read before the exp overwrites it
+        if shifted_mean is not None:
+            shifted_mean[r] = shifted.mean(axis=-1)  # (k,)
+        np.exp(shifted, out=shifted)  # (k, V) in place
+        sumexp[r] = shifted.sum(axis=-1)  # (k,)
+        shifted /= sumexp[r, None]  # (k, V) normalised in place: the block of probs
+    return _Softmax(probs, row_max, sumexp, shifted_target, shifted_mean)
 
 
 def cross_entropy_backward(dloss: Array | float, cache: CrossEntropyCache) -> Array:
@@ -145,18 +176,20 @@ def cross_entropy_backward(dloss: Array | float, cache: CrossEntropyCache) -> Ar
     return _cross_entropy_backward(real_number("dloss", dloss), cache)
 
 
-def _cross_entropy_backward(dloss: Array | float, cache: CrossEntropyCache) -> Array:
-    """Unchecked kernel of cross_entropy_backward (dloss a float, or an (...) array for reduction="none")."""
+def _cross_entropy_backward(dloss: Array | float, cache: CrossEntropyCache, reuse_probs: bool = False) -> Array:
+    """Unchecked kernel of cross_entropy_backward (dloss a float, or an (...) array for reduction="none").
+    reuse_probs=True writes dlogits into cache.probs instead of a new (N, V) array, which spends the cache:
+    only for a caller that drops it right after (a second backward from it would be wrong)."""
     probs, t, logits_shape = cache.probs, cache.targets, cache.logits_shape
     N, V = probs.shape
     if cache.default:
-        d = float(dloss)
-        dlogits = probs.copy()  # (N, V) (1) softmax term
-        dlogits[np.arange(N), t] -= 1.0  # (2) minus one-hot of the target
-        dlogits *= d / N  # (3) the mean's 1/N and the upstream scalar
+        rows, scale = np.arange(N), float(dloss) / N  # (N,); (3) the mean's 1/N and the upstream scalar
+        at_target = (probs[rows, t] - 1.0) * scale  # (N,) (2) minus one-hot of the target, then (3)
+        dlogits = np.multiply(probs, scale, out=probs if reuse_probs else None)  # (N, V) (1) softmax term, (3)
+        dlogits[rows, t] = at_target  # (N, V) the same roundings as subtracting 1 there and then scaling
         return dlogits.reshape(logits_shape)
     s, c = cache.label_smoothing, cache.z_loss
-    dlogits = probs.copy()  # (N, V) (1)
+    dlogits = probs if reuse_probs else probs.copy()  # (N, V) (1)
     if c and cache.lse is not None:
         dlogits *= (1.0 + 2.0 * c * cache.lse)[:, None]  # (5) z-loss: + 2 c lse p
     dlogits[np.arange(N), t] -= 1.0 - s  # (2), (4) minus the smoothed target's one-hot part

@@ -54,11 +54,22 @@ def embedding_backward(dout: npt.NDArray[np.floating], cache: EmbeddingCache) ->
 
 def _embedding_backward(dout: npt.NDArray[np.floating], cache: EmbeddingCache) -> npt.NDArray[np.floating]:
     """embedding_backward without the argument checks."""
-    C = dout.shape[-1]
-    ids = cache.idx.reshape(-1)  # (N,)
-    N = ids.shape[0]
-    # (1) scatter-add as dw = E^T dout with E the (N, V) one-hot matrix, stored sparse: a row read twice
-    # receives both gradients.  ~10x faster than np.add.at, and never builds E densely (V may be 50257).
-    onehot_t = csr_matrix((np.ones(N, dtype=dout.dtype), (ids, np.arange(N))), shape=(cache.vocab_size, N))
-    dw = np.asarray(onehot_t @ dout.reshape(N, C))  # (V, C)
+    rows, drows = _embedding_backward_rows(dout, cache)  # (U,), (U, C)
+    dw = np.zeros((cache.vocab_size, dout.shape[-1]), dtype=dout.dtype)  # (V, C) unread rows stay zero
+    dw[rows] = drows  # rows are distinct: a plain assignment
     return dw
+
+
+def _embedding_backward_rows(dout: npt.NDArray[np.floating],
+                             cache: EmbeddingCache) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.floating]]:
+    """(1) for the rows that were read only: their ids (U,) in increasing order and gradients (U, C).
+
+    The tied GPT adds these into the LM head's dwte (V, C) directly, without a second (V, C) array."""
+    C = dout.shape[-1]
+    rows, which = np.unique(cache.idx.reshape(-1), return_inverse=True)  # (U,), (N,) row of each position
+    N = which.shape[0]
+    # (1) scatter-add as dW = E^T dout with E the (N, U) one-hot matrix, stored sparse: a row read twice
+    # receives both gradients.  ~10x faster than np.add.at, and never builds E densely.
+    onehot_t = csr_matrix((np.ones(N, dtype=dout.dtype), (which.reshape(-1), np.arange(N))), shape=(rows.size, N))
+    drows = np.asarray(onehot_t @ dout.reshape(N, C))  # (U, C)
+    return rows, drows

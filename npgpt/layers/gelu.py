@@ -23,7 +23,8 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class GeluCache(NamedTuple):
-    x: npt.NDArray[np.floating]  # (...) the input: both derivatives need it (tanh(u) is recomputed from it)
+    x: npt.NDArray[np.floating]  # (...) the input: both derivatives need it
+    t: npt.NDArray[np.floating]  # (...) tanh(u) ("tanh") or Phi(x) ("erf"): the backward's dearest term
     approximate: str  # which derivative backward uses
 
 
@@ -60,14 +61,21 @@ def _gelu_forward(
     x: npt.NDArray[np.floating], approximate: Literal["tanh", "erf"] = "tanh"
 ) -> tuple[npt.NDArray[np.floating], GeluCache]:
     """gelu_forward without the argument checks."""
-    t = _squash(x, approximate)  # (...) tanh(u) or Phi(x)
+    t = _squash(x, approximate)  # (...) tanh(u) or Phi(x), kept for the backward
+    return gelu_from_squash(x, t, approximate), GeluCache(x, t, approximate)
+
+
+def gelu_from_squash(x: npt.NDArray[np.floating], t: npt.NDArray[np.floating],
+                     approximate: str) -> npt.NDArray[np.floating]:
+    """out = 0.5 x (1 + t) ("tanh") or x t ("erf") from the cached t, in a new array.  (...) -> (...).
+
+    The MLP calls it in its backward to rebuild GELU(h) for dw_proj (the same bits as the forward's)."""
     if approximate == "tanh":
-        t += 1.0
-        t *= x
-        t *= 0.5  # out = 0.5 x (1 + tanh(u)), in t's buffer
-    else:
-        t *= x  # out = x Phi(x)
-    return t, GeluCache(x, approximate)
+        out = t + 1.0  # (...)
+        out *= x
+        out *= 0.5  # out = 0.5 x (1 + tanh(u))
+        return out
+    return t * x  # (...) out = x Phi(x)
 
 
 def gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArray[np.floating]:
@@ -82,18 +90,18 @@ def gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArr
 
 def _gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArray[np.floating]:
     """gelu_backward without the argument checks."""
-    x, approximate = cache
-    t = _squash(x, approximate)  # (...) recomputed: caching it would hold one more (..., 4C) array per layer
+    x, t, approximate = cache  # t: tanh(u) or Phi(x) from the forward
     if approximate == "tanh":
         # (1) + (2) = 0.5 (1 + t) (1 + x (1 - t) u'(x)), since 1 - t^2 = (1 - t)(1 + t); the 0.5 goes inside
         dx = x * x  # (...) x^2
         dx *= 1.5 * SQRT_2_OVER_PI * GELU_COEF
         dx += 0.5 * SQRT_2_OVER_PI  # u'(x) / 2 = sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2
         dx *= x
-        dx *= 1.0 - t  # x (1 - t) u'(x) / 2
+        s = 1.0 - t  # (...) scratch; the cached t itself is never written
+        dx *= s  # x (1 - t) u'(x) / 2
         dx += 0.5
-        t += 1.0  # t is our recomputed scratch
-        dx *= t  # (1) + (2)
+        np.add(t, 1.0, out=s)  # 1 + t
+        dx *= s  # (1) + (2)
     else:
         # (1) Phi(x)  +  (2) x phi(x), phi the standard normal density
         dx = np.exp(-0.5 * x * x)  # (...)

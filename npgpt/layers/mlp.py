@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._checks import float_array, param, upstream
-from .gelu import GeluCache, _gelu_backward, _gelu_forward
+from .gelu import GeluCache, _gelu_backward, _gelu_forward, gelu_from_squash
 from .linear import LinearCache, _linear_backward, _linear_forward
 
 Array = npt.NDArray[np.floating]
@@ -21,8 +21,8 @@ Array = npt.NDArray[np.floating]
 
 class MLPCache(NamedTuple):
     fc: LinearCache  # keeps x for dw_fc
-    gelu: GeluCache  # keeps the pre-activation h for the GELU derivative
-    proj: LinearCache  # keeps gelu(h) for dw_proj
+    gelu: GeluCache  # keeps the pre-activation h and tanh(u) for the GELU derivative
+    w_proj: Array  # (4C, C); gelu(h) for dw_proj is rebuilt from the gelu cache, not kept
 
 
 def mlp_forward(x: Array, w_fc: Array, b_fc: Array, w_proj: Array, b_proj: Array,
@@ -47,9 +47,9 @@ def _mlp_forward(x: Array, w_fc: Array, b_fc: Array, w_proj: Array, b_proj: Arra
                  approximate: Literal["tanh", "erf"] = "tanh") -> tuple[Array, MLPCache]:
     """mlp_forward without the argument checks."""
     h, fc_cache = _linear_forward(x, w_fc, b_fc)  # (..., 4C)
-    a, gelu_cache = _gelu_forward(h, approximate)  # (..., 4C)
-    out, proj_cache = _linear_forward(a, w_proj, b_proj)  # (..., C)
-    return out, MLPCache(fc_cache, gelu_cache, proj_cache)
+    a, gelu_cache = _gelu_forward(h, approximate)  # (..., 4C) freed after c_proj: the cache holds h and t
+    out, _ = _linear_forward(a, w_proj, b_proj)  # (..., C)
+    return out, MLPCache(fc_cache, gelu_cache, w_proj)
 
 
 def mlp_backward(dout: Array, cache: MLPCache) -> tuple[Array, Array, Array, Array, Array]:
@@ -57,14 +57,17 @@ def mlp_backward(dout: Array, cache: MLPCache) -> tuple[Array, Array, Array, Arr
 
     Returns dx, dw_fc, db_fc, dw_proj, db_proj.  See docs/derivations/mlp.md.
     """
-    x_shape, w_proj = cache.fc.x_shape, cache.proj.w
+    x_shape, w_proj = cache.fc.x_shape, cache.w_proj
     upstream("dout", dout, (*x_shape[:-1], w_proj.shape[1]), w_proj.dtype)
     return _mlp_backward(dout, cache)
 
 
 def _mlp_backward(dout: Array, cache: MLPCache) -> tuple[Array, Array, Array, Array, Array]:
     """mlp_backward without the argument checks."""
-    da, dw_proj, db_proj = _linear_backward(dout, cache.proj)  # (1) (..., 4C)
+    h, t, approximate = cache.gelu
+    a = gelu_from_squash(h, t, approximate)  # (..., 4C) GELU(h) again: three cheap passes, no tanh
+    proj = LinearCache(a.reshape(-1, a.shape[-1]), cache.w_proj, a.shape)
+    da, dw_proj, db_proj = _linear_backward(dout, proj)  # (1) (..., 4C)
     dh = _gelu_backward(da, cache.gelu)  # (2) (..., 4C)
     dx, dw_fc, db_fc = _linear_backward(dh, cache.fc)  # (3) (..., C)
     return dx, dw_fc, db_fc, dw_proj, db_proj

@@ -1,0 +1,178 @@
+"""Worker processes for data parallelism: each runs the functional core on its slice of the batch.
+
+Threads would share one interpreter, and every NumPy call hands its GIL back and forth: on a VM each hand-off
+can cost tens of microseconds, and far more when any other process wants the core (docs/performance.md).
+A worker process has its own interpreter, so the slices never wait for each other until their results meet.
+Arrays go through shared files mapped by both sides (/dev/shm where there is one), never through the pipe:
+the parent copies the parameters into a shared mirror before each forward, the worker writes its gradients
+into its own shared buffer and its logits into a shared arena.  Messages are small pickles over the
+worker's stdin/stdout, between two processes of this package only.  Started with `python -c`, so
+a user's script is never imported again (unlike multiprocessing's spawn).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+_SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def shared_array(size: int, dtype: npt.DTypeLike) -> tuple[np.ndarray, str]:
+    """A new zeroed 1-D array of `size` elements in a shared file, and the file's path (the caller unlinks it
+    once every process has mapped it; the mapping outlives the name)."""
+    dtype = np.dtype(dtype)
+    fd, path = tempfile.mkstemp(prefix="npgpt-", dir=_SHM_DIR)
+    try:
+        nbytes = max(1, size * dtype.itemsize)
+        os.ftruncate(fd, nbytes)
+        buf = mmap.mmap(fd, nbytes)
+    finally:
+        os.close(fd)
+    return np.frombuffer(buf, dtype=dtype, count=size), path
+
+
+def open_shared(path: str, size: int, dtype: npt.DTypeLike) -> np.ndarray:
+    """Map a file made by shared_array (size elements of dtype)."""
+    dtype = np.dtype(dtype)
+    with open(path, "r+b") as f:
+        buf = mmap.mmap(f.fileno(), max(1, size * dtype.itemsize))
+    return np.frombuffer(buf, dtype=dtype, count=size)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _send(f: IO[bytes], msg: object) -> None:
+    pickle.dump(msg, f, protocol=pickle.HIGHEST_PROTOCOL)
+    f.flush()
+
+
+class SliceWorker:
+    """One worker process, seen from the parent: send a command, read its reply.
+
+    The worker's BLAS is single-threaded (OPENBLAS/OMP/MKL_NUM_THREADS=1): it owns one core, as the parent's
+    own slice owns the other."""
+
+    def __init__(self, reuse_memory: bool) -> None:
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this package, even uninstalled
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        code = f"from npgpt.slice_worker import _serve; _serve({bool(reuse_memory)})"
+        self.proc = subprocess.Popen([sys.executable, "-c", code],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.pending = 0  # replies not yet read (a KeyboardInterrupt can leave one behind)
+        self.attached: set[int] = set()  # the models (keys) whose buffers this worker has mapped
+
+    def send(self, *msg: Any) -> None:
+        assert self.proc.stdin is not None
+        while self.pending:  # a reply left over from an interrupted call belongs to nobody now
+            self.recv()
+        try:
+            _send(self.proc.stdin, msg)
+        except (BrokenPipeError, OSError):
+            raise RuntimeError(self._died()) from None
+        self.pending += 1
+
+    def recv(self) -> Any:
+        assert self.proc.stdout is not None
+        try:
+            reply = pickle.load(self.proc.stdout)
+        except (EOFError, pickle.UnpicklingError, OSError):
+            raise RuntimeError(self._died()) from None
+        self.pending -= 1
+        if isinstance(reply, tuple) and reply and reply[0] == "error":
+            raise RuntimeError(f"data-parallel worker (PID {self.proc.pid}): {reply[1]}")
+        return reply
+
+    def _died(self) -> str:
+        self.pending = 0
+        code = self.proc.poll()
+        return (f"data-parallel worker (PID {self.proc.pid}) exited unexpectedly"
+                + (f" (exit code {code})" if code is not None else "") + "; use threads=1 to run without workers")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # EOF: the worker's loop ends
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def _serve(reuse_memory: bool) -> None:
+    """The worker's loop: attach / forward / backward / detach, each answered with one reply."""
+    import signal
+    import warnings
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes our stdin
+    warnings.simplefilter("ignore", RuntimeWarning)  # the parent checks the loss (NaN, overflow) itself
+    from .gpt import _gpt_forward, gpt_grads
+    from .memory import reuse_freed_memory
+
+    if reuse_memory:
+        reuse_freed_memory()
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # anything printed by accident must not corrupt the protocol
+    models: dict[int, dict[str, Any]] = {}
+    while True:
+        try:
+            msg = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            reply = _handle(msg, models, _gpt_forward, gpt_grads)
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
+            reply = ("error", f"{type(e).__name__}: {e}")
+        _send(out, reply)
+
+
+def _handle(msg: tuple, models: dict[int, dict[str, Any]], forward: Any, grads_of: Any) -> tuple:
+    kind, key = msg[0], msg[1]
+    if kind == "attach":  # (attach, key, config, layout, dtype, params_path, grads_path)
+        _, _, config, layout, dtype, params_path, grads_path = msg
+        models[key] = {"config": config, "params": layout.views(open_shared(params_path, layout.size, dtype)),
+                       "grads": layout.views(open_shared(grads_path, layout.size, dtype)), "cache": None,
+                       "logits": None}
+        return ("ok",)
+    if kind == "detach":
+        models.pop(key, None)
+        return ("ok",)
+    m = models[key]
+    if kind == "forward":  # (forward, key, idx, targets, train, seed, errstate)
+        _, _, idx, targets, train, seed, err = msg
+        m["cache"] = None  # free the last step's activations first
+        rng = None if seed is None else np.random.default_rng(seed)
+        with np.errstate(**err):
+            logits, loss, m["cache"] = forward(m["params"], m["config"], idx, targets, train=train, rng=rng)
+        new_path = None
+        arena = m["logits"]
+        if arena is None or arena.size < logits.size:  # grow the shared logits arena
+            arena, new_path = shared_array(logits.size, logits.dtype)
+            m["logits"] = arena
+        arena[:logits.size] = logits.reshape(-1)
+        return ("forward", None if loss is None else float(loss), logits.shape, new_path)
+    if kind == "backward":  # (backward, key, dloss, errstate)
+        _, _, dloss, err = msg
+        cache, m["cache"] = m["cache"], None
+        g = m["grads"]
+        with np.errstate(**err):
+            for name, grad in grads_of(cache, dloss):
+                g[name][...] = grad
+        return ("ok",)
+    raise ValueError(f"unknown command {kind!r}")
