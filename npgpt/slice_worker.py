@@ -15,15 +15,31 @@ from __future__ import annotations
 import mmap
 import os
 import pickle
+import select
 import subprocess
 import sys
 import tempfile
+import time
 from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
 
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+# How long a side that waits for the other polls before it sleeps.  A process that sleeps is woken through
+# the scheduler, and if any other process has taken its core meanwhile (even a `nice 19` one) the wake-up can
+# wait for that process's time slice: milliseconds, at every one of the step's four meeting points.
+# OpenMP runtimes (PyTorch's) spin for the same reason.  See docs/performance.md.
+SPIN_SECONDS = 0.05
+
+
+def _spin_until_readable(fd: int, seconds: float = SPIN_SECONDS) -> None:
+    """Poll fd until it has data or `seconds` have passed (then the caller's blocking read sleeps)."""
+    if os.name != "posix":  # select() takes no pipes on Windows: just block
+        return
+    deadline = time.perf_counter() + seconds
+    while not select.select([fd], [], [], 0)[0] and time.perf_counter() < deadline:
+        pass
 
 
 def shared_array(size: int, dtype: npt.DTypeLike) -> tuple[np.ndarray, str]:
@@ -88,6 +104,7 @@ class SliceWorker:
 
     def recv(self) -> Any:
         assert self.proc.stdout is not None
+        _spin_until_readable(self.proc.stdout.fileno())
         try:
             reply = pickle.load(self.proc.stdout)
         except (EOFError, pickle.UnpicklingError, OSError):
@@ -131,6 +148,7 @@ def _serve(reuse_memory: bool) -> None:
     sys.stdout = sys.stderr  # anything printed by accident must not corrupt the protocol
     models: dict[int, dict[str, Any]] = {}
     while True:
+        _spin_until_readable(inp.fileno())
         try:
             msg = pickle.load(inp)
         except EOFError:
