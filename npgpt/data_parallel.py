@@ -69,6 +69,10 @@ class SliceGroup:
         from .memory import _applied as reuse_memory
 
         workers = _workers(n, reuse_memory)
+        live = {w.proc.pid for w in workers}
+        for pid in set(self.grads) - live:  # a worker that died: drop its buffers' mappings
+            self.grads.pop(pid, None)
+            self.logits.pop(pid, None)
         for w in workers:
             if self.key not in w.attached:
                 grads, path = shared_array(self.layout.size, self.dtype)  # (P,)

@@ -25,6 +25,9 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
+from .gpt import _gpt_forward, gpt_grads
+from .memory import reuse_freed_memory
+
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 # How long a side that waits for the other polls before it sleeps.  A process that sleeps is woken through
 # the scheduler, and if any other process has taken its core meanwhile (even a `nice 19` one) the wake-up can
@@ -139,9 +142,6 @@ def _serve(reuse_memory: bool) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes our stdin
     warnings.simplefilter("ignore", RuntimeWarning)  # the parent checks the loss (NaN, overflow) itself
-    from .gpt import _gpt_forward, gpt_grads
-    from .memory import reuse_freed_memory
-
     if reuse_memory:
         reuse_freed_memory()
     inp, out = sys.stdin.buffer, sys.stdout.buffer
@@ -154,13 +154,13 @@ def _serve(reuse_memory: bool) -> None:
         except EOFError:
             return
         try:
-            reply = _handle(msg, models, _gpt_forward, gpt_grads)
+            reply = _handle(msg, models)
         except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
             reply = ("error", f"{type(e).__name__}: {e}")
         _send(out, reply)
 
 
-def _handle(msg: tuple, models: dict[int, dict[str, Any]], forward: Any, grads_of: Any) -> tuple:
+def _handle(msg: tuple, models: dict[int, dict[str, Any]]) -> tuple:
     kind, key = msg[0], msg[1]
     if kind == "attach":  # (attach, key, config, layout, dtype, params_path, grads_path)
         _, _, config, layout, dtype, params_path, grads_path = msg
@@ -177,7 +177,7 @@ def _handle(msg: tuple, models: dict[int, dict[str, Any]], forward: Any, grads_o
         m["cache"] = None  # free the last step's activations first
         rng = None if seed is None else np.random.default_rng(seed)
         with np.errstate(**err):
-            logits, loss, m["cache"] = forward(m["params"], m["config"], idx, targets, train=train, rng=rng)
+            logits, loss, m["cache"] = _gpt_forward(m["params"], m["config"], idx, targets, train=train, rng=rng)
         new_path = None
         arena = m["logits"]
         if arena is None or arena.size < logits.size:  # grow the shared logits arena
@@ -190,7 +190,7 @@ def _handle(msg: tuple, models: dict[int, dict[str, Any]], forward: Any, grads_o
         cache, m["cache"] = m["cache"], None
         g = m["grads"]
         with np.errstate(**err):
-            for name, grad in grads_of(cache, dloss):
+            for name, grad in gpt_grads(cache, dloss):
                 g[name][...] = grad
         return ("ok",)
     raise ValueError(f"unknown command {kind!r}")
