@@ -147,8 +147,9 @@ def _serve(reuse_memory: bool) -> None:
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # anything printed by accident must not corrupt the protocol
     models: dict[int, dict[str, Any]] = {}
+    spin = 0.0
     while True:
-        _spin_until_readable(inp.fileno())
+        _spin_until_readable(inp.fileno(), spin)
         try:
             msg = pickle.load(inp)
         except EOFError:
@@ -157,6 +158,9 @@ def _serve(reuse_memory: bool) -> None:
             reply = _handle(msg, models)
         except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
             reply = ("error", f"{type(e).__name__}: {e}")
+        # after a forward the backward follows at once, so wait for it awake; after anything else (the
+        # backward: the optimizer step and the next batch come first) sleep, and leave the core to the parent
+        spin = SPIN_SECONDS if msg[0] == "forward" else 0.0
         _send(out, reply)
 
 
