@@ -10,10 +10,11 @@ sum is in slice order (slice 0 + slice 1 + ...), so the bits are the same on eve
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +48,18 @@ def _close_pool() -> None:
     _pool.clear()
 
 
+@contextlib.contextmanager
+def _exchange(workers: list[SliceWorker]) -> Iterator[None]:
+    """Mark the workers busy for one forward or backward exchange (sends, the parent's slice, recvs)."""
+    for w in workers:
+        w.busy = True
+    try:
+        yield
+    finally:
+        for w in workers:
+            w.busy = False
+
+
 class SliceGroup:
     """The worker side of one GPT: its shared parameter buffer, one shared gradient buffer per worker, and the
     protocol of a data-parallel forward and backward.  GPT owns one when it splits batches (threads > 1)."""
@@ -69,6 +82,11 @@ class SliceGroup:
         from .memory import _applied as reuse_memory
 
         workers = _workers(n, reuse_memory)
+        for w in workers:  # detaches deferred by close() (see there) go out now, between exchanges
+            while w.detach_later:
+                with _exchange([w]):
+                    w.send("detach", w.detach_later.pop())
+                    w.recv()
         live = {w.proc.pid for w in workers}
         for pid in set(self.grads) - live:  # a worker that died: drop its buffers' mappings
             self.grads.pop(pid, None)
@@ -77,8 +95,9 @@ class SliceGroup:
             if self.key not in w.attached:
                 grads, path = shared_array(self.layout.size, self.dtype)  # (P,)
                 try:
-                    w.send("attach", self.key, self.config, self.layout, self.dtype, self._params_path, path)
-                    w.recv()
+                    with _exchange([w]):
+                        w.send("attach", self.key, self.config, self.layout, self.dtype, self._params_path, path)
+                        w.recv()
                 finally:
                     _unlink(path)
                 self.grads[w.proc.pid] = self.layout.views(grads)
@@ -90,8 +109,14 @@ class SliceGroup:
                 rng: np.random.Generator) -> tuple[Array, Array | None, GPTCache]:
         """The core's forward of every slice at once (inputs already checked): the logits (B, T, V), the batch's
         mean loss (None without targets) and slice 0's cache (the workers keep theirs)."""
-        B = idx.shape[0]
         workers = self._attached(len(slices) - 1)
+        with _exchange(workers):
+            return self._forward(workers, idx, targets, slices, train, rng)
+
+    def _forward(self, workers: list[SliceWorker], idx: npt.NDArray[np.integer],
+                 targets: npt.NDArray[np.integer] | None, slices: Sequence[slice], train: bool,
+                 rng: np.random.Generator) -> tuple[Array, Array | None, GPTCache]:
+        B = idx.shape[0]
         seeds = rng.integers(2**63, size=len(slices)) if train and self.config.dropout > 0 else None
         err = np.geterr()
         for i, (w, s) in enumerate(zip(workers, slices[1:]), start=1):
@@ -124,6 +149,11 @@ class SliceGroup:
             raise ValueError("cache: the forward was run without targets, so there is no loss to differentiate")
         B = slices[-1].stop
         workers = self._attached(len(slices) - 1)
+        with _exchange(workers):
+            self._backward(workers, cache, slices, out, B)
+
+    def _backward(self, workers: list[SliceWorker], cache: GPTCache, slices: Sequence[slice], out: FlatTensors,
+                  B: int) -> None:
         err = np.geterr()
         for w, s in zip(workers, slices[1:]):
             w.send("backward", self.key, (s.stop - s.start) / B, err)
@@ -144,9 +174,14 @@ class SliceGroup:
             pass
         for w in list(_pool):
             if self.key in w.attached and w.alive():
+                if w.busy:  # the GC ran our finalizer inside another model's exchange with w: talking to w
+                    w.detach_later.append(self.key)  # now would read that model's reply, so detach later
+                    w.attached.discard(self.key)
+                    continue
                 try:
-                    w.send("detach", self.key)
-                    w.recv()
+                    with _exchange([w]):
+                        w.send("detach", self.key)
+                        w.recv()
                 except RuntimeError:
                     pass
                 w.attached.discard(self.key)

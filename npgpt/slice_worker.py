@@ -94,6 +94,8 @@ class SliceWorker:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.pending = 0  # replies not yet read (a KeyboardInterrupt can leave one behind)
         self.attached: set[int] = set()  # the models (keys) whose buffers this worker has mapped
+        self.busy = False  # inside a model's forward or backward exchange (between its send and its recv)
+        self.detach_later: list[int] = []  # models collected during an exchange: detached before the next one
 
     def send(self, *msg: Any) -> None:
         assert self.proc.stdin is not None

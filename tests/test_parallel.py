@@ -187,3 +187,30 @@ def test_no_shared_files_are_left_behind(tmp_path, monkeypatch):
         _step(model, idx, targets)
     model.forward(*_batch(4))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_model_collected_during_another_models_step_does_not_take_its_reply(monkeypatch):
+    """The GC can finalize a model (which detaches it from the workers) at any allocation, also between another
+    model's send and recv to the same worker.  The detach must wait for the next exchange instead of reading
+    that model's reply: it used to, and the other model then waited forever for a reply already taken."""
+    import npgpt.data_parallel as dp
+
+    old = GPT(CFG, seed=1, dtype=np.float32, threads=2)
+    _step(old, *_batch(4))
+    model = GPT(CFG, seed=2, dtype=np.float32, threads=2)
+    want = _step(model, *_batch(4))
+    w = next(w for w in dp._pool if model._group.key in w.attached)
+    assert old._group.key in w.attached
+    real = dp._gpt_forward
+
+    def collect_old_then_forward(*args, **kwargs):  # runs between the forward's send and its recv
+        old._group.close()  # what weakref.finalize does if the GC collects `old` right here
+        assert w.pending == 1, "the detach read the forward's reply"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dp, "_gpt_forward", collect_old_then_forward)
+    got = _step(model, *_batch(4))
+    monkeypatch.undo()
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))
+    assert not w.detach_later and w.pending == 0  # the deferred detach went out before the backward's send
+    assert old._group.key not in w.attached
