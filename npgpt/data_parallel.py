@@ -158,8 +158,9 @@ class SliceGroup:
         for w, s in zip(workers, slices[1:]):
             w.send("backward", self.key, (s.stop - s.start) / B, err)
         with single_threaded_blas():
-            for name, grad in gpt_grads(cache, (slices[0].stop - slices[0].start) / B):
-                out[name][...] = grad  # slice 0's gradients, each as soon as it is known
+            for name, grad in gpt_grads(cache, (slices[0].stop - slices[0].start) / B, out=out):
+                if grad is not out[name]:  # wte's is built in out already
+                    out[name][...] = grad  # slice 0's gradients, each as soon as it is known
         for w in workers:  # slice order: the same bits every run
             w.recv()
             out.buffer += self.grads[w.proc.pid].buffer  # (P,) one pass over the whole model

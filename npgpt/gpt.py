@@ -141,9 +141,12 @@ def _gpt_forward(params: Params, config: GPTConfig, idx: npt.NDArray[np.integer]
     return logits, loss, cache
 
 
-def gpt_grads(cache: GPTCache, dloss: float = 1.0) -> Iterator[tuple[str, Array]]:
+def gpt_grads(cache: GPTCache, dloss: float = 1.0,
+              out: Mapping[str, Array] | None = None) -> Iterator[tuple[str, Array]]:
     """The backward, yielding (name, gradient of dloss * loss) for every parameter as soon as it is known:
     the last layer's first, wte's last.  gpt_backward collects them; the data-parallel path sums them.
+    out (GPT's gradient buffer): wte's gradient, the largest (V, C), is then built in out["wte.weight"] and
+    yielded as that very array, with no (V, C) temporary to copy.
 
     See docs/model.md for where each gradient comes from.
     """
@@ -154,7 +157,15 @@ def gpt_grads(cache: GPTCache, dloss: float = 1.0) -> Iterator[tuple[str, Array]
     B, T, V = dlogits.shape
     C = config.n_embd
     dlogits2 = dlogits.reshape(-1, V)  # (B*T, V)
-    dwte = dlogits2.T @ cache.xf.reshape(-1, C)  # (V, C) first source of dwte: the LM head
+    if out is not None:
+        w = out.get("wte.weight") if isinstance(out, Mapping) else None
+        if not isinstance(w, np.ndarray) or w.shape != (V, C) or w.dtype != cache.dtype:
+            raise ValueError(f"out: expected a mapping whose 'wte.weight' is a {cache.dtype} array of shape "
+                             f"{(V, C)}, got {type(w).__name__ if not isinstance(w, np.ndarray) else (w.dtype, w.shape)}")
+    if out is None:
+        dwte = dlogits2.T @ cache.xf.reshape(-1, C)  # (V, C) first source of dwte: the LM head
+    else:
+        dwte = np.matmul(dlogits2.T, cache.xf.reshape(-1, C), out=out["wte.weight"])  # (V, C) the same, in place
     dx: Array = (dlogits2 @ cache.wte).reshape(B, T, C)  # (B, T, C)
     dx, dw, db = _layernorm_backward(dx, cache.ln_f)  # (B, T, C)
     yield "ln_f.weight", dw

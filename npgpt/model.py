@@ -132,8 +132,9 @@ class GPT:
         (cache, slices), self._cache = self._cache, None  # drop our reference: activations are freed as we go
         if len(slices) == 1:
             with self._blas():
-                for name, grad in gpt_grads(cache):
-                    self.grads[name][...] = grad  # each gradient into the buffer as it is known, then dropped
+                for name, grad in gpt_grads(cache, out=self.grads):
+                    if grad is not self.grads[name]:  # wte's is built in the buffer already
+                        self.grads[name][...] = grad  # each gradient into the buffer as it is known, then dropped
         else:
             assert self._group is not None
             self._group.backward(cache, slices, self.grads)

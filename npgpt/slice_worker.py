@@ -196,7 +196,8 @@ def _handle(msg: tuple, models: dict[int, dict[str, Any]]) -> tuple:
         cache, m["cache"] = m["cache"], None
         g = m["grads"]
         with np.errstate(**err):
-            for name, grad in gpt_grads(cache, dloss):
-                g[name][...] = grad
+            for name, grad in gpt_grads(cache, dloss, out=g):
+                if grad is not g[name]:  # wte's is built in g already
+                    g[name][...] = grad
         return ("ok",)
     raise ValueError(f"unknown command {kind!r}")

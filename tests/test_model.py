@@ -457,3 +457,21 @@ def test_overfits_one_batch():
         opt.step(model.backward())
     assert first > 2.0  # near ln(16) at the start
     assert float(loss) < 0.05, f"loss {float(loss):.4f} after {step} steps"
+
+
+def test_gpt_grads_builds_wte_in_the_given_buffer():
+    """out=: wte's gradient is computed straight into out['wte.weight'] (the very array is yielded, holding the
+    same bits as without out); the other gradients are unchanged; a wrong buffer is refused in one line."""
+    config = SHAPE_CONFIG
+    model = noisy_model(config)
+    idx, targets = batch(config, 2, 4)
+    _, _, cache = gpt_forward(model.params, config, idx, targets)
+    fresh = gpt_backward(cache)
+    buf = {"wte.weight": np.full(fresh["wte.weight"].shape, np.nan)}  # garbage: must be overwritten
+    streamed = dict(gpt_grads(cache, out=buf))
+    assert streamed["wte.weight"] is buf["wte.weight"]
+    for k in fresh:
+        np.testing.assert_array_equal(streamed[k], fresh[k], err_msg=k)
+    for bad in ({}, {"wte.weight": np.zeros((3, 3))}, {"wte.weight": buf["wte.weight"].astype(np.float32)}):
+        with pytest.raises(ValueError, match="out: expected a mapping whose 'wte.weight'"):
+            list(gpt_grads(cache, out=bad))
