@@ -160,8 +160,9 @@ def gpt_grads(cache: GPTCache, dloss: float = 1.0,
     if out is not None:
         w = out.get("wte.weight") if isinstance(out, Mapping) else None
         if not isinstance(w, np.ndarray) or w.shape != (V, C) or w.dtype != cache.dtype:
+            got = f"{w.dtype} {w.shape}" if isinstance(w, np.ndarray) else type(w).__name__
             raise ValueError(f"out: expected a mapping whose 'wte.weight' is a {cache.dtype} array of shape "
-                             f"{(V, C)}, got {type(w).__name__ if not isinstance(w, np.ndarray) else (w.dtype, w.shape)}")
+                             f"{(V, C)}, got {got}")
     if out is None:
         dwte = dlogits2.T @ cache.xf.reshape(-1, C)  # (V, C) first source of dwte: the LM head
     else:
