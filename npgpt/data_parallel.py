@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .config import GPTConfig
-from .gpt import GPTCache, _gpt_forward, gpt_grads
+from .gpt import GPTCache, _gpt_forward, _write_grads
 from .layout import FlatTensors, ParamLayout
 from .parallel import single_threaded_blas
 from .slice_worker import SliceWorker, _unlink, open_shared, shared_array
@@ -60,6 +60,13 @@ def _exchange(workers: list[SliceWorker]) -> Iterator[None]:
             w.busy = False
 
 
+def _call(w: SliceWorker, *msg: object) -> object:
+    """One command to w and its reply, with w marked busy in between."""
+    with _exchange([w]):
+        w.send(*msg)
+        return w.recv()
+
+
 class SliceGroup:
     """The worker side of one GPT: its shared parameter buffer, one shared gradient buffer per worker, and the
     protocol of a data-parallel forward and backward.  GPT owns one when it splits batches (threads > 1)."""
@@ -84,9 +91,7 @@ class SliceGroup:
         workers = _workers(n, reuse_memory)
         for w in workers:  # detaches deferred by close() (see there) go out now, between exchanges
             while w.detach_later:
-                with _exchange([w]):
-                    w.send("detach", w.detach_later.pop())
-                    w.recv()
+                _call(w, "detach", w.detach_later.pop())
         live = {w.proc.pid for w in workers}
         for pid in set(self.grads) - live:  # a worker that died: drop its buffers' mappings
             self.grads.pop(pid, None)
@@ -95,9 +100,7 @@ class SliceGroup:
             if self.key not in w.attached:
                 grads, path = shared_array(self.layout.size, self.dtype)  # (P,)
                 try:
-                    with _exchange([w]):
-                        w.send("attach", self.key, self.config, self.layout, self.dtype, self._params_path, path)
-                        w.recv()
+                    _call(w, "attach", self.key, self.config, self.layout, self.dtype, self._params_path, path)
                 finally:
                     _unlink(path)
                 self.grads[w.proc.pid] = self.layout.views(grads)
@@ -158,9 +161,7 @@ class SliceGroup:
         for w, s in zip(workers, slices[1:]):
             w.send("backward", self.key, (s.stop - s.start) / B, err)
         with single_threaded_blas():
-            for name, grad in gpt_grads(cache, (slices[0].stop - slices[0].start) / B, out=out):
-                if grad is not out[name]:  # wte's is built in out already
-                    out[name][...] = grad  # slice 0's gradients, each as soon as it is known
+            _write_grads(out, cache, (slices[0].stop - slices[0].start) / B)  # slice 0's, each as it is known
         for w in workers:  # slice order: the same bits every run
             w.recv()
             out.buffer += self.grads[w.proc.pid].buffer  # (P,) one pass over the whole model
@@ -180,9 +181,7 @@ class SliceGroup:
                     w.attached.discard(self.key)
                     continue
                 try:
-                    with _exchange([w]):
-                        w.send("detach", self.key)
-                        w.recv()
+                    _call(w, "detach", self.key)
                 except RuntimeError:
                     pass
                 w.attached.discard(self.key)

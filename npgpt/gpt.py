@@ -157,16 +157,15 @@ def gpt_grads(cache: GPTCache, dloss: float = 1.0,
     B, T, V = dlogits.shape
     C = config.n_embd
     dlogits2 = dlogits.reshape(-1, V)  # (B*T, V)
-    if out is not None:
+    if out is None:
+        dwte = dlogits2.T @ cache.xf.reshape(-1, C)  # (V, C) first source of dwte: the LM head
+    else:
         w = out.get("wte.weight") if isinstance(out, Mapping) else None
         if not isinstance(w, np.ndarray) or w.shape != (V, C) or w.dtype != cache.dtype:
             got = f"{w.dtype} {w.shape}" if isinstance(w, np.ndarray) else type(w).__name__
             raise ValueError(f"out: expected a mapping whose 'wte.weight' is a {cache.dtype} array of shape "
                              f"{(V, C)}, got {got}")
-    if out is None:
-        dwte = dlogits2.T @ cache.xf.reshape(-1, C)  # (V, C) first source of dwte: the LM head
-    else:
-        dwte = np.matmul(dlogits2.T, cache.xf.reshape(-1, C), out=out["wte.weight"])  # (V, C) the same, in place
+        dwte = np.matmul(dlogits2.T, cache.xf.reshape(-1, C), out=w)  # (V, C) the same product, in place
     dx: Array = (dlogits2 @ cache.wte).reshape(B, T, C)  # (B, T, C)
     dx, dw, db = _layernorm_backward(dx, cache.ln_f)  # (B, T, C)
     yield "ln_f.weight", dw
@@ -183,6 +182,13 @@ def gpt_grads(cache: GPTCache, dloss: float = 1.0,
     rows, drows = _embedding_backward_rows(dx, cache.tok)  # (U,), (U, C) second source of dwte: the lookup
     dwte[rows] += drows  # the two add, on the U rows the batch read (distinct, so the fancy += is exact)
     yield "wte.weight", dwte
+
+
+def _write_grads(out: Mapping[str, Array], cache: GPTCache, dloss: float = 1.0) -> None:
+    """Every gradient of gpt_grads written into out (a gradient buffer's views), each as soon as it is known."""
+    for name, grad in gpt_grads(cache, dloss, out=out):
+        if grad is not out[name]:  # wte's is built in out already
+            out[name][...] = grad
 
 
 def gpt_backward(cache: GPTCache, dloss: float = 1.0) -> dict[str, Array]:

@@ -22,7 +22,7 @@ from ._checks import float_dtype, integer
 from .config import GPTConfig
 from .data_parallel import SliceGroup
 from .generate import generate
-from .gpt import (GPTCache, _gpt_forward, check_inputs, gpt_backward, gpt_forward, gpt_grads, init_params,
+from .gpt import (GPTCache, _gpt_forward, _write_grads, check_inputs, gpt_backward, gpt_forward, gpt_grads, init_params,
                   param_shapes)
 from .layout import FlatTensors, ParamLayout
 from .parallel import batch_slices, blas_threads, default_threads
@@ -132,9 +132,7 @@ class GPT:
         (cache, slices), self._cache = self._cache, None  # drop our reference: activations are freed as we go
         if len(slices) == 1:
             with self._blas():
-                for name, grad in gpt_grads(cache, out=self.grads):
-                    if grad is not self.grads[name]:  # wte's is built in the buffer already
-                        self.grads[name][...] = grad  # each gradient into the buffer as it is known, then dropped
+                _write_grads(self.grads, cache)  # each gradient into the buffer as it is known, then dropped
         else:
             assert self._group is not None
             self._group.backward(cache, slices, self.grads)

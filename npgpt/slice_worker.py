@@ -25,7 +25,7 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from .gpt import _gpt_forward, gpt_grads
+from .gpt import _gpt_forward, _write_grads
 from .memory import reuse_freed_memory
 
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
@@ -194,10 +194,7 @@ def _handle(msg: tuple, models: dict[int, dict[str, Any]]) -> tuple:
     if kind == "backward":  # (backward, key, dloss, errstate)
         _, _, dloss, err = msg
         cache, m["cache"] = m["cache"], None
-        g = m["grads"]
         with np.errstate(**err):
-            for name, grad in gpt_grads(cache, dloss, out=g):
-                if grad is not g[name]:  # wte's is built in g already
-                    g[name][...] = grad
+            _write_grads(m["grads"], cache, dloss)
         return ("ok",)
     raise ValueError(f"unknown command {kind!r}")
