@@ -18,7 +18,8 @@ import numpy.typing as npt
 
 from ._checks import float_array, generator, param_dict, token_ids
 from .config import GPTConfig
-from .layers.block import BLOCK_PARAM_NAMES, BlockCache, _block_backward, _block_forward, block_param_shapes
+from .layers.block import (BLOCK_PARAM_NAMES, BLOCK_WEIGHT_NAMES, BlockCache, _block_backward, _block_forward,
+                           block_param_shapes)
 from .layers.cross_entropy import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
 from .layers.dropout import DropoutCache, _dropout_backward, _dropout_forward
 from .layers.embedding import EmbeddingCache, _embedding_backward_rows, _embedding_forward
@@ -145,8 +146,9 @@ def gpt_grads(cache: GPTCache, dloss: float = 1.0,
               out: Mapping[str, Array] | None = None) -> Iterator[tuple[str, Array]]:
     """The backward, yielding (name, gradient of dloss * loss) for every parameter as soon as it is known:
     the last layer's first, wte's last.  gpt_backward collects them; the data-parallel path sums them.
-    out (GPT's gradient buffer): wte's gradient, the largest (V, C), is then built in out["wte.weight"] and
-    yielded as that very array, with no (V, C) temporary to copy.
+    out (GPT's gradient buffer): the gradients of the weight matrices (wte's (V, C) and each block's four)
+    are then built in out's arrays by their matrix products and yielded as those very arrays: no temporary
+    to copy.
 
     See docs/model.md for where each gradient comes from.
     """
@@ -160,18 +162,15 @@ def gpt_grads(cache: GPTCache, dloss: float = 1.0,
     if out is None:
         dwte = dlogits2.T @ cache.xf.reshape(-1, C)  # (V, C) first source of dwte: the LM head
     else:
-        w = out.get("wte.weight") if isinstance(out, Mapping) else None
-        if not isinstance(w, np.ndarray) or w.shape != (V, C) or w.dtype != cache.dtype:
-            got = f"{w.dtype} {w.shape}" if isinstance(w, np.ndarray) else type(w).__name__
-            raise ValueError(f"out: expected a mapping whose 'wte.weight' is a {cache.dtype} array of shape "
-                             f"{(V, C)}, got {got}")
-        dwte = np.matmul(dlogits2.T, cache.xf.reshape(-1, C), out=w)  # (V, C) the same product, in place
+        _check_out(out, cache)
+        dwte = np.matmul(dlogits2.T, cache.xf.reshape(-1, C), out=out["wte.weight"])  # (V, C) the same, in place
     dx: Array = (dlogits2 @ cache.wte).reshape(B, T, C)  # (B, T, C)
     dx, dw, db = _layernorm_backward(dx, cache.ln_f)  # (B, T, C)
     yield "ln_f.weight", dw
     yield "ln_f.bias", db
     for i in reversed(range(config.n_layer)):
-        dx, block_grads = _block_backward(dx, cache.blocks[i])  # (B, T, C)
+        dst = None if out is None else {n: out[f"h.{i}.{n}"] for n in BLOCK_WEIGHT_NAMES}  # built in place
+        dx, block_grads = _block_backward(dx, cache.blocks[i], dst)  # (B, T, C)
         for name, grad in block_grads.items():
             yield f"h.{i}.{name}", grad
     if cache.drop is not None:
@@ -184,10 +183,22 @@ def gpt_grads(cache: GPTCache, dloss: float = 1.0,
     yield "wte.weight", dwte
 
 
+def _check_out(out: object, cache: GPTCache) -> None:
+    """gpt_grads's out: a mapping with an array of the right shape and dtype for every weight matrix."""
+    shapes = param_shapes(cache.config)
+    names = ["wte.weight"] + [f"h.{i}.{n}" for i in range(cache.config.n_layer) for n in BLOCK_WEIGHT_NAMES]
+    for name in names:
+        w = out.get(name) if isinstance(out, Mapping) else None
+        if not isinstance(w, np.ndarray) or w.shape != shapes[name] or w.dtype != cache.dtype:
+            got = f"{w.dtype} {w.shape}" if isinstance(w, np.ndarray) else type(w).__name__
+            raise ValueError(f"out: expected a mapping whose {name!r} is a {cache.dtype} array of shape "
+                             f"{shapes[name]}, got {got}")
+
+
 def _write_grads(out: Mapping[str, Array], cache: GPTCache, dloss: float = 1.0) -> None:
     """Every gradient of gpt_grads written into out (a gradient buffer's views), each as soon as it is known."""
     for name, grad in gpt_grads(cache, dloss, out=out):
-        if grad is not out[name]:  # wte's is built in out already
+        if grad is not out[name]:  # the weight matrices' are built in out already
             out[name][...] = grad
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from npgpt import GPT, AdamW, GPTConfig, gpt_backward, gpt_forward, gpt_grads, param_shapes
 from npgpt.gradcheck import numerical_gradient, relative_error
 from npgpt.layers import BLOCK_PARAM_NAMES, block_forward, cross_entropy_forward, layernorm_forward
+from npgpt.layers.block import BLOCK_WEIGHT_NAMES
 
 TOL = 1e-6
 
@@ -459,19 +460,25 @@ def test_overfits_one_batch():
     assert float(loss) < 0.05, f"loss {float(loss):.4f} after {step} steps"
 
 
-def test_gpt_grads_builds_wte_in_the_given_buffer():
-    """out=: wte's gradient is computed straight into out['wte.weight'] (the very array is yielded, holding the
-    same bits as without out); the other gradients are unchanged; a wrong buffer is refused in one line."""
+def test_gpt_grads_builds_the_weight_matrices_in_the_given_buffer():
+    """out=: wte's and every block weight matrix's gradient is computed straight into out's array (the very
+    array is yielded, holding the same bits as without out); the other gradients are unchanged; a wrong buffer
+    is refused in one line naming the entry."""
     config = SHAPE_CONFIG
     model = noisy_model(config)
     idx, targets = batch(config, 2, 4)
     _, _, cache = gpt_forward(model.params, config, idx, targets)
     fresh = gpt_backward(cache)
-    buf = {"wte.weight": np.full(fresh["wte.weight"].shape, np.nan)}  # garbage: must be overwritten
+    in_place = ["wte.weight"] + [f"h.{i}.{n}" for i in range(config.n_layer) for n in BLOCK_WEIGHT_NAMES]
+    buf = {k: np.full(fresh[k].shape, np.nan) for k in in_place}  # garbage: must be overwritten
     streamed = dict(gpt_grads(cache, out=buf))
-    assert streamed["wte.weight"] is buf["wte.weight"]
+    for k in in_place:
+        assert streamed[k] is buf[k], k
     for k in fresh:
         np.testing.assert_array_equal(streamed[k], fresh[k], err_msg=k)
-    for bad in ({}, {"wte.weight": np.zeros((3, 3))}, {"wte.weight": buf["wte.weight"].astype(np.float32)}):
-        with pytest.raises(ValueError, match="out: expected a mapping whose 'wte.weight'"):
+    last = in_place[-1]
+    for bad, name in (({}, "wte.weight"), ({**buf, "wte.weight": np.zeros((3, 3))}, "wte.weight"),
+                      ({**buf, last: buf[last].astype(np.float32)}, last),
+                      ({k: v for k, v in buf.items() if k != last}, last)):
+        with pytest.raises(ValueError, match=f"out: expected a mapping whose '{name}'"):
             list(gpt_grads(cache, out=bad))

@@ -27,6 +27,7 @@ BLOCK_PARAM_NAMES = (
     "ln_2.weight", "ln_2.bias",
     "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
 )
+BLOCK_WEIGHT_NAMES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 def block_param_shapes(C: int) -> dict[str, tuple[int, ...]]:
@@ -99,17 +100,21 @@ def block_backward(dout: Array, cache: BlockCache) -> tuple[Array, dict[str, Arr
     return _block_backward(dout, cache)
 
 
-def _block_backward(dout: Array, cache: BlockCache) -> tuple[Array, dict[str, Array]]:
-    """block_backward without the argument checks."""
+def _block_backward(dout: Array, cache: BlockCache,
+                    out: Mapping[str, Array] | None = None) -> tuple[Array, dict[str, Array]]:
+    """block_backward without the argument checks.  out (a model's gradient buffer, keyed like the block's
+    parameters): the four weight matrices' gradients are built in its arrays and returned as them."""
+    o = {} if out is None else out
     g: dict[str, Array] = {}
     dm = dout if cache.mlp_drop is None else _dropout_backward(dout, cache.mlp_drop)  # (1) (B, T, C)
     dh, g["mlp.c_fc.weight"], g["mlp.c_fc.bias"], g["mlp.c_proj.weight"], g["mlp.c_proj.bias"] = \
-        _mlp_backward(dm, cache.mlp)  # (2) (B, T, C)
+        _mlp_backward(dm, cache.mlp, o.get("mlp.c_fc.weight"), o.get("mlp.c_proj.weight"))  # (2) (B, T, C)
     dx1_branch, g["ln_2.weight"], g["ln_2.bias"] = _layernorm_backward(dh, cache.ln_2)  # (3) (B, T, C)
     dx1 = dout + dx1_branch  # (4) (B, T, C) residual: straight path + MLP branch
     da = dx1 if cache.attn_drop is None else _dropout_backward(dx1, cache.attn_drop)  # (5) (B, T, C)
     dh, g["attn.c_attn.weight"], g["attn.c_attn.bias"], g["attn.c_proj.weight"], g["attn.c_proj.bias"] = \
-        _self_attention_backward(da, cache.attn)  # (6) (B, T, C)
+        _self_attention_backward(da, cache.attn, o.get("attn.c_attn.weight"),
+                                 o.get("attn.c_proj.weight"))  # (6) (B, T, C)
     dx_branch, g["ln_1.weight"], g["ln_1.bias"] = _layernorm_backward(dh, cache.ln_1)  # (7) (B, T, C)
     dx = dx1 + dx_branch  # (8) (B, T, C) residual: straight path + attention branch
     return dx, {n: g[n] for n in BLOCK_PARAM_NAMES}

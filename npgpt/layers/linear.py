@@ -65,12 +65,13 @@ def linear_backward(
 
 
 def _linear_backward(
-    dout: npt.NDArray[np.floating], cache: LinearCache
+    dout: npt.NDArray[np.floating], cache: LinearCache, dw_out: npt.NDArray[np.floating] | None = None
 ) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating]]:
-    """linear_backward without the argument checks."""
+    """linear_backward without the argument checks.  dw_out: a (C_in, C_out) array (a model's gradient
+    buffer) that receives dw and is returned as it, so dw is never a temporary to copy there."""
     x2, w, x_shape = cache
     dout2 = dout.reshape(-1, w.shape[1])  # (N, C_out)
     dx = (dout2 @ w.T).reshape(x_shape)  # (1) (N, C_in) -> (..., C_in)
-    dw = x2.T @ dout2  # (2) (C_in, C_out)
+    dw = np.matmul(x2.T, dout2, out=dw_out)  # (2) (C_in, C_out) a new array, or dw_out
     db = column_sum(dout2)  # (3) (C_out,) sum over the N rows, via BLAS
     return dx, dw, db

@@ -62,12 +62,13 @@ def mlp_backward(dout: Array, cache: MLPCache) -> tuple[Array, Array, Array, Arr
     return _mlp_backward(dout, cache)
 
 
-def _mlp_backward(dout: Array, cache: MLPCache) -> tuple[Array, Array, Array, Array, Array]:
-    """mlp_backward without the argument checks."""
+def _mlp_backward(dout: Array, cache: MLPCache, dw_fc_out: Array | None = None,
+                  dw_proj_out: Array | None = None) -> tuple[Array, Array, Array, Array, Array]:
+    """mlp_backward without the argument checks; dw_fc_out, dw_proj_out as _linear_backward's dw_out."""
     h, t, approximate = cache.gelu
     a = gelu_from_squash(h, t, approximate)  # (..., 4C) GELU(h) again: three cheap passes, no tanh
     proj = LinearCache(a.reshape(-1, a.shape[-1]), cache.w_proj, a.shape)
-    da, dw_proj, db_proj = _linear_backward(dout, proj)  # (1) (..., 4C)
+    da, dw_proj, db_proj = _linear_backward(dout, proj, dw_proj_out)  # (1) (..., 4C)
     dh = _gelu_backward(da, cache.gelu)  # (2) (..., 4C)
-    dx, dw_fc, db_fc = _linear_backward(dh, cache.fc)  # (3) (..., C)
+    dx, dw_fc, db_fc = _linear_backward(dh, cache.fc, dw_fc_out)  # (3) (..., C)
     return dx, dw_fc, db_fc, dw_proj, db_proj

@@ -118,14 +118,16 @@ def self_attention_backward(dout: Array, cache: SelfAttentionCache) -> tuple[Arr
     return _self_attention_backward(dout, cache)
 
 
-def _self_attention_backward(dout: Array, cache: SelfAttentionCache) -> tuple[Array, Array, Array, Array, Array]:
-    """self_attention_backward without the argument checks."""
-    dy, dw_proj, db_proj = _linear_backward(dout, cache.c_proj)  # (1) (B, T, C)
+def _self_attention_backward(dout: Array, cache: SelfAttentionCache, dw_attn_out: Array | None = None,
+                             dw_proj_out: Array | None = None) -> tuple[Array, Array, Array, Array, Array]:
+    """self_attention_backward without the argument checks; dw_attn_out, dw_proj_out as _linear_backward's
+    dw_out."""
+    dy, dw_proj, db_proj = _linear_backward(dout, cache.c_proj, dw_proj_out)  # (1) (B, T, C)
     dy = _merge_heads_backward(dy, cache.merge)  # (2) (B, H, T, D)
     if isinstance(cache.attention, AttentionCache):
         dq, dk, dv = _attention_backward(dy, cache.attention)  # (3) (B, H, T, D) each
     else:
         dq, dk, dv, _, _ = _sdpa_tiled_backward(dy, cache.attention, None)  # (3) the tiled pair
     dqkv = np.concatenate([_split_heads_backward(g, cache.split) for g in (dq, dk, dv)], axis=-1)  # (4) (B, T, 3C)
-    dx, dw_attn, db_attn = _linear_backward(dqkv, cache.c_attn)  # (5) (B, T, C)
+    dx, dw_attn, db_attn = _linear_backward(dqkv, cache.c_attn, dw_attn_out)  # (5) (B, T, C)
     return dx, dw_attn, db_attn, dw_proj, db_proj
