@@ -6,8 +6,10 @@
 The estimate (float32, 4 bytes a number), measured against peak RSS on the tiny, default and "baby" configs:
     parameters, their gradients, AdamW's m and v, its transient scratch, and the checkpoint's copy: 6 P
     (+1 P for the gradient accumulator when grad_accum > 1)
-    the activations a forward keeps for backward, per token: n_layer (34 C + 3 H T) + 4 V + 4 C, and as much
-    again for the backward's temporaries of the widest layer and the logits.
+    the activations a forward keeps for backward, per token: n_layer (34 C + 3 H K) + 4 V + 4 C, and as much
+    again for the backward's temporaries of the widest layer (with 3 H min(T, 64) for its attention: the
+    backward holds one chunk's arrays at a time) and the logits.  K is the keys a query's rows of the attention
+    arrays hold: T for one dense call, about T/2 once the queries run in chunks of 64 (T > 64).
 Guide: docs/training.md ("Bad input")
 """
 
@@ -16,7 +18,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .layers.self_attention import QUERY_CHUNK
+
 BYTES = 4  # float32
+
+
+def keys_per_query(T: int) -> float:
+    """K: the mean number of keys in a query's rows of the attention arrays (scores, probabilities), T for one
+    dense call; by chunks of QUERY_CHUNK queries, chunk [a, b) holds b keys per row (attention_chunks.py)."""
+    bounds = [min(a + QUERY_CHUNK, T) for a in range(0, T, QUERY_CHUNK)]
+    return sum((b - a) * b for a, b in zip([0, *bounds[:-1]], bounds)) / T if T > QUERY_CHUNK else float(T)
 
 
 def training_bytes(n_params: int, n_layer: int, n_head: int, n_embd: int, block_size: int, vocab_size: int,
@@ -24,9 +35,10 @@ def training_bytes(n_params: int, n_layer: int, n_head: int, n_embd: int, block_
     """Estimated peak bytes of a float32 training step of this configuration (see the module docstring)."""
     state = (6 + (1 if grad_accum > 1 else 0)) * n_params
     tokens = batch_size * block_size
-    per_token_layer = 34 * n_embd + 3 * n_head * block_size
+    per_token_layer = 34 * n_embd + round(3 * n_head * keys_per_query(block_size))
     kept = tokens * (n_layer * per_token_layer + 4 * vocab_size + 4 * n_embd)
-    transient = tokens * (per_token_layer + 3 * vocab_size)
+    widest = 34 * n_embd + 3 * n_head * min(block_size, QUERY_CHUNK)  # one chunk's attention arrays at a time
+    transient = tokens * (widest + 3 * vocab_size)
     return BYTES * (state + kept + transient)
 
 

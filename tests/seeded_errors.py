@@ -49,6 +49,8 @@ LAYERS: dict[str, tuple[str, str, str, list[str]]] = {
     "gelu": ("npgpt.layers.gelu", "gelu_forward", "gelu_backward", ["dx"]),
     "softmax": ("npgpt.layers.softmax", "softmax_forward", "softmax_backward", ["dx"]),
     "attention": ("npgpt.layers.attention", "attention_forward", "attention_backward", ["dq", "dk", "dv"]),
+    "attention_chunks": ("npgpt.layers.attention_chunks", "attention_chunks_forward", "attention_chunks_backward",
+                         ["dq", "dk", "dv"]),
     "split_heads": ("npgpt.layers.split_heads", "split_heads_forward", "split_heads_backward", ["dx"]),
     "merge_heads": ("npgpt.layers.merge_heads", "merge_heads_forward", "merge_heads_backward", ["dx"]),
     "dropout": ("npgpt.layers.dropout", "dropout_forward", "dropout_backward", ["dx"]),

@@ -7,7 +7,9 @@ from helpers import (assert_float32_throughout, assert_matches_reference, forwar
 from hypothesis import given
 from hypothesis import strategies as st
 
+import npgpt.layers.self_attention as self_attention_module
 from npgpt.layers import KVSlot, self_attention_backward, self_attention_forward
+from npgpt.layers.attention_chunks import AttentionChunksCache
 
 batch_sizes = st.integers(1, 2)
 seq_lens = st.integers(1, 4)
@@ -87,6 +89,21 @@ def test_inputs_unmodified(B, T, H, D, seed):
     rng = np.random.default_rng(seed)
     forward_backward_pure(self_attention_forward, self_attention_backward, _inputs(rng, B, T, H * D), rng,
                           {"n_head": H})
+
+
+@given(B=batch_sizes, T=st.integers(3, 6), H=n_heads, D=head_dims, chunk=st.integers(1, 2), seed=seeds)
+def test_longer_sequences_run_by_query_chunks(B, T, H, D, chunk, seed):
+    """Past QUERY_CHUNK positions the dense pair runs by query chunks (attention_chunks.py): the cache says so,
+    the output still equals the loop reference and the gradients still match finite differences."""
+    rng = np.random.default_rng(seed)
+    args = _inputs(rng, B, T, H * D)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(self_attention_module, "QUERY_CHUNK", chunk)  # 64 in the model: shorter T for the loops
+        out, cache = self_attention_forward(*args, n_head=H)
+        assert isinstance(cache.attention, AttentionChunksCache)
+        assert_matches_reference(out, ref_self_attention(*args, n_head=H))
+        gradcheck("self_attention", self_attention_forward, self_attention_backward, args, names=NAMES, rng=rng,
+                  kwargs={"n_head": H})
 
 
 @pytest.mark.parametrize("H", [1, 2])

@@ -2,6 +2,7 @@
 `grads = X_backward(dout, cache)`.  One file per layer; docs/derivations/ has one page per file."""
 
 from .attention import AttentionCache, attention_backward, attention_forward, causal_mask
+from .attention_chunks import AttentionChunksCache, attention_chunks_backward, attention_chunks_forward
 from .block import BLOCK_PARAM_NAMES, BlockCache, block_backward, block_forward
 from .cross_entropy import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
 from .dropout import DropoutCache, dropout_backward, dropout_forward
@@ -31,6 +32,7 @@ __all__ = [
     "gelu_forward", "gelu_backward", "GeluCache",
     "softmax_forward", "softmax_backward", "SoftmaxCache",
     "attention_forward", "attention_backward", "AttentionCache", "causal_mask",
+    "attention_chunks_forward", "attention_chunks_backward", "AttentionChunksCache",
     "split_heads_forward", "split_heads_backward", "SplitHeadsCache",
     "merge_heads_forward", "merge_heads_backward", "MergeHeadsCache",
     "dropout_forward", "dropout_backward", "DropoutCache",

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._checks import float_array, same_dtype, shape_is, upstream
-from .softmax import SoftmaxCache, softmax_backward, softmax_forward
+from .softmax import SoftmaxCache, _softmax_backward, _softmax_forward
 
 Array = npt.NDArray[np.floating]
 
@@ -47,6 +47,12 @@ def attention_forward(q: Array, k: Array, v: Array) -> tuple[Array, AttentionCac
 
     q (B, H, Tq, D), k, v (B, H, Tk, D), Tk >= Tq -> out (B, H, Tq, D).  See docs/derivations/attention.md.
     """
+    check_qkv(q, k, v)
+    return _attention_forward(q, k, v)
+
+
+def check_qkv(q: Array, k: Array, v: Array) -> None:
+    """attention_forward's checks: q (B, H, Tq, D), k and v (B, H, Tk, D) of one float dtype, Tk >= Tq."""
     float_array("q", q, ndim=4)
     float_array("k", k, ndim=4)
     float_array("v", v, ndim=4)
@@ -57,7 +63,6 @@ def attention_forward(q: Array, k: Array, v: Array) -> tuple[Array, AttentionCac
     if k.shape[2] < Tq:
         raise ValueError(f"k: expected Tk >= Tq = {Tq} keys (causal, aligned bottom-right), got shape {k.shape}")
     shape_is("v", v, k.shape)
-    return _attention_forward(q, k, v)
 
 
 def _attention_forward(q: Array, k: Array, v: Array) -> tuple[Array, AttentionCache]:
@@ -72,7 +77,7 @@ def _attention_forward(q: Array, k: Array, v: Array) -> tuple[Array, AttentionCa
         kT = np.ascontiguousarray(k.swapaxes(-1, -2))  # (B, H, D, Tk) copy: q @ kT beats q @ k.T even with it
         scores = q_scaled @ kT  # (B, H, Tq, Tk)
         scores += causal_mask(Tk, q.dtype)[Tk - Tq:]  # (Tq, Tk) view, in place: unseen keys become -inf
-    att, sm_cache = softmax_forward(scores)  # (B, H, Tq, Tk) rows sum to 1, zero right of the shifted diagonal
+    att, sm_cache = _softmax_forward(scores)  # (B, H, Tq, Tk) rows sum to 1, zero right of the shifted diagonal
     out = att @ v  # (B, H, Tq, D)
     return out, AttentionCache(q_scaled, k, v, sm_cache, scale)
 
@@ -92,7 +97,7 @@ def _attention_backward(dout: Array, cache: AttentionCache) -> tuple[Array, Arra
     att = sm_cache.out  # (B, H, Tq, Tk)
     dv = att.swapaxes(-1, -2) @ dout  # (1) (B, H, Tk, D)
     datt = dout @ np.ascontiguousarray(v.swapaxes(-1, -2))  # (2) (B, H, Tq, Tk) via a (B, H, D, Tk) copy, as kT
-    dscores = softmax_backward(datt, sm_cache)  # (3) (B, H, Tq, Tk) exactly 0 where att is 0 (unseen keys)
+    dscores = _softmax_backward(datt, sm_cache)  # (3) (B, H, Tq, Tk) exactly 0 where att is 0 (unseen keys)
     dq = dscores @ k  # (4) (B, H, Tq, D)
     dq *= scale  # the s of (4), on (B, H, Tq, D) rather than on dscores (B, H, Tq, Tk)
     dk = dscores.swapaxes(-1, -2) @ q_scaled  # (5) (B, H, Tk, D): the s of (5) is already inside q_scaled

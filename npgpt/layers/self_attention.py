@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from .._checks import float_array, head_count, is_int, param, upstream
 from .attention import AttentionCache, _attention_backward, _attention_forward
+from .attention_chunks import AttentionChunksCache, _attention_chunks_backward, _attention_chunks_forward
 from .linear import LinearCache, _linear_backward, _linear_forward
 from .merge_heads import MergeHeadsCache, _merge_heads_backward, _merge_heads_forward
 from .sdpa import causal_options
@@ -22,6 +23,7 @@ from .sdpa_tiled import SdpaTiledCache, _sdpa_tiled_backward, _sdpa_tiled_forwar
 from .split_heads import SplitHeadsCache, _split_heads_backward, _split_heads_forward
 
 Array = npt.NDArray[np.floating]
+QUERY_CHUNK = 64  # longer sequences run the dense pair on chunks of this many queries (attention_chunks.py)
 
 
 class KVSlot(NamedTuple):
@@ -37,7 +39,7 @@ class KVSlot(NamedTuple):
 class SelfAttentionCache(NamedTuple):
     c_attn: LinearCache  # x and w_attn
     split: SplitHeadsCache  # the same rearrangement for q, k and v
-    attention: AttentionCache | SdpaTiledCache  # q, k, v (views into qkv) and the weights; or the tiled pair's
+    attention: AttentionCache | AttentionChunksCache | SdpaTiledCache  # q, k, v (views into qkv), the weights
     merge: MergeHeadsCache  # shapes only
     c_proj: LinearCache  # the merged heads y and w_proj
 
@@ -49,7 +51,8 @@ def self_attention_forward(x: Array, w_attn: Array, b_attn: Array, w_proj: Array
 
     x (B, T, C) -> out (B, T, C); the 3C columns of c_attn are [q | k | v].  With kv (decoding; no backward),
     k and v are the cached positions' followed by the new ones.  attention_block: None for the dense pair,
-    an int for sdpa_tiled with blocks that size (same result).  See docs/derivations/self_attention.md.
+    an int for sdpa_tiled with blocks that size (same result); the dense pair runs by chunks of QUERY_CHUNK
+    queries once T is longer (same result).  See docs/derivations/self_attention.md.
     """
     float_array("x", x, ndim=3)
     C = x.shape[-1]
@@ -96,9 +99,11 @@ def _self_attention_forward(x: Array, w_attn: Array, b_attn: Array, w_proj: Arra
         kv.k[:, :, t0:t1] = k
         kv.v[:, :, t0:t1] = v
         k, v = kv.k[:, :, :t1], kv.v[:, :, :t1]  # (B, H, t1, D) views: every position so far
-    att_cache: AttentionCache | SdpaTiledCache
-    if attention_block is None:
+    att_cache: AttentionCache | AttentionChunksCache | SdpaTiledCache
+    if attention_block is None and q.shape[2] <= QUERY_CHUNK:
         y, att_cache = _attention_forward(q, k, v)  # (B, H, T, D) causal, aligned bottom-right when Tk > T
+    elif attention_block is None:  # the same, without the all-masked key blocks right of each query chunk
+        y, att_cache = _attention_chunks_forward(q, k, v, QUERY_CHUNK)  # (B, H, T, D)
     else:  # the same attention by key blocks: no (T, T) array
         y, _, att_cache = _sdpa_tiled_forward(q, k, v, None, None, causal_options(q.shape[-1]), attention_block,
                                               attention_block)  # (B, H, T, D)
@@ -113,7 +118,9 @@ def self_attention_backward(dout: Array, cache: SelfAttentionCache) -> tuple[Arr
     Returns dx, dw_attn, db_attn, dw_proj, db_proj.  See docs/derivations/self_attention.md.
     """
     upstream("dout", dout, cache.split.x_shape, cache.split.dtype)
-    if cache.attention.k.shape[2] != cache.split.x_shape[1]:
+    att = cache.attention
+    Tk = att.k_shape[2] if isinstance(att, AttentionChunksCache) else att.k.shape[2]
+    if Tk != cache.split.x_shape[1]:
         raise ValueError("cache: the forward attended over a KV cache (decoding), which has no backward")
     return _self_attention_backward(dout, cache)
 
@@ -126,6 +133,8 @@ def _self_attention_backward(dout: Array, cache: SelfAttentionCache, dw_attn_out
     dy = _merge_heads_backward(dy, cache.merge)  # (2) (B, H, T, D)
     if isinstance(cache.attention, AttentionCache):
         dq, dk, dv = _attention_backward(dy, cache.attention)  # (3) (B, H, T, D) each
+    elif isinstance(cache.attention, AttentionChunksCache):
+        dq, dk, dv = _attention_chunks_backward(dy, cache.attention)  # (3) by the forward's query chunks
     else:
         dq, dk, dv, _, _ = _sdpa_tiled_backward(dy, cache.attention, None)  # (3) the tiled pair
     dqkv = np.concatenate([_split_heads_backward(g, cache.split) for g in (dq, dk, dv)], axis=-1)  # (4) (B, T, 3C)
