@@ -78,10 +78,12 @@ LAYERS: dict[str, tuple[str, str, str, list[str]]] = {
 FORWARD_OUTPUTS: dict[str, list[str]] = {name: ["out", "lse"] for name in
                                          ("sdpa", "sdpa_tiled", "merge_attention", "sdpa_qkv")}
 # --quick keeps CI's cost bounded: the attention family's test files are slow (5-6 s a run), so --quick mutates
-# only sdpa (both outputs, dq, and dsinks for an optional input's path) and leaves sdpa_tiled, merge_attention
-# and sdpa_qkv to the full run.  layer -> (forward outputs, gradients) under --quick; () = none.
+# only sdpa (both outputs, dq, and dsinks for an optional input's path) and attention_chunks (its output and dk,
+# the gradient its chunks add up), and leaves sdpa_tiled, merge_attention and sdpa_qkv to the full run.
+# layer -> (forward outputs, gradients) under --quick; () = none.
 QUICK_PICK: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sdpa": (("out", "lse"), ("dq", "dsinks")),
+    "attention_chunks": (("out",), ("dk",)),
     "sdpa_tiled": ((), ()), "merge_attention": ((), ()), "sdpa_qkv": ((), ()),
 }
 BACKWARD_KINDS = ("scale", "elem_max", "elem_mid")
