@@ -26,8 +26,9 @@ BYTES = 4  # float32
 def keys_per_query(T: int) -> float:
     """K: the mean number of keys in a query's rows of the attention arrays (scores, probabilities), T for one
     dense call; by chunks of QUERY_CHUNK queries, chunk [a, b) holds b keys per row (attention_chunks.py)."""
-    bounds = [min(a + QUERY_CHUNK, T) for a in range(0, T, QUERY_CHUNK)]
-    return sum((b - a) * b for a, b in zip([0, *bounds[:-1]], bounds)) / T if T > QUERY_CHUNK else float(T)
+    if T <= QUERY_CHUNK:
+        return float(T)
+    return sum((min(a + QUERY_CHUNK, T) - a) * min(a + QUERY_CHUNK, T) for a in range(0, T, QUERY_CHUNK)) / T
 
 
 def training_bytes(n_params: int, n_layer: int, n_head: int, n_embd: int, block_size: int, vocab_size: int,

@@ -38,7 +38,7 @@ def attention_chunks_forward(q: Array, k: Array, v: Array, chunk: int) -> tuple[
 
 def _attention_chunks_forward(q: Array, k: Array, v: Array, chunk: int) -> tuple[Array, AttentionChunksCache]:
     """The unchecked kernel of attention_chunks_forward (the model's self-attention calls this)."""
-    B, H, Tq, D = q.shape
+    Tq = q.shape[2]
     shift = k.shape[2] - Tq  # query i is position i + shift of the key sequence
     out = np.empty(q.shape, dtype=q.dtype)  # (B, H, Tq, D)
     chunks = []
