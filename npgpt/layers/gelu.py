@@ -1,7 +1,7 @@
 """GELU: out = x * Phi(x), with GPT-2's tanh approximation by default or the exact erf form.
 
-tanh: out = 0.5 * x * (1 + tanh(u)), u = sqrt(2/pi) * (x + 0.044715 x^3).   erf: out = 0.5 * x * (1 + erf(x/sqrt(2))).
-Forward x (...) -> out (...); backward dout (...) -> dx (...).
+tanh: out = 0.5 * x * (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) * (x + 0.044715 x^3).
+erf: out = 0.5 * x * (1 + erf(x/sqrt(2))).   Forward x (...) -> out (...); backward dout (...) -> dx (...).
 Derivation: docs/derivations/gelu.md
 """
 
@@ -24,23 +24,28 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 class GeluCache(NamedTuple):
     x: npt.NDArray[np.floating]  # (...) the input: both derivatives need it
-    t: npt.NDArray[np.floating]  # (...) tanh(u) ("tanh") or Phi(x) ("erf"): the backward's dearest term
+    p: npt.NDArray[np.floating]  # (...) Phi(x) ("erf") or its approximation sigmoid(2u) ("tanh"), out = x p
     approximate: str  # which derivative backward uses
 
 
 def _squash(x: npt.NDArray[np.floating], approximate: str) -> npt.NDArray[np.floating]:
-    """t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3), for "tanh"; t = Phi(x) for "erf".  (...) -> (...)."""
+    """p = sigmoid(2u) = (1 + tanh(u)) / 2, u = sqrt(2/pi) (x + 0.044715 x^3), for "tanh"; p = Phi(x) for "erf".
+
+    (...) -> (...).  The tanh form goes through exp, which NumPy computes twice as fast as tanh."""
     if approximate == "tanh":
-        t = x * x  # (...) x^2
-        t *= SQRT_2_OVER_PI * GELU_COEF
-        t += SQRT_2_OVER_PI
-        t *= x  # u = x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2), built in one buffer, one pass per op
-        np.tanh(t, out=t)  # (...) tanh(u), in place
-        return t
-    t = erf(x * INV_SQRT_2)  # (...)
-    t += 1.0
-    t *= 0.5  # Phi(x)
-    return t
+        p = x * x  # (...) x^2
+        p *= -2.0 * SQRT_2_OVER_PI * GELU_COEF
+        p -= 2.0 * SQRT_2_OVER_PI
+        p *= x  # -2u = x (-2 sqrt(2/pi) - 2 sqrt(2/pi) 0.044715 x^2), built in one buffer, one pass per op
+        with np.errstate(over="ignore", under="ignore"):  # exp(-2u) = inf for x << 0 gives p = 0: intended
+            np.exp(p, out=p)  # (...) exp(-2u), in place
+        p += 1.0
+        np.reciprocal(p, out=p)  # (...) 1 / (1 + exp(-2u)) = sigmoid(2u)
+        return p
+    p = erf(x * INV_SQRT_2)  # (...)
+    p += 1.0
+    p *= 0.5  # Phi(x)
+    return p
 
 
 def gelu_forward(
@@ -61,26 +66,21 @@ def _gelu_forward(
     x: npt.NDArray[np.floating], approximate: Literal["tanh", "erf"] = "tanh"
 ) -> tuple[npt.NDArray[np.floating], GeluCache]:
     """gelu_forward without the argument checks."""
-    t = _squash(x, approximate)  # (...) tanh(u) or Phi(x), kept for the backward
-    return gelu_from_squash(x, t, approximate), GeluCache(x, t, approximate)
+    p = _squash(x, approximate)  # (...) sigmoid(2u) or Phi(x), kept for the backward
+    return gelu_from_squash(x, p), GeluCache(x, p, approximate)
 
 
-def gelu_from_squash(x: npt.NDArray[np.floating], t: npt.NDArray[np.floating],
-                     approximate: str) -> npt.NDArray[np.floating]:
-    """out = 0.5 x (1 + t) ("tanh") or x t ("erf") from the cached t, in a new array.  (...) -> (...).
+def gelu_from_squash(x: npt.NDArray[np.floating], p: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+    """out = x p from the cached p, in a new array (either form).  (...) -> (...).
 
     The MLP calls it in its backward to rebuild GELU(h) for dw_proj (the same bits as the forward's)."""
-    if approximate == "tanh":
-        out = t + 1.0  # (...)
-        out *= x
-        out *= 0.5  # out = 0.5 x (1 + tanh(u))
-        return out
-    return t * x  # (...) out = x Phi(x)
+    return x * p  # (...)
 
 
 def gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArray[np.floating]:
-    """tanh: dx = dout * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)), t = tanh(u).
-    erf:  dx = dout * (Phi(x) + x phi(x)).
+    """dx = dout * (p + x p'(x)).
+    tanh: p = sigmoid(2u), p' = 2 p (1 - p) u'(x), u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+    erf: p = Phi(x), p' = phi(x), the standard normal density.
 
     See docs/derivations/gelu.md (terms 1-2 for each form).
     """
@@ -90,23 +90,22 @@ def gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArr
 
 def _gelu_backward(dout: npt.NDArray[np.floating], cache: GeluCache) -> npt.NDArray[np.floating]:
     """gelu_backward without the argument checks."""
-    x, t, approximate = cache  # t: tanh(u) or Phi(x) from the forward
+    x, p, approximate = cache  # p: sigmoid(2u) or Phi(x) from the forward
     if approximate == "tanh":
-        # (1) + (2) = 0.5 (1 + t) (1 + x (1 - t) u'(x)), since 1 - t^2 = (1 - t)(1 + t); the 0.5 goes inside
+        # (1) + (2) = p + 2 x p (1 - p) u'(x) = p (1 + 2 x (1 - p) u'(x))
         dx = x * x  # (...) x^2
-        dx *= 1.5 * SQRT_2_OVER_PI * GELU_COEF
-        dx += 0.5 * SQRT_2_OVER_PI  # u'(x) / 2 = sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2
+        dx *= 6.0 * SQRT_2_OVER_PI * GELU_COEF
+        dx += 2.0 * SQRT_2_OVER_PI  # 2 u'(x) = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)
         dx *= x
-        s = 1.0 - t  # (...) scratch; the cached t itself is never written
-        dx *= s  # x (1 - t) u'(x) / 2
-        dx += 0.5
-        np.add(t, 1.0, out=s)  # 1 + t
-        dx *= s  # (1) + (2)
+        s = 1.0 - p  # (...) scratch; the cached p itself is never written
+        dx *= s  # 2 x (1 - p) u'(x)
+        dx += 1.0
+        dx *= p  # (1) + (2)
     else:
         # (1) Phi(x)  +  (2) x phi(x), phi the standard normal density
         dx = np.exp(-0.5 * x * x)  # (...)
         dx *= INV_SQRT_2PI
         dx *= x
-        dx += t
+        dx += p
     dx *= dout
     return dx

@@ -21,7 +21,7 @@ Array = npt.NDArray[np.floating]
 
 class MLPCache(NamedTuple):
     fc: LinearCache  # keeps x for dw_fc
-    gelu: GeluCache  # keeps the pre-activation h and tanh(u) for the GELU derivative
+    gelu: GeluCache  # keeps the pre-activation h and p = sigmoid(2u) for the GELU derivative
     w_proj: Array  # (4C, C); gelu(h) for dw_proj is rebuilt from the gelu cache, not kept
 
 
@@ -47,7 +47,7 @@ def _mlp_forward(x: Array, w_fc: Array, b_fc: Array, w_proj: Array, b_proj: Arra
                  approximate: Literal["tanh", "erf"] = "tanh") -> tuple[Array, MLPCache]:
     """mlp_forward without the argument checks."""
     h, fc_cache = _linear_forward(x, w_fc, b_fc)  # (..., 4C)
-    a, gelu_cache = _gelu_forward(h, approximate)  # (..., 4C) freed after c_proj: the cache holds h and t
+    a, gelu_cache = _gelu_forward(h, approximate)  # (..., 4C) freed after c_proj: the cache holds h and p
     out, _ = _linear_forward(a, w_proj, b_proj)  # (..., C)
     return out, MLPCache(fc_cache, gelu_cache, w_proj)
 
@@ -65,8 +65,8 @@ def mlp_backward(dout: Array, cache: MLPCache) -> tuple[Array, Array, Array, Arr
 def _mlp_backward(dout: Array, cache: MLPCache, dw_fc_out: Array | None = None,
                   dw_proj_out: Array | None = None) -> tuple[Array, Array, Array, Array, Array]:
     """mlp_backward without the argument checks; dw_fc_out, dw_proj_out as _linear_backward's dw_out."""
-    h, t, approximate = cache.gelu
-    a = gelu_from_squash(h, t, approximate)  # (..., 4C) GELU(h) again: three cheap passes, no tanh
+    h, p, _ = cache.gelu
+    a = gelu_from_squash(h, p)  # (..., 4C) GELU(h) = h p again: one cheap pass
     proj = LinearCache(a.reshape(-1, a.shape[-1]), cache.w_proj, a.shape)
     da, dw_proj, db_proj = _linear_backward(dout, proj, dw_proj_out)  # (1) (..., 4C)
     dh = _gelu_backward(da, cache.gelu)  # (2) (..., 4C)
