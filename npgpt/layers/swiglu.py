@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import erf, expit
+from scipy.special import erf
 
 from .._checks import float_array, same_dtype, shape_is, upstream
 
@@ -32,20 +32,33 @@ class SwiGLUCache(NamedTuple):
     activation: str
 
 
-def _act(gate: Array, activation: str) -> tuple[Array, Array]:
-    """act(gate) and act'(gate), elementwise.  (...) -> (...), (...)."""
+def _sigmoid(z: Array) -> Array:
+    """1 / (1 + exp(-z)) in a new array.  (...) -> (...).  Through np.exp: twice as fast as scipy's expit here."""
+    s = np.negative(z)  # (...)
+    with np.errstate(over="ignore", under="ignore"):  # exp(-z) = inf for z << 0 gives s = 0: intended
+        np.exp(s, out=s)
+    s += 1.0
+    np.reciprocal(s, out=s)
+    return s
+
+
+def _act(gate: Array, activation: str, grad: bool) -> tuple[Array, Array | None]:
+    """act(gate) and, if grad, act'(gate), elementwise.  (...) -> (...), (...) or None."""
     if activation == "silu":
-        s = expit(gate)  # (...) sigmoid, overflow-free
+        s = _sigmoid(gate)  # (...) sigmoid(x)
         a = gate * s  # (...) silu
-        da = s * (1.0 + gate * (1.0 - s))  # (...) silu' = s + x s (1 - s)
+        da = s * (1.0 + gate * (1.0 - s)) if grad else None  # (...) silu' = s + x s (1 - s)
     elif activation == "gelu_tanh":
-        t = np.tanh(SQRT_2_OVER_PI * (gate + GELU_COEF * gate ** 3))  # (...)
-        a = 0.5 * gate * (1.0 + t)  # (...)
-        da = 0.5 * (1.0 + t) + 0.5 * gate * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_COEF * gate * gate)
+        # 0.5 (1 + tanh(u)) = sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3), as in gelu.py
+        p = _sigmoid(2.0 * SQRT_2_OVER_PI * (gate + GELU_COEF * gate * gate * gate))  # (...)
+        a = gate * p  # (...)
+        # act' = p + x p', p' = 2 p (1 - p) u'(x), u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+        da = p * (1.0 + 2.0 * SQRT_2_OVER_PI * gate * (1.0 - p) * (1.0 + 3.0 * GELU_COEF * gate * gate)) \
+            if grad else None
     else:
         phi_cdf = 0.5 * (1.0 + erf(gate * INV_SQRT_2))  # (...) Phi(x)
         a = gate * phi_cdf  # (...)
-        da = phi_cdf + gate * INV_SQRT_2PI * np.exp(-0.5 * gate * gate)  # (...) Phi(x) + x phi(x)
+        da = phi_cdf + gate * INV_SQRT_2PI * np.exp(-0.5 * gate * gate) if grad else None  # Phi(x) + x phi(x)
     return a, da
 
 
@@ -65,7 +78,7 @@ def swiglu_forward(gate: Array, up: Array, activation: Activation = "silu") -> t
 
 def _swiglu_forward(gate: Array, up: Array, activation: str) -> tuple[Array, SwiGLUCache]:
     """Unchecked kernel of swiglu_forward."""
-    a, _ = _act(gate, activation)  # (...)
+    a, _ = _act(gate, activation, grad=False)  # (...) the derivative waits for the backward
     return a * up, SwiGLUCache(gate, up, activation)  # (...)
 
 
@@ -81,7 +94,8 @@ def swiglu_backward(dout: Array, cache: SwiGLUCache) -> tuple[Array, Array]:
 def _swiglu_backward(dout: Array, cache: SwiGLUCache) -> tuple[Array, Array]:
     """Unchecked kernel of swiglu_backward."""
     gate, up, activation = cache
-    a, da = _act(gate, activation)  # (...) recomputed rather than cached: one (..., F) array less per layer
+    a, da = _act(gate, activation, grad=True)  # (...) recomputed rather than cached: one (..., F) array less per layer
+    assert da is not None
     dup = dout * a  # (2) (...)
     da *= up
     da *= dout  # (1) (...) dgate, in da's buffer
