@@ -145,6 +145,12 @@ def _ckpt_state(path):
     return ck.params, ck.adam_m, ck.adam_v, ck.meta["history"], ck.meta["iteration"], ck.meta["samplers"]
 
 
+def _default_sigint() -> None:
+    """In the child, before Python starts: Ctrl-C with its default disposition, as in a terminal (a test runner
+    started in the background inherits SIGINT ignored, and the trainer rightly leaves an ignored signal alone)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_then_resume_matches_an_uninterrupted_run(trained, tmp_path):
     d, _ = trained
@@ -152,7 +158,8 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(trained, tmp_path):
     args = ["small.txt", *TINY, "--max-iters", 500, "--eval-interval", 50, "--log-interval", 10,
             "--dropout", 0.1, "--sample-len", 0]
     p = subprocess.Popen([sys.executable, str(TRAIN), *map(str, args), "--out-dir", "a"], cwd=tmp_path, env=ENV,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_default_sigint)
     for line in p.stdout:
         if line.startswith("eval at iter 100"):
             p.send_signal(signal.SIGINT)  # Ctrl-C somewhere after iteration 100

@@ -165,8 +165,17 @@ def test_resume_twice_and_resume_a_finished_run(tmp_path, uninterrupted):
     assert_same_state(c, uninterrupted)
 
 
+@pytest.fixture
+def default_sigint():
+    """Ctrl-C with its default handler, as in a terminal.  A test runner started in the background (`cmd &`,
+    nohup) inherits SIGINT ignored, and the trainer rightly leaves an ignored signal alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_real_sigint_stops_at_a_step_boundary_and_saves(tmp_path, uninterrupted):
+def test_real_sigint_stops_at_a_step_boundary_and_saves(tmp_path, uninterrupted, default_sigint):
     def ctrl_c(it, loss):
         if it == 6:
             os.kill(os.getpid(), signal.SIGINT)
