@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 
 from npgpt.layers import attention_backward, attention_forward
 from npgpt.layers import attention_chunks_backward, attention_chunks_forward
+from npgpt.layers import sdpa_backward, sdpa_forward
+from npgpt.layers.attention_chunks import AttentionChunksCache, _attention_chunks_backward, _attention_chunks_forward
+from npgpt.layers.sdpa import SdpaCache, causal_options
 
 shapes = st.tuples(batch_sizes, n_heads, st.integers(1, 7), head_dims)  # (B, H, Tq, D)
 extra_keys = st.integers(0, 3)  # Tk - Tq: 0 is training's square case, > 0 a KV cache's earlier positions
@@ -139,3 +142,47 @@ def test_bad_arguments(call, match):
     """Bad arguments raise a ValueError that starts with the argument's name."""
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ------------------------------------------------------------------ sdpa.py's pair by chunks (the Llama layer)
+
+gqa_heads = st.sampled_from([(1, 1), (2, 1), (4, 2), (3, 3), (6, 2)])  # (Hq, Hkv): MHA, MQA and GQA
+gqa_shapes = st.tuples(batch_sizes, gqa_heads, st.integers(1, 7), head_dims)  # (B, (Hq, Hkv), Tq, D)
+
+
+def _gqa(rng, shape, extra=0):
+    B, (Hq, Hkv), Tq, D = shape
+    return [rand(rng, B, Hq, Tq, D), rand(rng, B, Hkv, Tq + extra, D), rand(rng, B, Hkv, Tq + extra, D)]
+
+
+def _gqa_chunks_forward(q, k, v, chunk):
+    return _attention_chunks_forward(q, k, v, chunk, causal_options(q.shape[-1]))
+
+
+@given(shape=gqa_shapes, extra=extra_keys, chunk=chunks, seed=seeds)
+def test_grouped_query_chunks_gradcheck(shape, extra, chunk, seed):
+    """With sdpa.py's kernel: dq (B, Hq, Tq, D), dk and dv (B, Hkv, Tk, D) match finite differences."""
+    rng = np.random.default_rng(seed)
+    gradcheck("attention_chunks[sdpa]", _gqa_chunks_forward, _attention_chunks_backward, _gqa(rng, shape, extra),
+              names=["q", "k", "v"], rng=rng, kwargs={"chunk": chunk})
+
+
+@given(shape=gqa_shapes, extra=extra_keys, chunk=chunks, seed=seeds)
+def test_grouped_query_chunks_equal_the_sdpa_pair(shape, extra, chunk, seed):
+    """out, dq, dk and dv equal one causal sdpa_forward / sdpa_backward to rounding; each chunk's cache is an
+    SdpaCache holding exactly the keys its queries can see."""
+    rng = np.random.default_rng(seed)
+    q, k, v = _gqa(rng, shape, extra)
+    dout = rand(rng, *q.shape)
+    out, cache = _gqa_chunks_forward(q, k, v, chunk)
+    ref, _, ref_cache = sdpa_forward(q, k, v, causal=True)
+    assert isinstance(cache, AttentionChunksCache)
+    Tq, shift = q.shape[2], extra
+    for i, c in enumerate(cache.chunks):
+        assert isinstance(c, SdpaCache)
+        assert c.k.shape[2] == min((i + 1) * chunk, Tq) + shift
+    assert_matches_reference(out, ref)
+    ref_grads = sdpa_backward(dout, ref_cache)
+    for g, g_ref in zip(_attention_chunks_backward(dout, cache), (ref_grads.dq, ref_grads.dk, ref_grads.dv)):
+        assert g.shape == g_ref.shape
+        assert_matches_reference(g, g_ref)

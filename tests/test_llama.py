@@ -99,6 +99,28 @@ def test_whole_model_finite_differences_every_tensor(tied, n_kv_head):
     assert worst > 0.0  # the check ran
 
 
+def test_query_chunks_equal_one_attention_call(monkeypatch):
+    """Past QUERY_CHUNK positions each layer runs its grouped-query attention by chunks of queries
+    (attention_chunks.py): the loss and every gradient equal the single sdpa call's to rounding."""
+    import npgpt.llama.block as block
+    from npgpt.layers.attention_chunks import AttentionChunksCache
+    from npgpt.layers.sdpa import SdpaCache
+
+    config = tiny_config()
+    rng = np.random.default_rng(11)
+    params = random_params(config, rng)
+    idx, targets = rng.integers(0, 7, size=(2, 7)), rng.integers(0, 7, size=(2, 7))
+    _, loss, cache = llama_forward(params, config, idx, targets)
+    assert isinstance(cache.layers[0].attn, SdpaCache)  # T = 7 <= 64: one call
+    grads = llama_backward(cache)
+    monkeypatch.setattr(block, "QUERY_CHUNK", 3)  # 64 in the model: a short T for the test
+    _, loss_c, cache_c = llama_forward(params, config, idx, targets)
+    assert isinstance(cache_c.layers[0].attn, AttentionChunksCache) and len(cache_c.layers[0].attn.chunks) == 3
+    assert float(loss_c) == pytest.approx(float(loss), rel=1e-14)
+    for name, g in llama_backward(cache_c).items():
+        assert rel(g, grads[name]) <= 1e-13, name
+
+
 # ------------------------------------------------------------------------------------------- generation
 
 def test_kv_cache_equals_full_forward():

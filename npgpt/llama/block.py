@@ -20,7 +20,9 @@ from ..layers.gated_mlp import GatedMLPCache, _gated_mlp_backward, _gated_mlp_fo
 from ..layers.merge_heads import MergeHeadsCache, _merge_heads_backward, _merge_heads_forward
 from ..layers.rmsnorm import RMSNormCache, _rmsnorm_backward, _rmsnorm_forward
 from ..layers.rope import RopeCache, _rope_backward, _rope_forward
+from ..layers.attention_chunks import AttentionChunksCache, _attention_chunks_backward, _attention_chunks_forward
 from ..layers.sdpa import SdpaCache, SdpaOptions, _sdpa_backward, _sdpa_forward
+from ..layers.self_attention import QUERY_CHUNK
 from ..layers.split_heads import SplitHeadsCache, _split_heads_backward, _split_heads_forward
 from .config import LlamaConfig
 
@@ -56,7 +58,7 @@ class LlamaLayerCache(NamedTuple):
     split_kv: SplitHeadsCache  # (B, T, Hkv D) -> (B, Hkv, T, D), for k and v
     rope_q: RopeCache
     rope_k: RopeCache
-    attn: SdpaCache  # grouped-query causal attention: query head h reads kv head h // (Hq / Hkv)
+    attn: SdpaCache | AttentionChunksCache  # grouped-query causal attention: query head h reads kv head h // (Hq / Hkv)
     merge: MergeHeadsCache
     y: Array  # (N, Hq D) merged heads: the input of o_proj
     norm_2: RMSNormCache
@@ -99,7 +101,11 @@ def llama_layer_forward(x: Array, p: Mapping[str, Array], config: LlamaConfig, c
         kv.k[:, :, start:start + T] = k  # cache the rotated keys: they never change again
         kv.v[:, :, start:start + T] = v
         k, v = kv.k[:, :, :start + T], kv.v[:, :, :start + T]  # (B, Hkv, start + T, D)
-    a, _, attn = _sdpa_forward(q, k, v, None, None, _causal(D))  # (B, Hq, T, D) GQA, causal bottom-right
+    attn: SdpaCache | AttentionChunksCache
+    if T <= QUERY_CHUNK:
+        a, _, attn = _sdpa_forward(q, k, v, None, None, _causal(D))  # (B, Hq, T, D) GQA, causal bottom-right
+    else:  # the same, without the all-masked key blocks right of each chunk of queries (attention_chunks.py)
+        a, attn = _attention_chunks_forward(q, k, v, QUERY_CHUNK, _causal(D))  # (B, Hq, T, D)
     a, merge = _merge_heads_forward(a)  # (B, T, Hq D)
     y = a.reshape(-1, Hq * D)  # (N, Hq D)
     x1 = x + (y @ p["self_attn.o_proj.weight"].T).reshape(B, T, C)  # (B, T, C) first residual add
@@ -127,7 +133,10 @@ def llama_layer_backward(dout: Array, cache: LlamaLayerCache) -> tuple[Array, di
     d2 = dx1.reshape(-1, C)  # (N, C)
     g["self_attn.o_proj.weight"] = d2.T @ c.y  # (4) (C, Hq D)
     da = _merge_heads_backward((d2 @ c.w_o).reshape(B, T, -1), c.merge)  # (5) (B, Hq, T, D)
-    dq, dk, dv, _, _ = _sdpa_backward(da, c.attn, None)  # (6)-(7) (B, Hq, T, D), (B, Hkv, T, D) x 2: a kv
+    if isinstance(c.attn, AttentionChunksCache):
+        dq, dk, dv = _attention_chunks_backward(da, c.attn)  # (6)-(7) by the forward's chunks of queries
+    else:
+        dq, dk, dv, _, _ = _sdpa_backward(da, c.attn, None)  # (6)-(7) (B, Hq, T, D), (B, Hkv, T, D) x 2: a kv
     # head's gradient sums over the Hq / Hkv query heads that read it, inside the pair
     dq = _rope_backward(dq, c.rope_q)  # (8) (B, Hq, T, D) the inverse rotation
     dk = _rope_backward(dk, c.rope_k)  # (8) (B, Hkv, T, D)
