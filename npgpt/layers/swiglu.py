@@ -7,23 +7,17 @@ Derivation: docs/derivations/swiglu.md
 
 from __future__ import annotations
 
-import math
 from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import erf
 
 from .._checks import float_array, same_dtype, shape_is, upstream
+from .gelu import GeluCache, _gelu_backward, _squash
 
 Array = npt.NDArray[np.floating]
 Activation = Literal["silu", "gelu_tanh", "gelu"]
 ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
-
-SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # Python floats keep float32 arrays float32
-GELU_COEF = 0.044715
-INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class SwiGLUCache(NamedTuple):
@@ -42,24 +36,26 @@ def _sigmoid(z: Array) -> Array:
     return s
 
 
-def _act(gate: Array, activation: str, grad: bool) -> tuple[Array, Array | None]:
-    """act(gate) and, if grad, act'(gate), elementwise.  (...) -> (...), (...) or None."""
+def _act(gate: Array, activation: str, up: Array | None = None,
+         dout: Array | None = None) -> tuple[Array, Array | None]:
+    """act(gate) and, given up and dout, dgate = dout * up * act'(gate), elementwise.  (...) -> (...), (...) or None.
+
+    The two GELUs are gelu.py's own: act = gate p, with p its cached sigmoid(2u) or Phi, and its backward."""
     if activation == "silu":
         s = _sigmoid(gate)  # (...) sigmoid(x)
         a = gate * s  # (...) silu
-        da = s * (1.0 + gate * (1.0 - s)) if grad else None  # (...) silu' = s + x s (1 - s)
-    elif activation == "gelu_tanh":
-        # 0.5 (1 + tanh(u)) = sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3), as in gelu.py
-        p = _sigmoid(2.0 * SQRT_2_OVER_PI * (gate + GELU_COEF * gate * gate * gate))  # (...)
-        a = gate * p  # (...)
-        # act' = p + x p', p' = 2 p (1 - p) u'(x), u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-        da = p * (1.0 + 2.0 * SQRT_2_OVER_PI * gate * (1.0 - p) * (1.0 + 3.0 * GELU_COEF * gate * gate)) \
-            if grad else None
-    else:
-        phi_cdf = 0.5 * (1.0 + erf(gate * INV_SQRT_2))  # (...) Phi(x)
-        a = gate * phi_cdf  # (...)
-        da = phi_cdf + gate * INV_SQRT_2PI * np.exp(-0.5 * gate * gate) if grad else None  # Phi(x) + x phi(x)
-    return a, da
+        if up is None or dout is None:
+            return a, None
+        da = s * (1.0 + gate * (1.0 - s))  # (...) silu' = s + x s (1 - s)
+        da *= up
+        da *= dout  # (...) dgate, in da's buffer
+        return a, da
+    approximate = "tanh" if activation == "gelu_tanh" else "erf"
+    p = _squash(gate, approximate)  # (...) sigmoid(2u) (gelu_tanh) or Phi(gate) (gelu)
+    a = gate * p  # (...)
+    if up is None or dout is None:
+        return a, None
+    return a, _gelu_backward(dout * up, GeluCache(gate, p, approximate))  # dout * up: the GELU's upstream
 
 
 def swiglu_forward(gate: Array, up: Array, activation: Activation = "silu") -> tuple[Array, SwiGLUCache]:
@@ -78,7 +74,7 @@ def swiglu_forward(gate: Array, up: Array, activation: Activation = "silu") -> t
 
 def _swiglu_forward(gate: Array, up: Array, activation: str) -> tuple[Array, SwiGLUCache]:
     """Unchecked kernel of swiglu_forward."""
-    a, _ = _act(gate, activation, grad=False)  # (...) the derivative waits for the backward
+    a, _ = _act(gate, activation)  # (...) the derivative waits for the backward
     return a * up, SwiGLUCache(gate, up, activation)  # (...)
 
 
@@ -94,9 +90,7 @@ def swiglu_backward(dout: Array, cache: SwiGLUCache) -> tuple[Array, Array]:
 def _swiglu_backward(dout: Array, cache: SwiGLUCache) -> tuple[Array, Array]:
     """Unchecked kernel of swiglu_backward."""
     gate, up, activation = cache
-    a, da = _act(gate, activation, grad=True)  # (...) recomputed rather than cached: one (..., F) array less per layer
-    assert da is not None
-    dup = dout * a  # (2) (...)
-    da *= up
-    da *= dout  # (1) (...) dgate, in da's buffer
-    return da, dup
+    a, dgate = _act(gate, activation, up, dout)  # (1) (...) act recomputed rather than cached: one (..., F)
+    # array less per layer
+    assert dgate is not None
+    return dgate, dout * a  # (1), (2) (...)
