@@ -10,7 +10,7 @@ from . import gradcheck, layers
 from .layers import *  # noqa: F403  every forward/backward pair and cache type, also as npgpt.<name>
 from .layers import __all__ as _layer_names
 from .config import GPTConfig
-from .generate import KVCache, forward_cached, generate, sample_next, top_k_filter, top_p_filter
+from .generate import KVCache, decode_step, forward_cached, generate, sample_next, top_k_filter, top_p_filter
 from .gradcheck import check_layer, numerical_gradient, relative_error
 from .gpt import GPTCache, gpt_backward, gpt_forward, gpt_grads, init_params, param_shapes
 from .layout import FlatTensors, ParamLayout
@@ -29,7 +29,7 @@ __all__ = [
     "LlamaConfig", "Llama",
     "AdamW", "clip_grad_norm", "cosine_lr",
     "from_pretrained", "save_pretrained", "load_safetensors", "save_safetensors",
-    "generate", "sample_next", "top_k_filter", "top_p_filter", "KVCache", "forward_cached",
+    "generate", "sample_next", "top_k_filter", "top_p_filter", "KVCache", "forward_cached", "decode_step",
     "check_layer", "numerical_gradient", "relative_error",
     *_layer_names,
 ]

@@ -1,7 +1,8 @@
 """Sampling from a GPT with a key/value cache, so each new token costs one position, not a whole forward.
 
 The cache keeps every layer's keys and values (B, H, block_size, D); a step runs only the new positions
-through the model's own forward, whose attention takes the cache as an argument and attends over it.
+through the model's own forward, whose attention takes the cache as an argument and attends over it;
+each sampled token, one position, goes through decode.py's one-token step, which gives the same logits.
 Once the text is longer than block_size the window slides: positions are re-numbered, so the cache is
 rebuilt from the last block_size tokens (exactly what the full forward would see).  Derivation: docs/generate.md
 """
@@ -17,6 +18,7 @@ import numpy.typing as npt
 
 from ._checks import integer, is_real, positive_int, token_ids
 from .config import GPTConfig
+from .decode import _decode_step
 from .gpt import _gpt_forward, gpt_forward
 from .layers import softmax_forward
 from .layers.self_attention import KVSlot
@@ -134,8 +136,36 @@ def generate(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np
     return decode_loop(idx, config.block_size, max_new_tokens,
                        full=lambda window: gpt_forward(params, config, window)[0],
                        new_cache=lambda B: KVCache(config, B, dtype),
-                       cached=lambda window, kv: forward_cached(params, config, window, kv),
+                       cached=lambda window, kv: _cached_logits(params, config, window, kv),
                        temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, use_cache=use_cache)
+
+
+def decode_step(params: Mapping[str, Array], config: GPTConfig, tokens: npt.NDArray[np.integer],
+                kv: KVCache) -> Array:
+    """Logits (B, V) for one token per row, tokens (B,), at position kv.length, which then advances by one.
+
+    The same logits as forward_cached(params, config, tokens[:, None], kv)[:, 0] (to rounding), through
+    decode.py's one-position step: what generate runs for every sampled token.  See docs/generate.md.
+    """
+    token_ids("tokens", tokens, config.vocab_size, ndim=1)
+    if tokens.shape[0] != kv.k[0].shape[0]:
+        raise ValueError(f"tokens: expected {kv.k[0].shape[0]} ids (the cache's batch), got shape {tokens.shape}")
+    if kv.length >= config.block_size:
+        raise ValueError(f"kv: all block_size={config.block_size} positions are filled; no room for a token")
+    logits = _decode_step(params, config, tokens, kv.k, kv.v, kv.length)  # (B, V)
+    kv.length += 1
+    return logits
+
+
+def _cached_logits(params: Mapping[str, Array], config: GPTConfig, window: npt.NDArray[np.int64],
+                   kv: KVCache) -> Array:
+    """forward_cached's logits (B, Tn, V), with a one-position window (every sampled token) through
+    decode.py's step: the same logits to rounding, for about half the NumPy calls."""
+    if window.shape[1] == 1:
+        logits = _decode_step(params, config, window[:, 0], kv.k, kv.v, kv.length)  # (B, V)
+        kv.length += 1
+        return logits[:, None]  # (B, 1, V)
+    return forward_cached(params, config, window, kv)  # (B, Tn, V) the prompt, or the refill past block_size
 
 
 def decode_loop(idx: npt.NDArray[np.integer], block_size: int, max_new_tokens: int,
