@@ -160,7 +160,7 @@ def decode_step(params: Mapping[str, Array], config: GPTConfig, tokens: npt.NDAr
 def _cached_logits(params: Mapping[str, Array], config: GPTConfig, window: npt.NDArray[np.int64],
                    kv: KVCache) -> Array:
     """forward_cached's logits (B, Tn, V), with a one-position window (every sampled token) through
-    decode.py's step: the same logits to rounding, for about half the NumPy calls."""
+    decode.py's step: the same logits to rounding, with no caches and fewer NumPy calls."""
     if window.shape[1] == 1:
         logits = _decode_step(params, config, window[:, 0], kv.k, kv.v, kv.length)  # (B, V)
         kv.length += 1
