@@ -10,7 +10,7 @@ rebuilt from the last block_size tokens (exactly what the full forward would see
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from ._checks import integer, is_real, positive_int, token_ids
 from .config import GPTConfig
-from .decode import _decode_step
+from .decode import _decode_step, transposed_proj
 from .gpt import _gpt_forward, gpt_forward
 from .layers import softmax_forward
 from .layers.self_attention import KVSlot
@@ -133,36 +133,46 @@ def generate(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np
     integer("max_new_tokens", max_new_tokens, minimum=0)
     check_sampling(temperature, top_k, top_p)
     dtype = params["wte.weight"].dtype
+    proj_t = transposed_proj(params, config) if use_cache and max_new_tokens > 0 else []  # once per call
     return decode_loop(idx, config.block_size, max_new_tokens,
                        full=lambda window: gpt_forward(params, config, window)[0],
                        new_cache=lambda B: KVCache(config, B, dtype),
-                       cached=lambda window, kv: _cached_logits(params, config, window, kv),
+                       cached=lambda window, kv: _cached_logits(params, config, window, kv, proj_t),
                        temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, use_cache=use_cache)
 
 
 def decode_step(params: Mapping[str, Array], config: GPTConfig, tokens: npt.NDArray[np.integer],
-                kv: KVCache) -> Array:
+                kv: KVCache, proj_t: Sequence[Array] | None = None) -> Array:
     """Logits (B, V) for one token per row, tokens (B,), at position kv.length, which then advances by one.
 
     The same logits as forward_cached(params, config, tokens[:, None], kv)[:, 0] (to rounding), through
-    decode.py's one-position step: what generate runs for every sampled token.  See docs/generate.md.
+    decode.py's one-position step: what generate runs for every sampled token.  proj_t: the (C, 4C) copies
+    of decode.transposed_proj(params, config), made once for many steps (None: made for this call).
+    See docs/generate.md.
     """
     token_ids("tokens", tokens, config.vocab_size, ndim=1)
     if tokens.shape[0] != kv.k[0].shape[0]:
         raise ValueError(f"tokens: expected {kv.k[0].shape[0]} ids (the cache's batch), got shape {tokens.shape}")
     if kv.length >= config.block_size:
         raise ValueError(f"kv: all block_size={config.block_size} positions are filled; no room for a token")
-    logits = _decode_step(params, config, tokens, kv.k, kv.v, kv.length)  # (B, V)
+    if proj_t is None:
+        proj_t = transposed_proj(params, config)
+    C, dtype = config.n_embd, params["wte.weight"].dtype
+    if len(proj_t) != config.n_layer or any(not isinstance(w, np.ndarray) or w.shape != (C, 4 * C)
+                                            or w.dtype != dtype for w in proj_t):
+        raise ValueError(f"proj_t: expected {config.n_layer} {dtype} arrays of shape ({C}, {4 * C}) "
+                         f"(decode.transposed_proj), got {[getattr(w, 'shape', type(w).__name__) for w in proj_t]}")
+    logits = _decode_step(params, config, tokens, kv.k, kv.v, kv.length, proj_t)  # (B, V)
     kv.length += 1
     return logits
 
 
 def _cached_logits(params: Mapping[str, Array], config: GPTConfig, window: npt.NDArray[np.int64],
-                   kv: KVCache) -> Array:
+                   kv: KVCache, proj_t: Sequence[Array]) -> Array:
     """forward_cached's logits (B, Tn, V), with a one-position window (every sampled token) through
     decode.py's step: the same logits to rounding, with no caches and fewer NumPy calls."""
     if window.shape[1] == 1:
-        logits = _decode_step(params, config, window[:, 0], kv.k, kv.v, kv.length)  # (B, V)
+        logits = _decode_step(params, config, window[:, 0], kv.k, kv.v, kv.length, proj_t)  # (B, V)
         kv.length += 1
         return logits[:, None]  # (B, 1, V)
     return forward_cached(params, config, window, kv)  # (B, Tn, V) the prompt, or the refill past block_size

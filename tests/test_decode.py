@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npgpt import GPT, GPTConfig, KVCache, decode_step, forward_cached, generate
+from npgpt.decode import transposed_proj
 
 gen = importlib.import_module("npgpt.generate")  # the module: npgpt.generate is also the function
 
@@ -35,8 +36,9 @@ def test_each_step_equals_forward_cached(B, n_layer, n_head, head_size, prefill,
     if prefill:  # the prompt goes through forward_cached in both, as generate does
         forward_cached(params, config, seq[:, :prefill], fast)
         forward_cached(params, config, seq[:, :prefill], ref)
+    proj_t = transposed_proj(params, config)  # made once, as generate does
     for t in range(prefill, config.block_size):
-        logits = decode_step(params, config, seq[:, t], fast)
+        logits = decode_step(params, config, seq[:, t], fast, proj_t if t % 2 else None)  # given, or made
         expected = forward_cached(params, config, seq[:, t:t + 1], ref)[:, 0]
         assert logits.shape == (B, config.vocab_size) and fast.length == ref.length == t + 1
         np.testing.assert_allclose(logits, expected, rtol=1e-12, atol=1e-12, err_msg=f"position {t}")
@@ -68,6 +70,31 @@ def test_large_pre_activations_saturate_without_warnings():
         out = decode_step(params, config, np.array([3]), kv)
     np.testing.assert_allclose(out, forward_cached(params, config, np.array([[3]]), ref)[:, 0], rtol=1e-12)
     assert np.isfinite(out).all()
+
+
+def test_transposed_proj_is_a_contiguous_copy_of_each_output_weight():
+    config = GPTConfig(vocab_size=7, block_size=4, n_layer=3, n_head=2, n_embd=6)
+    params = noisy_params(config, 4, np.float32)
+    proj_t = transposed_proj(params, config)
+    assert len(proj_t) == 3
+    for i, w in enumerate(proj_t):
+        src = params[f"h.{i}.mlp.c_proj.weight"]  # (4C, C)
+        assert w.shape == (6, 24) and w.dtype == np.float32 and w.flags.c_contiguous
+        np.testing.assert_array_equal(w, src.T)
+        assert not np.shares_memory(w, src)
+
+
+@pytest.mark.parametrize("bad", ["short", "shape", "dtype"])
+def test_bad_proj_t_is_named(bad):
+    config = GPTConfig(vocab_size=7, block_size=4, n_layer=2, n_head=2, n_embd=4)
+    params = noisy_params(config, 0)
+    proj_t = transposed_proj(params, config)
+    proj_t = {"short": proj_t[:1], "shape": [w.T for w in proj_t],
+              "dtype": [w.astype(np.float32) for w in proj_t]}[bad]
+    kv = KVCache(config, 1, np.float64)
+    with pytest.raises(ValueError, match=r"^proj_t: expected 2 float64 arrays of shape \(4, 16\)"):
+        decode_step(params, config, np.array([1]), kv, proj_t)
+    assert kv.length == 0
 
 
 def test_inputs_are_not_modified():
@@ -118,9 +145,9 @@ def test_generate_runs_the_step_for_every_sampled_token(monkeypatch):
     params = noisy_params(config, 2)
     calls = []
     real = gen._decode_step
-    monkeypatch.setattr(gen, "_decode_step", lambda *a: calls.append(a[5]) or real(*a))
+    monkeypatch.setattr(gen, "_decode_step", lambda *a: calls.append((a[5], len(a[6]))) or real(*a))
     prompt = np.array([[1, 2, 3], [4, 5, 6]])
     a = generate(params, config, prompt, 4, rng=np.random.default_rng(0))
     b = generate(params, config, prompt, 4, rng=np.random.default_rng(0), use_cache=False)
-    assert calls == [3, 4, 5]  # the positions it was given
+    assert calls == [(3, 2), (4, 2), (5, 2)]  # the positions it was given, each with both layers' copies
     np.testing.assert_array_equal(a, b)
