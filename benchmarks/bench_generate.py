@@ -84,10 +84,8 @@ def main() -> int:
         return dt, out, other
 
     MODES: list[bool | str] = [True, "forward_cached", False]  # generate's cached loop, the old step, no cache
-    for mode in MODES:  # warm-up: BLAS threads, allocator, causal-mask cache
-        if mode == "forward_cached":
-            continue
-        model.generate(prompt, min(8, n), rng=np.random.default_rng(args.seed), use_cache=bool(mode))
+    for use_cache in (True, False):  # warm-up: BLAS threads, allocator, causal-mask cache
+        model.generate(prompt, min(8, n), rng=np.random.default_rng(args.seed), use_cache=use_cache)
 
     times: dict[bool | str, list[float]] = {m: [] for m in MODES}
     others: dict[bool | str, list[float]] = {m: [] for m in MODES}

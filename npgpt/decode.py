@@ -39,7 +39,7 @@ def _decode_step(params: Mapping[str, Array], config: GPTConfig, tokens: npt.NDA
     x = params["wte.weight"][tokens] + params["wpe.weight"][t]  # (B, C)
     for i in range(config.n_layer):
         p = f"h.{i}."
-        h = _layernorm(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"])  # (B, C)
+        h, _ = _layernorm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"])  # (B, C) cache dropped
         qkv = h @ params[p + "attn.c_attn.weight"]  # (B, 3C)
         qkv += params[p + "attn.c_attn.bias"]
         k[i][:, :, t] = qkv[:, C:2 * C].reshape(B, H, D)  # append this position's keys and values
@@ -51,14 +51,14 @@ def _decode_step(params: Mapping[str, Array], config: GPTConfig, tokens: npt.NDA
         a = y @ params[p + "attn.c_proj.weight"]  # (B, C)
         a += params[p + "attn.c_proj.bias"]
         x += a  # (B, C) first residual add, in place on this step's own array
-        h = _layernorm(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"])  # (B, C)
+        h, _ = _layernorm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"])  # (B, C)
         f = h @ params[p + "mlp.c_fc.weight"]  # (B, 4C)
         f += params[p + "mlp.c_fc.bias"]
         f *= _squash(f, "tanh")  # (B, 4C) GELU(f) = f sigmoid(2u) (gelu.py's kernel), in place
         m = f @ proj_t[i].T  # (B, C) mlp.c_proj.weight, read along the (C, 4C) copy's rows
         m += params[p + "mlp.c_proj.bias"]
         x += m  # (B, C) second residual add
-    xf = _layernorm(x, params["ln_f.weight"], params["ln_f.bias"])  # (B, C)
+    xf, _ = _layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])  # (B, C)
     return xf @ params["wte.weight"].T  # (B, V) tied LM head
 
 
@@ -70,7 +70,3 @@ def transposed_proj(params: Mapping[str, Array], config: GPTConfig) -> list[Arra
     """
     return [np.ascontiguousarray(params[f"h.{i}.mlp.c_proj.weight"].T) for i in range(config.n_layer)]  # (C, 4C)
 
-
-def _layernorm(x: Array, w: Array, b: Array) -> Array:
-    """layernorm.py's forward kernel on (B, C), without its cache."""
-    return _layernorm_forward(x, w, b)[0]
