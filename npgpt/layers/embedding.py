@@ -11,7 +11,6 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import csr_matrix
 
 from .._checks import float_array, token_ids, upstream
 
@@ -68,6 +67,8 @@ def _embedding_backward_rows(dout: npt.NDArray[np.floating],
     C = dout.shape[-1]
     rows, which = np.unique(cache.idx.reshape(-1), return_inverse=True)  # (U,), (N,) row of each position
     N = which.shape[0]
+    from scipy.sparse import csr_matrix  # imported here: scipy.sparse takes ~0.3 s to import, and forward,
+    # generation and every command that never trains do without it
     # (1) scatter-add as dW = E^T dout with E the (N, U) one-hot matrix, stored sparse: a row read twice
     # receives both gradients.  ~10x faster than np.add.at, and never builds E densely.
     onehot_t = csr_matrix((np.ones(N, dtype=dout.dtype), (which.reshape(-1), np.arange(N))), shape=(rows.size, N))
