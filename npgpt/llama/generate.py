@@ -1,13 +1,14 @@
 """KV-cached generation for the Llama family: the core's own forward with a cache of rotated keys and values.
 
 `LlamaKVCache(config, B, dtype)` preallocates (B, Hkv, block_size, D) keys and values per layer;
-`forward_cached` runs T new tokens through _llama_forward with it; `generate` samples like npgpt.generate's.
+`forward_cached` runs T new tokens through _llama_forward with it; `generate` samples like npgpt.generate's,
+each sampled token through decode.py's one-position step.
 Walkthrough: docs/llama.md ("Generation with a KV cache")
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +18,8 @@ from ..generate import check_sampling, decode_loop
 from .block import KVSlot
 from .config import LlamaConfig
 from .core import _llama_forward, llama_forward
+from . import decode
+from .decode import DecodeWeights, _decode_step, decode_weights, decode_weights_nbytes
 
 Array = npt.NDArray[np.floating]
 
@@ -56,8 +59,22 @@ def generate(params: Mapping[str, Array], config: LlamaConfig, idx: npt.NDArray[
         raise ValueError(f"max_new_tokens: expected a non-negative integer, got {max_new_tokens!r}")
     check_sampling(temperature, top_k, top_p)
     dtype = params["model.embed_tokens.weight"].dtype
+    small = decode_weights_nbytes(config, dtype) <= decode.COPY_LIMIT_BYTES
+    weights = decode_weights(params, config) if use_cache and max_new_tokens > 0 and small else None  # once
     return decode_loop(idx, config.block_size, max_new_tokens,
                        full=lambda window: llama_forward(params, config, window)[0],
                        new_cache=lambda B: LlamaKVCache(config, B, dtype),
-                       cached=lambda window, kv: forward_cached(params, config, window, kv),
+                       cached=lambda window, kv: _cached_logits(params, config, window, kv, weights),
                        temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, use_cache=use_cache)
+
+
+def _cached_logits(params: Mapping[str, Array], config: LlamaConfig, window: npt.NDArray[np.int64],
+                   kv: LlamaKVCache, weights: Sequence[DecodeWeights] | None) -> Array:
+    """forward_cached's logits (B, Tn, V), with a one-position window (every sampled token) through
+    decode.py's step: the same logits to rounding, with no caches and fewer NumPy calls.  weights None
+    (the copies would pass decode.COPY_LIMIT_BYTES): every window through forward_cached."""
+    if weights is not None and window.shape[1] == 1:
+        logits = _decode_step(params, config, window[:, 0], kv.slots, kv.length, weights)  # (B, V)
+        kv.length += 1
+        return logits[:, None]  # (B, 1, V)
+    return forward_cached(params, config, window, kv)  # (B, Tn, V) the prompt, or the refill past block_size
