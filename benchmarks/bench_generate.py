@@ -3,13 +3,15 @@
 
     python benchmarks/bench_generate.py                   # baby config, block_size 256, 256 new tokens
     python benchmarks/bench_generate.py --config small --block-size 64 --new-tokens 63
+    python benchmarks/bench_generate.py --family llama    # a Llama of the same widths (Hkv = H/3, F = 8C/3)
 
 Batch 1, float32, a 1-token prompt, temperature 1 (no top-k / top-p), the same seeded rng for both modes.
 use_cache=True runs one new position per token through the blocks against cached keys and values;
 use_cache=False re-runs the full forward over the whole window for every token.  Reported: tokens/s of each,
 the speed-up (target >= 10x), and whether both modes sampled the same tokens.  A third row times the cached
 loop with every token through forward_cached (the model's own forward) instead of the one-token step of
-npgpt/decode.py, which generate uses: the step's gain, measured alongside.
+npgpt/decode.py (npgpt/llama/decode.py for --family llama), which generate uses: the step's gain, measured
+alongside.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ TARGET_SPEEDUP = 10.0
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", choices=list(CONFIGS), default="baby")
+    ap.add_argument("--family", choices=["gpt2", "llama"], default="gpt2",
+                    help="llama: the config's layers, heads and width with n_kv_head = n_head / 3 (at least 1) "
+                         "and intermediate_size = 8C/3, SwiGLU, untied head")
     ap.add_argument("--block-size", type=int, default=256)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
@@ -45,9 +50,22 @@ def main() -> int:
     import npgpt
 
     cfg = CONFIGS[args.config]
-    config = npgpt.GPTConfig(vocab_size=cfg["vocab_size"], block_size=args.block_size, n_layer=cfg["n_layer"],
-                             n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=0.0)
-    model = npgpt.GPT(config, seed=args.seed, dtype=np.float32)
+    model: npgpt.GPT | npgpt.Llama
+    if args.family == "gpt2":
+        config = npgpt.GPTConfig(vocab_size=cfg["vocab_size"], block_size=args.block_size, n_layer=cfg["n_layer"],
+                                 n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=0.0)
+        model = npgpt.GPT(config, seed=args.seed, dtype=np.float32)
+        from npgpt.generate import KVCache as Cache, forward_cached
+        shapes = f"n_head={config.n_head}"
+    else:
+        H = cfg["n_head"]
+        Hkv = max(g for g in range(1, max(1, H // 3) + 1) if H % g == 0)  # n_head / 3, or the nearest divisor
+        config = npgpt.LlamaConfig(vocab_size=cfg["vocab_size"], block_size=args.block_size, n_layer=cfg["n_layer"],
+                                   n_head=H, n_kv_head=Hkv, n_embd=cfg["n_embd"],
+                                   intermediate_size=8 * cfg["n_embd"] // 3)
+        model = npgpt.Llama(config, seed=args.seed, dtype=np.float32)
+        from npgpt.llama import LlamaKVCache as Cache, forward_cached  # type: ignore[assignment]
+        shapes = f"n_head={config.n_head} n_kv_head={config.n_kv_head} intermediate_size={config.intermediate_size}"
     model.eval()
     prompt = np.zeros((1, 1), dtype=np.int64)
     n = args.new_tokens
@@ -56,19 +74,19 @@ def main() -> int:
     for line in bu.env_report() + bu.numpy_info():
         print("  " + line)
     print(f"  Threads: {args.threads} (OMP/OPENBLAS/MKL_NUM_THREADS)")
-    print(f"  model: {args.config} shapes (n_layer={config.n_layer} n_head={config.n_head} n_embd={config.n_embd} "
+    print(f"  model: {args.family}, {args.config} shapes (n_layer={config.n_layer} {shapes} n_embd={config.n_embd} "
           f"vocab={config.vocab_size}) with block_size={config.block_size}, {model.num_params()} params, float32")
     print(f"  task: batch 1, 1-token prompt, {n} new tokens, temperature 1.0, no top-k/top-p, "
           f"rng default_rng({args.seed})" + (f"  (the window slides after {config.block_size} tokens: the cache is "
                                              f"rebuilt each step from then on)" if 1 + n > config.block_size + 1
                                              else ""))
 
-    from npgpt.generate import KVCache, decode_loop, forward_cached
+    from npgpt.generate import decode_loop
 
     def through_forward_cached(rng: np.random.Generator) -> np.ndarray:
         """generate's cached loop with every token through forward_cached, the pre-decode.py path."""
         return decode_loop(prompt, config.block_size, n, full=lambda w: model.forward(w)[0],
-                           new_cache=lambda B: KVCache(config, B, np.dtype(np.float32)),
+                           new_cache=lambda B: Cache(config, B, np.dtype(np.float32)),
                            cached=lambda w, kv: forward_cached(model.params, config, w, kv), rng=rng)
 
     def run(mode: bool | str) -> tuple[float, np.ndarray, float]:
@@ -118,7 +136,7 @@ def main() -> int:
     print(f"  without cache    {res[False]['tokens_per_s']:9.1f} tokens/s  ({res[False]['ms_per_token']:.2f} ms/token, "
           f"median of {len(times[False])})")
     old = res["forward_cached"]
-    print(f"  cached, every token through forward_cached (the model's forward, not decode.py's step): "
+    print(f"  cached, every token through forward_cached (the model's forward, not the one-token step): "
           f"{old['tokens_per_s']:.1f} tokens/s ({old['ms_per_token']:.2f} ms/token); "
           f"the step is {res[True]['tokens_per_s'] / old['tokens_per_s']:.2f}x that")
     print(f"  speed-up         {speedup:9.1f}x   (target >= {TARGET_SPEEDUP:.0f}x)  "
