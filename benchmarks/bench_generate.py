@@ -64,7 +64,7 @@ def main() -> int:
                                    n_head=H, n_kv_head=Hkv, n_embd=cfg["n_embd"],
                                    intermediate_size=8 * cfg["n_embd"] // 3)
         model = npgpt.Llama(config, seed=args.seed, dtype=np.float32)
-        from npgpt.llama import LlamaKVCache as Cache, forward_cached  # type: ignore[assignment]
+        from npgpt.llama import LlamaKVCache as Cache, forward_cached
         shapes = f"n_head={config.n_head} n_kv_head={config.n_kv_head} intermediate_size={config.intermediate_size}"
     model.eval()
     prompt = np.zeros((1, 1), dtype=np.int64)
