@@ -290,6 +290,7 @@ class Context:
 
     def __init__(self, args) -> None:
         self.threads, self.clip = args.threads, args.clip
+        self.keep_coretype = args.keep_openblas_coretype
         self.cache = args.cache
         self.llmc_exe: str | None = None
         self.llmc_reason = "pass --llmc PATH to a checkout"  # why llm.c is n/a
@@ -298,6 +299,8 @@ class Context:
 
     def env(self, framework: str) -> dict:
         env = bu.set_thread_env(self.threads, dict(os.environ))
+        if not self.keep_coretype:  # OpenBLAS picks its kernels for this CPU, as MKL and -march=native do
+            env.pop("OPENBLAS_CORETYPE", None)
         if framework == "torch-compile":
             env["TORCHINDUCTOR_CACHE_DIR"] = self.inductor_dir  # fresh per invocation: round 1 compiles cold
             env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # compile in-process: no worker pool outside our RSS
@@ -758,6 +761,10 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--threads", type=int, default=2, help="threads for every framework (default 2)")
     ap.add_argument("--no-torch", action="store_true", help="skip every torch framework")
     ap.add_argument("--llmc", metavar="PATH", help="an llm.c checkout (train_gpt2.c + llmc/): time its CPU trainer")
+    ap.add_argument("--keep-openblas-coretype", action="store_true",
+                    help="keep the caller's OPENBLAS_CORETYPE in the timed processes (default: drop it, so NumPy's "
+                         "OpenBLAS uses the kernels it picks for this CPU, as PyTorch's MKL and llm.c's "
+                         "-march=native build do)")
     ap.add_argument("--clip", action="store_true", help=f"clip gradients to global norm {CLIP} (llm.c cannot)")
     ap.add_argument("--cache", default=bu.cache_dir(), help="where llm.c's binary and inputs are kept "
                                                             "(default %(default)s)")
@@ -812,6 +819,14 @@ def main() -> int:
     print("  Step: forward + backward + AdamW (lr 1e-3, betas (0.9, 0.95), eps 1e-8, weight decay 0.1), float32, "
           + (f"global-norm clip to {CLIP} (not llm.c: it has no clipping)" if args.clip else "no gradient clipping")
           + f"; the same {N_BATCHES} seeded random batches, cycled, for every framework")
+    pinned = os.environ.get("OPENBLAS_CORETYPE")
+    if pinned is not None:
+        print(f"  OpenBLAS kernels: OPENBLAS_CORETYPE={pinned} from the caller's environment "
+              + ("KEPT in every timed process (--keep-openblas-coretype): NumPy's products use those kernels, "
+                 "while PyTorch's MKL and llm.c's -march=native build still use the ones they pick for this CPU"
+                 if args.keep_openblas_coretype else
+                 "DROPPED in every timed process, so OpenBLAS picks its kernels for this CPU as PyTorch's MKL "
+                 "and llm.c's -march=native build do (--keep-openblas-coretype keeps it)"))
     print("  glibc malloc: freed memory kept for reuse in every Python worker (npgpt.memory.reuse_freed_memory)")
     if args.llmc:
         try:

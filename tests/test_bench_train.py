@@ -56,3 +56,20 @@ def test_llmc_driver_runs_from_an_npgpt_checkpoint(tmp_path):
     # the same weights and batch: llm.c's first loss is npgpt's (float32 arithmetic in another order)
     assert fws["llmc"]["first_loss"] == pytest.approx(fws["npgpt"]["first_loss"], abs=1e-4)
     assert fws["llmc"]["nparams"] == 809856 + (128 - 65) * 128  # plus wte's padding rows
+
+
+def test_openblas_coretype_dropped_unless_kept(monkeypatch):
+    """The timed processes get OpenBLAS's own kernel choice for the CPU unless --keep-openblas-coretype."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import bench_train
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Prescott")
+    for argv, kept in (([], False), (["--keep-openblas-coretype"], True)):
+        ctx = bench_train.Context(bench_train.parse_args(argv))
+        try:
+            for fw in ("npgpt", "torch-compile", "matmul"):
+                env = ctx.env(fw)
+                assert env.get("OPENBLAS_CORETYPE") == ("Prescott" if kept else None)
+                assert env["OPENBLAS_NUM_THREADS"] == "2"
+        finally:
+            ctx.close()
