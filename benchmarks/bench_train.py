@@ -11,10 +11,11 @@ on the same fixed random batches for every framework.
     python benchmarks/bench_train.py --verify                 # check the torch models compute what npgpt does
 
 Every timed run is a FRESH process (build the model, warm up, time the steps, report the peak RSS, exit),
-with OMP/OPENBLAS/MKL_NUM_THREADS = --threads.  A round runs each framework once, plus a float32 matmul-peak
-process, in an order rotated by one every round; each figure is the median over the rounds, shown with
-min-max.  torch and llm.c are optional: what is not measured prints as n/a.  benchmarks/README.md explains
-every figure.
+with OMP/OPENBLAS/MKL_NUM_THREADS = --threads and without OPENBLAS_CORETYPE (OpenBLAS picks its kernels for
+the CPU, as MKL and llm.c's -march=native build do; --keep-openblas-coretype keeps the caller's).  A round
+runs each framework once, plus a float32 matmul-peak process, in an order rotated by one every round; each
+figure is the median over the rounds, shown with min-max.  torch and llm.c are optional: what is not
+measured prints as n/a.  benchmarks/README.md explains every figure.
 """
 
 from __future__ import annotations
