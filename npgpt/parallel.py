@@ -16,7 +16,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
 from typing import TypeVar
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 R = TypeVar("R")
 
@@ -47,6 +47,32 @@ def _blas_set_threads_local() -> Callable[[int], int] | None:
             fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
             return fn
     return None
+
+
+# OPENBLAS_CORETYPE values whose kernels use AVX-512 (OpenBLAS's x86-64 core names); any other named core does not
+AVX512_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
+
+
+def blas_kernel_note(env: Mapping[str, str] | None = None, cpu: Mapping[str, bool] | None = None) -> str | None:
+    """One line for the user when OPENBLAS_CORETYPE pins NumPy's OpenBLAS to kernels without AVX-512 on a CPU
+    that has it (the products then run at about half speed: docs/performance.md), else None."""
+    env = os.environ if env is None else env
+    core = env.get("OPENBLAS_CORETYPE")
+    if not core or core.strip().lower() in AVX512_CORES:
+        return None
+    if cpu is None:
+        import importlib
+
+        try:  # NumPy's own detection of the CPU's features (a private module, so looked up with care)
+            cpu = getattr(importlib.import_module("numpy._core._multiarray_umath"), "__cpu_features__", None)
+        except ImportError:
+            return None
+        if not isinstance(cpu, Mapping):
+            return None
+    if not cpu.get("AVX512F", False):
+        return None
+    return (f"note: OPENBLAS_CORETYPE={core} pins NumPy's OpenBLAS to kernels without AVX-512, which this CPU has; "
+            f"unset it to let OpenBLAS use them (products ran twice as fast on a Zen 5 host: docs/performance.md)")
 
 
 def default_threads() -> int:

@@ -57,6 +57,7 @@ from .llama import Llama, LlamaConfig
 from .memory import reuse_freed_memory
 from .model import GPT, buffer_order, param_shapes
 from .optim import AdamW, clip_grad_norm, cosine_lr
+from .parallel import blas_kernel_note
 from .outdir import OutDir, describe_os_error, format_bytes
 from .tokenizers import BPETokenizer, encode_text, tokenizer_from_spec
 from ._checks import is_int
@@ -423,6 +424,9 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
     prog.message(f"model: {cfg.arch} n_layer={mc.n_layer} n_head={mc.n_head} n_embd={mc.n_embd} "
                  f"block_size={cfg.block_size} ({model.num_params():,} parameters); {cfg.max_iters} steps of "
                  f"{cfg.grad_accum * cfg.batch_size * cfg.block_size:,} tokens")
+    note = blas_kernel_note()
+    if note is not None:
+        prog.message(note)
     if ck is not None:
         prog.message(f"resuming from {ckpt_path} at iteration {st.it}")
     return run

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from npgpt import GPT, AdamW, GPTConfig, gpt_backward, gpt_forward
-from npgpt.parallel import batch_slices
+from npgpt.parallel import batch_slices, blas_kernel_note
 
 CFG = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=8)
 
@@ -221,3 +221,20 @@ def test_a_model_collected_during_another_models_step_does_not_take_its_reply(mo
     assert all(np.array_equal(a, b) for a, b in zip(want, got))
     assert not w.detach_later and w.pending == 0  # the deferred detach went out before the backward's send
     assert old._group.key not in w.attached
+
+
+def test_blas_kernel_note_only_for_a_pin_below_the_cpu():
+    """The training run's note about OPENBLAS_CORETYPE: only a pin to non-AVX-512 kernels on an AVX-512 CPU."""
+    avx512, avx2 = {"AVX2": True, "AVX512F": True}, {"AVX2": True, "AVX512F": False}
+    note = blas_kernel_note({"OPENBLAS_CORETYPE": "Haswell"}, avx512)
+    assert note is not None and "OPENBLAS_CORETYPE=Haswell" in note and "\n" not in note
+    assert blas_kernel_note({"OPENBLAS_CORETYPE": "Zen"}, avx512) is not None
+    assert blas_kernel_note({"OPENBLAS_CORETYPE": "Haswell"}, avx2) is None  # the CPU has nothing better
+    for core in ("SkylakeX", "cooperlake", "SAPPHIRERAPIDS"):  # a pin to AVX-512 kernels loses nothing
+        assert blas_kernel_note({"OPENBLAS_CORETYPE": core}, avx512) is None
+    assert blas_kernel_note({}, avx512) is None  # OpenBLAS picks for itself
+    assert blas_kernel_note({"OPENBLAS_CORETYPE": ""}, avx512) is None
+    from numpy._core._multiarray_umath import __cpu_features__ as detected  # what the default reads
+
+    pin = {"OPENBLAS_CORETYPE": "Haswell"}
+    assert blas_kernel_note(pin) == blas_kernel_note(pin, detected)
