@@ -1,4 +1,5 @@
-"""Cores and threads: how many cores, the batch split into slices, a thread pool, BLAS thread counts.
+"""Cores and threads: how many cores, the batch split into slices, a thread pool, BLAS thread counts,
+and a note when OPENBLAS_CORETYPE holds the BLAS below the CPU.
 
 NumPy runs elementwise work (LayerNorm, GELU, softmax) on one core, so with BLAS using every core only the
 matrix products scale.  The GPT therefore splits each batch into one slice per core (batch_slices), run in
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ctypes
+import importlib
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
@@ -61,8 +63,6 @@ def blas_kernel_note(env: Mapping[str, str] | None = None, cpu: Mapping[str, boo
     if not core or core.strip().lower() in AVX512_CORES:
         return None
     if cpu is None:
-        import importlib
-
         try:  # NumPy's own detection of the CPU's features (a private module, so looked up with care)
             cpu = getattr(importlib.import_module("numpy._core._multiarray_umath"), "__cpu_features__", None)
         except ImportError:

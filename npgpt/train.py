@@ -57,8 +57,8 @@ from .llama import Llama, LlamaConfig
 from .memory import reuse_freed_memory
 from .model import GPT, buffer_order, param_shapes
 from .optim import AdamW, clip_grad_norm, cosine_lr
-from .parallel import blas_kernel_note
 from .outdir import OutDir, describe_os_error, format_bytes
+from .parallel import blas_kernel_note
 from .tokenizers import BPETokenizer, encode_text, tokenizer_from_spec
 from ._checks import is_int
 
