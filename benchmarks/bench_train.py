@@ -43,11 +43,11 @@ CONFIGS = {
     "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, T=256, vocab_size=65, batch=4),
     "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, T=64, vocab_size=50257, batch=4),
     "long1024": dict(n_layer=6, n_head=6, n_embd=384, block_size=1024, T=1024, vocab_size=65, batch=1,
-                     attention_block=128),
+                     attention_block=512),
     "long2048": dict(n_layer=6, n_head=6, n_embd=384, block_size=2048, T=2048, vocab_size=65, batch=1,
-                     attention_block=128),
+                     attention_block=512),
     "long4096": dict(n_layer=6, n_head=6, n_embd=384, block_size=4096, T=4096, vocab_size=65, batch=1,
-                     attention_block=128),
+                     attention_block=512),
 }
 LONG = ("long1024", "long2048", "long4096")
 PLAN = {  # per config: warm-up steps and timed steps in each process, rounds (fresh processes per framework)
