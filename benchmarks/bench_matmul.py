@@ -32,8 +32,8 @@ MIN_SECONDS = 0.2  # each product repeated for at least this long after two unti
 
 
 def products(cfg: dict) -> list[tuple[str, int, int, int, bool, bool, int]]:
-    """(name, M, K, N, a transposed, b transposed, calls per step) of one step's linear and head products,
-    for N_rows = batch * T rows: out = a @ b with a (M, K), b (K, N), stored transposed where marked."""
+    """(name, M, K, N, a transposed, b transposed, calls per step) of one step's linear and head products
+    over the batch's R = batch * T rows: out = a @ b with a (M, K), b (K, N), stored transposed where marked."""
     C, V, L = cfg["n_embd"], cfg["vocab_size"], cfg["n_layer"]
     R = cfg["batch"] * cfg["T"]
     out = []
@@ -48,18 +48,21 @@ def products(cfg: dict) -> list[tuple[str, int, int, int, bool, bool, int]]:
     return out
 
 
-def npgpt_split(cfg: dict, threads: int) -> tuple[int, int]:
-    """(slices, BLAS threads per product) as npgpt's GPT(threads=threads) runs this config's batch."""
+def npgpt_split(cfg: dict, threads: int) -> tuple[int, int, int]:
+    """(slices, BLAS threads per product, rows of the largest slice) as npgpt's GPT(threads=threads) runs
+    this config's batch: the model's own rule (SLICE_PARAMS) and its own batch_slices."""
     import math
 
     bu.use_repo_npgpt()
     from npgpt.gpt import param_shapes
     from npgpt.model import SLICE_PARAMS
+    from npgpt.parallel import batch_slices
 
     nparams = sum(math.prod(s) for s in param_shapes(npgpt_config(cfg)).values())
     if threads > 1 and nparams <= SLICE_PARAMS:
-        return min(threads, cfg["batch"]), 1
-    return 1, threads
+        slices = batch_slices(cfg["batch"], threads)
+        return len(slices), 1, max(s.stop - s.start for s in slices) * cfg["T"]
+    return 1, threads, cfg["batch"] * cfg["T"]
 
 
 def median_seconds(matmul, a, b, c) -> float:
@@ -76,15 +79,14 @@ def median_seconds(matmul, a, b, c) -> float:
 
 
 def child_main(framework: str, name: str, threads: int) -> None:
-    """In a fresh process: time every product of config `name`; print one JSON line of GFLOP/s and ms."""
+    """In a fresh process: time every product of config `name`; print one JSON line of seconds and GFLOP/s."""
     cfg = CONFIGS[name]
     import numpy as np
 
     R = cfg["batch"] * cfg["T"]
     if framework == "numpy":
-        slices, blas = npgpt_split(cfg, threads)
-        bu.use_repo_npgpt()
-        from npgpt.parallel import blas_threads
+        slices, blas, rows = npgpt_split(cfg, threads)
+        from npgpt.parallel import blas_threads  # on the path since npgpt_split
 
         ctx = blas_threads(blas)
     else:
@@ -93,14 +95,12 @@ def child_main(framework: str, name: str, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
-        slices, blas, ctx = 1, threads, contextlib.nullcontext()
+        slices, blas, rows, ctx = 1, threads, R, contextlib.nullcontext()
     rng = np.random.default_rng(0)
     res = []
     with ctx:
         for label, M, K, N, ta, tb, calls in products(cfg):
-            if slices > 1:  # the batch splits by sequences: a slice's rows are ceil(batch / slices) * T
-                rows = -(-cfg["batch"] // slices) * cfg["T"]
-                M, K = (rows if M == R else M), (rows if K == R else K)
+            M, K = (rows if M == R else M), (rows if K == R else K)  # a slice's rows when sliced
             A = rng.standard_normal((K, M) if ta else (M, K), dtype=np.float32)
             B = rng.standard_normal((N, K) if tb else (K, N), dtype=np.float32)
             if framework == "numpy":

@@ -136,9 +136,8 @@ def _gpt_forward(params: Params, config: GPTConfig, idx: npt.NDArray[np.integer]
                               config.attention_block)  # (B, T, C)
         block_caches.append(c)
     xf, ln_f_cache = _layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"])  # (B, T, C)
-    C = xf.shape[-1]
-    logits = (xf.reshape(-1, C) @ wte.T).reshape(B, T, -1)  # (B, T, V) tied LM head, no bias: one 2-D product
-    # (a (B, T, C) @ (C, V) matmul runs as B products of T rows: half the speed at GPT-2 124M's B4 T64)
+    logits = (xf.reshape(-1, config.n_embd) @ wte.T).reshape(B, T, -1)  # (B, T, V) tied LM head, no bias
+    # one 2-D product: a (B, T, C) @ (C, V) matmul runs as B products of T rows, half the speed at 124M's B4 T64
     loss, ce_cache = (None, None) if targets is None else cross_entropy_forward(logits, targets)
     cache = GPTCache(config, tok_cache, drop_cache, block_caches, ln_f_cache, xf, wte, ce_cache, wte.dtype)
     return logits, loss, cache

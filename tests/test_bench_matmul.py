@@ -32,9 +32,9 @@ def test_split_follows_the_model():
     cfg = bench_train.CONFIGS["small"]
     model = npgpt.GPT(bench_train.npgpt_config(cfg), seed=0, dtype=np.float32, threads=2, init=False)
     assert model._group is not None  # batch slices in worker processes
-    assert bench_matmul.npgpt_split(cfg, 2) == (2, 1)
-    assert bench_matmul.npgpt_split(cfg, 1) == (1, 1)
-    assert bench_matmul.npgpt_split(bench_train.CONFIGS["gpt2-124m"], 2) == (1, 2)  # above SLICE_PARAMS
+    assert bench_matmul.npgpt_split(cfg, 2)[:2] == (2, 1)
+    assert bench_matmul.npgpt_split(cfg, 1)[:2] == (1, 1)
+    assert bench_matmul.npgpt_split(bench_train.CONFIGS["gpt2-124m"], 2)[:2] == (1, 2)  # above SLICE_PARAMS
 
 
 def test_one_round_prints_the_table():
