@@ -30,7 +30,8 @@ class GeluCache(NamedTuple):
 def _squash(x: npt.NDArray[np.floating], approximate: str) -> npt.NDArray[np.floating]:
     """p = sigmoid(2u) = (1 + tanh(u)) / 2, u = sqrt(2/pi) (x + 0.044715 x^3), for "tanh"; p = Phi(x) for "erf".
 
-    (...) -> (...).  The tanh form goes through exp, which NumPy computes twice as fast as tanh."""
+    (...) -> (...).  The tanh form goes through exp: twice as fast as np.tanh on the AVX2 host it was timed on,
+    though on an AVX-512 Zen 4 a tanh-based squash was faster (0.55 against 0.76 ms on (512, 1536) float32)."""
     if approximate == "tanh":
         p = x * x  # (...) x^2
         p *= -2.0 * SQRT_2_OVER_PI * GELU_COEF
