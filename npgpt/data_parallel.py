@@ -1,10 +1,12 @@
-"""Data parallelism for the GPT: each batch slice's forward and backward in its own process, gradients summed.
+"""Data parallelism: each batch slice's forward and backward in its own process, gradients summed.
 
-The batch's mean loss is sum_i share_i * (slice i's mean loss), share_i = B_i / B.  So slice i runs the
-functional core's forward on its rows, its backward starts from dloss = share_i, and the slices' gradients
+The batch's mean loss is sum_i share_i * (slice i's mean loss), share_i = n_i / n, n_i the targets slice i's
+loss counts (all of them for a GPT; those not ignored, -100, for a Llama) and n their sum.  So slice i runs
+the functional core's forward on its rows, its backward starts from dloss = share_i, and the slices' gradients
 add.  Slice 0 runs in the calling process and slices 1.. in worker processes (slice_worker.py) that read the
 parameters from the model's shared buffer and write their gradients into shared buffers of their own; the
-sum is in slice order (slice 0 + slice 1 + ...), so the bits are the same on every run.  See docs/model.md.
+sum is in slice order (slice 0 + slice 1 + ...), so the bits are the same on every run.  GPT and Llama each
+own one SliceGroup; the family's core comes from the config (slice_worker.slice_core).  See docs/model.md.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from .config import GPTConfig
-from .gpt import GPTCache, _gpt_forward, _write_grads
+from typing import Any
+
 from .layout import FlatTensors, ParamLayout
 from .parallel import single_threaded_blas
-from .slice_worker import SliceWorker, _unlink, open_shared, shared_array
+from .slice_worker import SliceWorker, _unlink, open_shared, shared_array, slice_core
 
 Array = npt.NDArray[np.floating]
 
@@ -67,12 +69,26 @@ def _call(w: SliceWorker, *msg: object) -> object:
         return w.recv()
 
 
-class SliceGroup:
-    """The worker side of one GPT: its shared parameter buffer, one shared gradient buffer per worker, and the
-    protocol of a data-parallel forward and backward.  GPT owns one when it splits batches (threads > 1)."""
+def slice_shares(targets: npt.NDArray[np.integer] | None, slices: Sequence[slice],
+                 ignore_index: int | None) -> list[float]:
+    """share_i = d(batch's mean loss) / d(slice i's mean loss) = n_i / n: the fraction of the batch's counted
+    targets (those that are not ignore_index) in slice i.  Without targets or ignore_index: of the rows."""
+    if targets is None or ignore_index is None:
+        counts = [s.stop - s.start for s in slices]
+    else:
+        counts = [int(np.count_nonzero(targets[s] != ignore_index)) for s in slices]
+    total = max(sum(counts), 1)  # every target ignored: each slice's loss is 0, and so is every share
+    return [c / total for c in counts]
 
-    def __init__(self, config: GPTConfig, layout: ParamLayout, dtype: np.dtype) -> None:
+
+class SliceGroup:
+    """The worker side of one model (GPT or Llama): its shared parameter buffer, one shared gradient buffer per
+    worker, and the protocol of a data-parallel forward and backward.  The model owns one when it splits batches
+    (threads > 1)."""
+
+    def __init__(self, config: Any, layout: ParamLayout, dtype: np.dtype) -> None:
         self.config, self.layout, self.dtype = config, layout, np.dtype(dtype)
+        self.core = slice_core(config)  # the family's forward and gradient writer
         self.key = next(_keys)
         buffer, path = shared_array(layout.size, dtype)  # (P,) the model's params live here
         self._fd = os.open(path, os.O_RDWR)  # held open: workers started later can still map it ...
@@ -109,26 +125,27 @@ class SliceGroup:
 
     def forward(self, idx: npt.NDArray[np.integer], targets: npt.NDArray[np.integer] | None,
                 slices: Sequence[slice], *, train: bool,
-                rng: np.random.Generator) -> tuple[Array, Array | None, GPTCache]:
+                rng: np.random.Generator) -> tuple[Array, Array | None, Any, list[float]]:
         """The core's forward of every slice at once (inputs already checked): the logits (B, T, V), the batch's
-        mean loss (None without targets) and slice 0's cache (the workers keep theirs)."""
+        mean loss (None without targets), slice 0's cache (the workers keep theirs) and the slices' shares of
+        the loss (slice_shares), which backward() takes."""
         workers = self._attached(len(slices) - 1)
         with _exchange(workers):
             return self._forward(workers, idx, targets, slices, train, rng)
 
     def _forward(self, workers: list[SliceWorker], idx: npt.NDArray[np.integer],
                  targets: npt.NDArray[np.integer] | None, slices: Sequence[slice], train: bool,
-                 rng: np.random.Generator) -> tuple[Array, Array | None, GPTCache]:
-        B = idx.shape[0]
-        seeds = rng.integers(2**63, size=len(slices)) if train and self.config.dropout > 0 else None
+                 rng: np.random.Generator) -> tuple[Array, Array | None, Any, list[float]]:
+        seeds = rng.integers(2**63, size=len(slices)) if train and getattr(self.config, "dropout", 0.0) > 0 \
+            else None  # one dropout seed per slice (a Llama has no dropout)
         err = np.geterr()
         for i, (w, s) in enumerate(zip(workers, slices[1:]), start=1):
             w.send("forward", self.key, idx[s], None if targets is None else targets[s], train,
                    None if seeds is None else int(seeds[i]), err)
         with single_threaded_blas():  # this process is one of the cores, like each worker
-            logits0, loss0, cache = _gpt_forward(self.params, self.config, idx[slices[0]],
-                                                 None if targets is None else targets[slices[0]], train=train,
-                                                 rng=None if seeds is None else np.random.default_rng(int(seeds[0])))
+            logits0, loss0, cache = self.core.forward(self.params, self.config, idx[slices[0]],
+                                                      None if targets is None else targets[slices[0]], train,
+                                                      None if seeds is None else np.random.default_rng(int(seeds[0])))
         parts, losses = [logits0], [loss0]
         for w in workers:
             _, loss, shape, new_path = w.recv()
@@ -140,28 +157,27 @@ class SliceGroup:
             parts.append(self.logits[w.proc.pid][:int(np.prod(shape))].reshape(shape))  # a view of the arena
             losses.append(loss)
         logits = np.concatenate(parts)  # (B, T, V) a copy: the arenas are reused by the next forward
+        shares = slice_shares(targets, slices, self.core.ignore_index)  # d(mean loss) / d(slice's mean loss)
         if targets is None:
-            return logits, None, cache
-        shares = [(s.stop - s.start) / B for s in slices]  # d(mean loss) / d(slice's mean loss)
+            return logits, None, cache, shares
         total = sum(share * float(loss) for loss, share in zip(losses, shares) if loss is not None)
-        return logits, np.asarray(total, dtype=logits.dtype), cache
+        return logits, np.asarray(total, dtype=logits.dtype), cache, shares
 
-    def backward(self, cache: GPTCache, slices: Sequence[slice], out: FlatTensors) -> None:
-        """Every slice's backward at once; their gradients summed in slice order into out (GPT.grads)."""
+    def backward(self, cache: Any, shares: Sequence[float], out: FlatTensors) -> None:
+        """Every slice's backward at once, slice i's from dloss = shares[i]; their gradients summed in slice order
+        into out (the model's grads)."""
         if cache.ce is None:
             raise ValueError("cache: the forward was run without targets, so there is no loss to differentiate")
-        B = slices[-1].stop
-        workers = self._attached(len(slices) - 1)
+        workers = self._attached(len(shares) - 1)
         with _exchange(workers):
-            self._backward(workers, cache, slices, out, B)
+            self._backward(workers, cache, shares, out)
 
-    def _backward(self, workers: list[SliceWorker], cache: GPTCache, slices: Sequence[slice], out: FlatTensors,
-                  B: int) -> None:
+    def _backward(self, workers: list[SliceWorker], cache: Any, shares: Sequence[float], out: FlatTensors) -> None:
         err = np.geterr()
-        for w, s in zip(workers, slices[1:]):
-            w.send("backward", self.key, (s.stop - s.start) / B, err)
+        for w, share in zip(workers, shares[1:]):
+            w.send("backward", self.key, share, err)
         with single_threaded_blas():
-            _write_grads(out, cache, (slices[0].stop - slices[0].start) / B)  # slice 0's, each as it is known
+            self.core.write_grads(out, cache, shares[0])  # slice 0's, each as it is known
         for w in workers:  # slice order: the same bits every run
             w.recv()
             out.buffer += self.grads[w.proc.pid].buffer  # (P,) one pass over the whole model

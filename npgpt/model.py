@@ -79,7 +79,7 @@ class GPT:
         if init:  # from_pretrained passes init=False: it overwrites every entry anyway
             init_params(config, np.random.default_rng(seed), self.params)
         self.training = True
-        self._cache: tuple[GPTCache, list[slice]] | None = None  # slice 0's cache (workers keep theirs), slices
+        self._cache: tuple[GPTCache, list[float]] | None = None  # slice 0's cache (workers keep theirs), shares
         if self._group is not None:
             weakref.finalize(self, self._group.close)
 
@@ -117,10 +117,12 @@ class GPT:
             with self._blas():
                 logits, loss, cache = _gpt_forward(self.params, self.config, idx, targets, train=self.training,
                                                    rng=self.rng)
+            shares = [1.0]
         else:
             assert self._group is not None
-            logits, loss, cache = self._group.forward(idx, targets, slices, train=self.training, rng=self.rng)
-        self._cache = (cache, slices)
+            logits, loss, cache, shares = self._group.forward(idx, targets, slices, train=self.training,
+                                                              rng=self.rng)
+        self._cache = (cache, shares)
         return logits, loss
 
     __call__ = forward
@@ -129,13 +131,13 @@ class GPT:
         """Gradients of the last forward's loss, written into self.grads (views of self.flat_grads)."""
         if self._cache is None:
             raise ValueError("backward: call forward(idx, targets) first")
-        (cache, slices), self._cache = self._cache, None  # drop our reference: activations are freed as we go
-        if len(slices) == 1:
+        (cache, shares), self._cache = self._cache, None  # drop our reference: activations are freed as we go
+        if len(shares) == 1:
             with self._blas():
                 _write_grads(self.grads, cache)  # each gradient into the buffer as it is known, then dropped
         else:
             assert self._group is not None
-            self._group.backward(cache, slices, self.grads)
+            self._group.backward(cache, shares, self.grads)
         return self.grads
 
     def generate(self, idx: npt.NDArray[np.integer], max_new_tokens: int, temperature: float = 1.0,

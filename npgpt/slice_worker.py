@@ -1,13 +1,14 @@
-"""Worker processes for data parallelism: each runs the functional core on its slice of the batch.
+"""Worker processes for data parallelism: each runs a functional core (GPT-2's, or the Llama family's) on its
+slice of the batch.
 
 Threads would share one interpreter, and every NumPy call hands its GIL back and forth: on a VM each hand-off
 can cost tens of microseconds, and far more when any other process wants the core (docs/performance.md).
 A worker process has its own interpreter, so the slices never wait for each other until their results meet.
 Arrays go through shared files mapped by both sides (/dev/shm where there is one), never through the pipe:
-the parent copies the parameters into a shared mirror before each forward, the worker writes its gradients
-into its own shared buffer and its logits into a shared arena.  Messages are small pickles over the
-worker's stdin/stdout, between two processes of this package only.  Started with `python -c`, so
-a user's script is never imported again (unlike multiprocessing's spawn).
+the model's parameters live in a shared buffer, the worker writes its gradients into its own shared buffer
+and its logits into a shared arena.  Messages are small pickles over the worker's stdin/stdout, between two
+processes of this package only.  Started with `python -c`, so a user's script is never imported again (unlike
+multiprocessing's spawn).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from .config import GPTConfig
 from .gpt import _gpt_forward, _write_grads
 from .memory import reuse_freed_memory
 
@@ -34,6 +37,36 @@ _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.
 # wait for that process's time slice: milliseconds, at every one of the step's four meeting points.
 # OpenMP runtimes (PyTorch's) spin for the same reason.  See docs/performance.md.
 SPIN_SECONDS = 0.05
+
+
+class SliceCore(NamedTuple):
+    """The two functions of a family's functional core that a batch slice runs."""
+    forward: Callable[..., tuple[Any, Any, Any]]  # (params, config, idx, targets, train, rng) -> logits, loss, cache
+    write_grads: Callable[[Any, Any, float], None]  # (out, cache, dloss): every gradient of dloss * loss into out
+    ignore_index: int | None  # the target value the loss skips (None: it counts every target)
+
+
+def _gpt_forward_slice(params: Any, config: Any, idx: np.ndarray, targets: np.ndarray | None, train: bool,
+                       rng: np.random.Generator | None) -> tuple[Any, Any, Any]:
+    return _gpt_forward(params, config, idx, targets, train=train, rng=rng)
+
+
+def _llama_forward_slice(params: Any, config: Any, idx: np.ndarray, targets: np.ndarray | None, train: bool,
+                         rng: np.random.Generator | None) -> tuple[Any, Any, Any]:
+    from .llama.core import _llama_forward  # here: the llama package imports this module (through its model)
+    return _llama_forward(params, config, idx, targets)  # no dropout in the family: train and rng do not apply
+
+
+def slice_core(config: object) -> SliceCore:
+    """The functional core for config's family: GPT-2's (gpt.py) or the Llama family's (llama/core.py)."""
+    if isinstance(config, GPTConfig):
+        return SliceCore(_gpt_forward_slice, _write_grads, None)
+    from .llama.config import LlamaConfig
+    if not isinstance(config, LlamaConfig):
+        raise ValueError(f"config: expected a GPTConfig or a LlamaConfig, got {type(config).__name__}")
+    from .llama.core import IGNORE_INDEX
+    from .llama.core import _write_grads as llama_write_grads
+    return SliceCore(_llama_forward_slice, llama_write_grads, IGNORE_INDEX)
 
 
 def _spin_until_readable(fd: int, seconds: float = SPIN_SECONDS) -> None:
@@ -170,7 +203,8 @@ def _handle(msg: tuple, models: dict[int, dict[str, Any]]) -> tuple:
     kind, key = msg[0], msg[1]
     if kind == "attach":  # (attach, key, config, layout, dtype, params_path, grads_path)
         _, _, config, layout, dtype, params_path, grads_path = msg
-        models[key] = {"config": config, "params": layout.views(open_shared(params_path, layout.size, dtype)),
+        models[key] = {"config": config, "core": slice_core(config),
+                       "params": layout.views(open_shared(params_path, layout.size, dtype)),
                        "grads": layout.views(open_shared(grads_path, layout.size, dtype)), "cache": None,
                        "logits": None}
         return ("ok",)
@@ -183,7 +217,7 @@ def _handle(msg: tuple, models: dict[int, dict[str, Any]]) -> tuple:
         m["cache"] = None  # free the last step's activations first
         rng = None if seed is None else np.random.default_rng(seed)
         with np.errstate(**err):
-            logits, loss, m["cache"] = _gpt_forward(m["params"], m["config"], idx, targets, train=train, rng=rng)
+            logits, loss, m["cache"] = m["core"].forward(m["params"], m["config"], idx, targets, train, rng)
         new_path = None
         arena = m["logits"]
         if arena is None or arena.size < logits.size:  # grow the shared logits arena
@@ -195,6 +229,6 @@ def _handle(msg: tuple, models: dict[int, dict[str, Any]]) -> tuple:
         _, _, dloss, err = msg
         cache, m["cache"] = m["cache"], None
         with np.errstate(**err):
-            _write_grads(m["grads"], cache, dloss)
+            m["core"].write_grads(m["grads"], cache, dloss)
         return ("ok",)
     raise ValueError(f"unknown command {kind!r}")

@@ -1,4 +1,5 @@
-"""Data parallelism (npgpt/parallel.py, GPT(threads=...), AdamW(threads=...)): same results as one thread."""
+"""Data parallelism (npgpt/parallel.py, GPT(threads=...), Llama(threads=...), AdamW(threads=...)): the same results
+as one thread."""
 
 import gc
 
@@ -6,6 +7,8 @@ import numpy as np
 import pytest
 
 from npgpt import GPT, AdamW, GPTConfig, gpt_backward, gpt_forward
+from npgpt.data_parallel import slice_shares
+from npgpt.llama import Llama, LlamaConfig, llama_backward, llama_forward
 from npgpt.parallel import batch_slices, blas_kernel_note
 
 CFG = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=8)
@@ -203,14 +206,14 @@ def test_a_model_collected_during_another_models_step_does_not_take_its_reply(mo
     want = _step(model, *_batch(4))
     w = next(w for w in dp._pool if model._group.key in w.attached)
     assert old._group.key in w.attached
-    real = dp._gpt_forward
+    real = model._group.core.forward
 
     def collect_old_then_forward(*args, **kwargs):  # runs between the forward's send and its recv
         old._group.close()  # what weakref.finalize does if the GC collects `old` right here
         assert w.pending == 1, "the detach read the forward's reply"
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dp, "_gpt_forward", collect_old_then_forward)
+    monkeypatch.setattr(model._group, "core", model._group.core._replace(forward=collect_old_then_forward))
     gc.collect()  # models left by earlier tests are finalized now, not inside the step below: the GC could defer
     gc.disable()  # their detaches into w.detach_later too (rightly), which is not what this test looks at
     try:
@@ -238,3 +241,110 @@ def test_blas_kernel_note_only_for_a_pin_below_the_cpu():
 
     pin = {"OPENBLAS_CORETYPE": "Haswell"}
     assert blas_kernel_note(pin) == blas_kernel_note(pin, detected)
+
+
+# ---------------------------------------------------------------- the Llama family through the same slices
+
+LCFG = LlamaConfig(vocab_size=13, block_size=8, n_layer=2, n_head=4, n_kv_head=2, n_embd=16, intermediate_size=24)
+
+
+def _llama(threads, dtype=np.float64, seed=1):
+    model = Llama(LCFG, seed=seed, dtype=dtype, threads=threads)
+    rng = np.random.default_rng(seed + 10)
+    for p in model.params.values():  # away from the init (norms all 1), so every term of the backward counts
+        p += 0.2 * rng.standard_normal(p.shape)
+    return model
+
+
+def _masked_batch(B, seed=0):
+    """A batch whose ignored targets (-100) fall unevenly: row 0 all ignored, the others about a third."""
+    idx, targets = _batch(B, seed)
+    rng = np.random.default_rng(seed + 1)
+    targets[rng.random(targets.shape) < 0.35] = -100
+    targets[0] = -100
+    return idx, targets
+
+
+def test_slice_shares_count_the_targets_the_loss_counts():
+    targets = np.array([[-100, -100], [1, -100], [2, 3]])
+    slices = [slice(0, 2), slice(2, 3)]
+    assert slice_shares(targets, slices, -100) == [1 / 3, 2 / 3]
+    assert slice_shares(targets, slices, None) == [2 / 3, 1 / 3]  # every target counts: the rows' shares
+    assert slice_shares(np.full((3, 2), -100), slices, -100) == [0.0, 0.0]  # nothing counted, nothing to share
+    assert slice_shares(None, slices, -100) == [2 / 3, 1 / 3]
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("B", [2, 5, 7])
+def test_threaded_llama_matches_its_functional_core(threads, B):
+    """Logits, loss and every gradient equal llama_forward/llama_backward on the whole batch, with ignored targets
+    spread unevenly over the slices (so the slices' rows are not their shares of the loss)."""
+    model = _llama(threads)
+    idx, targets = _masked_batch(B)
+    logits, loss, cache = llama_forward(model.params, LCFG, idx, targets)
+    ref = llama_backward(cache)
+    got_logits, got_loss = model.forward(idx, targets)
+    grads = model.backward()
+    assert model._group is not None
+    np.testing.assert_allclose(got_logits, logits, rtol=0, atol=1e-13)
+    assert abs(float(got_loss) - float(loss)) < 1e-13
+    for k in ref:
+        np.testing.assert_allclose(grads[k], ref[k], rtol=1e-12, atol=1e-15, err_msg=k)
+
+
+def test_threaded_llama_is_exactly_the_share_weighted_sum_of_its_slices():
+    """Slice 1 runs in a worker: the gradients are exactly slice 0's (dloss = n_0 / n) plus slice 1's, the loss
+    the same weighted sum, n_i the targets each slice counts."""
+    model = _llama(2)
+    idx, targets = _masked_batch(5)
+    logits, loss, flat = _step(model, idx, targets)
+    slices = batch_slices(5, 2)
+    shares = slice_shares(targets, slices, -100)
+    parts = []
+    for s, share in zip(slices, shares):
+        out, part_loss, cache = llama_forward(model.params, LCFG, idx[s], targets[s])
+        parts.append((out, part_loss, llama_backward(cache, share)))
+    np.testing.assert_array_equal(logits, np.concatenate([p[0] for p in parts]))
+    assert loss == shares[0] * float(parts[0][1]) + shares[1] * float(parts[1][1])
+    for k in model.params:
+        np.testing.assert_array_equal(model.grads[k], parts[0][2][k] + parts[1][2][k], err_msg=k)
+    assert flat.shape == model.flat_grads.shape
+
+
+def test_threaded_llama_with_a_slice_of_ignored_targets_only():
+    """A slice whose targets are all -100 adds nothing (its loss is 0, its share 0); all of them ignored: loss 0."""
+    model = _llama(2)
+    idx, targets = _masked_batch(4)
+    targets[:2] = -100  # the whole of slice 0
+    logits, loss, cache = llama_forward(model.params, LCFG, idx, targets)
+    ref = llama_backward(cache)
+    _, got_loss = model.forward(idx, targets)
+    grads = model.backward()
+    assert abs(float(got_loss) - float(loss)) < 1e-13
+    for k in ref:
+        np.testing.assert_allclose(grads[k], ref[k], rtol=1e-12, atol=1e-15, err_msg=k)
+    targets[:] = -100
+    _, got_loss = model.forward(idx, targets)
+    assert float(got_loss) == 0.0 and not model.backward().buffer.any()
+
+
+def test_threaded_llama_trains_in_step_with_one_thread():
+    """float32, two AdamW steps: the sliced model follows the single-process one to float32 rounding, and params
+    changed in place (the optimizer's update) reach the workers."""
+    models = [_llama(t, dtype=np.float32) for t in (1, 2)]
+    opts = [AdamW(m.params, lr=1e-2) for m in models]
+    idx, targets = _masked_batch(6)
+    for _ in range(3):
+        for m, opt in zip(models, opts):
+            m.forward(idx, targets)
+            opt.step(m.backward())
+    losses = [float(m.forward(idx, targets)[1]) for m in models]
+    assert abs(losses[0] - losses[1]) < 1e-5
+    np.testing.assert_allclose(models[1].flat_params, models[0].flat_params, rtol=0, atol=1e-5)
+
+
+def test_llama_threads_default_and_bad_values():
+    assert Llama(LCFG, dtype=np.float64).threads == 1
+    assert Llama(LCFG, dtype=np.float64, threads=2)._group is not None
+    with pytest.raises(ValueError, match="^threads:"):
+        Llama(LCFG, threads=0)

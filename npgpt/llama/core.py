@@ -148,6 +148,12 @@ def llama_grads(cache: LlamaCache, dloss: float = 1.0) -> Iterator[tuple[str, Ar
     yield "model.embed_tokens.weight", dwte
 
 
+def _write_grads(out: Mapping[str, Array], cache: LlamaCache, dloss: float = 1.0) -> None:
+    """Every gradient of llama_grads written into out (a gradient buffer's views), each as soon as it is known."""
+    for name, g in llama_grads(cache, dloss):
+        out[name][...] = g
+
+
 def llama_backward(cache: LlamaCache, dloss: float = 1.0) -> dict[str, Array]:
     """Gradient of dloss * (the mean loss) with respect to every parameter, keyed and ordered like params."""
     grads = dict(llama_grads(cache, dloss))

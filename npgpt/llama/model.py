@@ -2,18 +2,25 @@
 
 `Llama(config)` has GPT's interface: `logits, loss = model.forward(idx, targets)`; `grads = model.backward()`;
 params/grads are FlatTensors in one ParamLayout (so npgpt.optim.AdamW takes its vectorised path); generate().
+With threads > 1 it cuts each batch into slices run in worker processes, as GPT does (data_parallel.py).
 Walkthrough: docs/llama.md
 """
 
 from __future__ import annotations
 
+import contextlib
+import weakref
+
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_dtype
+from .._checks import float_dtype, integer
+from ..data_parallel import SliceGroup
 from ..layout import FlatTensors, ParamLayout
+from ..model import SLICE_PARAMS
+from ..parallel import batch_slices, blas_threads, default_threads
 from .config import LlamaConfig
-from .core import LlamaCache, _llama_forward, check_inputs, init_params, llama_grads, param_shapes
+from .core import LlamaCache, _llama_forward, _write_grads, check_inputs, init_params, param_shapes
 from .generate import generate
 
 Array = npt.NDArray[np.floating]
@@ -24,25 +31,38 @@ class Llama:
 
     The same interface as npgpt.GPT: `logits, loss = model.forward(idx, targets)`; `grads = model.backward()`;
     `model.params`, `model.flat_params`, `model.flat_grads` for npgpt.optim.AdamW; `model.generate(...)`.
-    init=False leaves the parameters zero (for loaders that fill them).  See docs/llama.md.
+    init=False leaves the parameters zero (for loaders that fill them).  threads as GPT's: batch slices in
+    worker processes (BLAS threads above SLICE_PARAMS parameters); one per core in float32, 1 in float64.
+    See docs/llama.md.
     """
 
     def __init__(self, config: LlamaConfig, seed: int = 0, dtype: npt.DTypeLike = np.float32, *,
-                 init: bool = True) -> None:
+                 init: bool = True, threads: int | None = None) -> None:
         if not isinstance(config, LlamaConfig):
             raise ValueError(f"config: expected a LlamaConfig, got {type(config).__name__}")
         dtype = float_dtype("dtype", dtype)
         self.config = config
         self.dtype = dtype
         self.layout = ParamLayout.matrices_first(param_shapes(config))  # matrices (decayed) first, then norms
-        self.params: FlatTensors = self.layout.zeros(dtype)
+        self.threads = integer("threads", threads if threads is not None else
+                               (default_threads() if dtype == np.float32 else 1), minimum=1)
+        # batch slices in worker processes, which read the params from a shared buffer; or one whole batch
+        self._group = SliceGroup(config, self.layout, dtype) \
+            if self.threads > 1 and self.layout.size <= SLICE_PARAMS else None
+        self.params: FlatTensors = self.layout.zeros(dtype) if self._group is None else self._group.params
         self.grads: FlatTensors = self.layout.zeros(dtype)
         self.flat_params, self.flat_grads = self.params.buffer, self.grads.buffer  # (P,) each
         if init:
             init_params(config, np.random.default_rng(seed), self.params)
         self.rng = np.random.default_rng(seed)  # draws nothing (no dropout); the training loop checkpoints it
         self.training = True
-        self._cache: LlamaCache | None = None
+        self._cache: tuple[LlamaCache, list[float]] | None = None  # slice 0's cache (workers keep theirs), shares
+        if self._group is not None:
+            weakref.finalize(self, self._group.close)
+
+    def _blas(self) -> contextlib.AbstractContextManager[None]:
+        """A whole batch in this process: threads > 1 means that many BLAS threads (as GPT._blas)."""
+        return blas_threads(self.threads) if self.threads > 1 else contextlib.nullcontext()
 
     def num_params(self) -> int:
         """Number of parameters (a tied head counted once)."""
@@ -57,9 +77,22 @@ class Llama:
 
     def forward(self, idx: npt.NDArray[np.integer],
                 targets: npt.NDArray[np.integer] | None = None) -> tuple[Array, Array | None]:
-        """logits (B, T, V) and the mean loss (None without targets); keeps the cache for backward()."""
-        check_inputs(self.config, idx, targets)
-        logits, loss, self._cache = _llama_forward(self.params, self.config, idx, targets)
+        """logits (B, T, V) and the mean loss (None without targets); keeps the cache for backward().
+
+        With threads > 1 the batch is cut into slices run concurrently; the loss is their mean, weighted by
+        the targets each slice counts (data_parallel.slice_shares)."""
+        check_inputs(self.config, idx, targets)  # once, with the whole batch's shapes
+        self._cache = None  # the last step's activations go before this step's arrive
+        slices = batch_slices(idx.shape[0], self.threads if self._group is not None else 1)
+        if len(slices) == 1:
+            with self._blas():
+                logits, loss, cache = _llama_forward(self.params, self.config, idx, targets)
+            shares = [1.0]
+        else:
+            assert self._group is not None
+            logits, loss, cache, shares = self._group.forward(idx, targets, slices, train=self.training,
+                                                              rng=self.rng)
+        self._cache = (cache, shares)
         return logits, loss
 
     __call__ = forward
@@ -68,9 +101,13 @@ class Llama:
         """Gradients of the last forward's loss, written into self.grads (views of self.flat_grads)."""
         if self._cache is None:
             raise ValueError("backward: call forward(idx, targets) first")
-        cache, self._cache = self._cache, None  # drop our reference: activations are freed as we go
-        for name, g in llama_grads(cache):
-            self.grads[name][...] = g  # each gradient into the buffer as it is known, then dropped
+        (cache, shares), self._cache = self._cache, None  # drop our reference: activations are freed as we go
+        if len(shares) == 1:
+            with self._blas():
+                _write_grads(self.grads, cache)  # each gradient into the buffer as it is known, then dropped
+        else:
+            assert self._group is not None
+            self._group.backward(cache, shares, self.grads)
         return self.grads
 
     def generate(self, idx: npt.NDArray[np.integer], max_new_tokens: int, temperature: float = 1.0,
