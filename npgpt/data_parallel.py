@@ -24,7 +24,7 @@ import numpy.typing as npt
 from typing import Any
 
 from .layout import FlatTensors, ParamLayout
-from .parallel import single_threaded_blas
+from .parallel import batch_slices, blas_threads, single_threaded_blas
 from .slice_worker import SliceWorker, _unlink, open_shared, shared_array, slice_core
 
 Array = npt.NDArray[np.floating]
@@ -201,3 +201,29 @@ class SliceGroup:
                 except RuntimeError:
                     pass
                 w.attached.discard(self.key)
+
+
+def model_forward(group: SliceGroup | None, threads: int, params: FlatTensors, config: Any,
+                  idx: npt.NDArray[np.integer], targets: npt.NDArray[np.integer] | None, *, train: bool,
+                  rng: np.random.Generator) -> tuple[Array, Array | None, Any, list[float]]:
+    """A model's forward (GPT's or Llama's, inputs already checked): the batch whole in this process, with
+    `threads` BLAS threads, when there is no group or the batch is one row; else one slice per thread through
+    the group.  logits (B, T, V), the mean loss (None without targets), slice 0's cache and the slices' shares."""
+    slices = batch_slices(idx.shape[0], threads if group is not None else 1)
+    if len(slices) > 1:
+        assert group is not None
+        return group.forward(idx, targets, slices, train=train, rng=rng)
+    with blas_threads(threads) if threads > 1 else contextlib.nullcontext():  # threads=1: BLAS as NumPy set it
+        logits, loss, cache = slice_core(config).forward(params, config, idx, targets, train, rng)
+    return logits, loss, cache, [1.0]
+
+
+def model_backward(group: SliceGroup | None, threads: int, cache: Any, shares: Sequence[float],
+                   out: FlatTensors) -> None:
+    """model_forward's backward: every gradient of the batch's mean loss into out (the model's grads)."""
+    if len(shares) > 1:
+        assert group is not None
+        group.backward(cache, shares, out)
+        return
+    with blas_threads(threads) if threads > 1 else contextlib.nullcontext():
+        slice_core(cache.config).write_grads(out, cache, 1.0)  # each gradient into out as it is known

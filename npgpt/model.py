@@ -10,7 +10,6 @@ Walkthrough: docs/model.md
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections.abc import Mapping
 from typing import overload
@@ -20,12 +19,11 @@ import numpy.typing as npt
 
 from ._checks import float_dtype, integer
 from .config import GPTConfig
-from .data_parallel import SliceGroup
+from .data_parallel import SliceGroup, model_backward, model_forward
 from .generate import generate
-from .gpt import (GPTCache, _gpt_forward, _write_grads, check_inputs, gpt_backward, gpt_forward, gpt_grads, init_params,
-                  param_shapes)
+from .gpt import GPTCache, check_inputs, gpt_backward, gpt_forward, gpt_grads, init_params, param_shapes
 from .layout import FlatTensors, ParamLayout
-from .parallel import batch_slices, blas_threads, default_threads
+from .parallel import default_threads
 
 __all__ = ["GPT", "GPTCache", "gpt_forward", "gpt_backward", "gpt_grads", "init_params", "param_shapes",
            "buffer_order"]
@@ -83,11 +81,6 @@ class GPT:
         if self._group is not None:
             weakref.finalize(self, self._group.close)
 
-    def _blas(self) -> contextlib.AbstractContextManager[None]:
-        """A whole batch in this process: threads > 1 means that many BLAS threads; threads=1 leaves BLAS as
-        NumPy set it up."""
-        return blas_threads(self.threads) if self.threads > 1 else contextlib.nullcontext()
-
     def num_params(self) -> int:
         """Number of parameters (the tied head counted once)."""
         return int(self.flat_params.size)
@@ -112,16 +105,9 @@ class GPT:
         """
         check_inputs(self.config, idx, targets)  # once, with the whole batch's shapes
         self._cache = None  # the last step's activations go before this step's arrive
-        slices = batch_slices(idx.shape[0], self.threads if self._group is not None else 1)
-        if len(slices) == 1:
-            with self._blas():
-                logits, loss, cache = _gpt_forward(self.params, self.config, idx, targets, train=self.training,
-                                                   rng=self.rng)
-            shares = [1.0]
-        else:
-            assert self._group is not None
-            logits, loss, cache, shares = self._group.forward(idx, targets, slices, train=self.training,
-                                                              rng=self.rng)
+        # the core's _gpt_forward on the whole batch, or on one slice per core at once
+        logits, loss, cache, shares = model_forward(self._group, self.threads, self.params, self.config, idx,
+                                                    targets, train=self.training, rng=self.rng)
         self._cache = (cache, shares)
         return logits, loss
 
@@ -132,12 +118,7 @@ class GPT:
         if self._cache is None:
             raise ValueError("backward: call forward(idx, targets) first")
         (cache, shares), self._cache = self._cache, None  # drop our reference: activations are freed as we go
-        if len(shares) == 1:
-            with self._blas():
-                _write_grads(self.grads, cache)  # each gradient into the buffer as it is known, then dropped
-        else:
-            assert self._group is not None
-            self._group.backward(cache, shares, self.grads)
+        model_backward(self._group, self.threads, cache, shares, self.grads)  # the core's _write_grads, per slice
         return self.grads
 
     def generate(self, idx: npt.NDArray[np.integer], max_new_tokens: int, temperature: float = 1.0,

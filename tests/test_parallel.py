@@ -348,3 +348,18 @@ def test_llama_threads_default_and_bad_values():
     assert Llama(LCFG, dtype=np.float64, threads=2)._group is not None
     with pytest.raises(ValueError, match="^threads:"):
         Llama(LCFG, threads=0)
+
+
+def test_big_llamas_run_the_batch_whole_with_blas_threads(monkeypatch):
+    import npgpt.llama.model
+
+    monkeypatch.setattr(npgpt.llama.model, "SLICE_PARAMS", 10)
+    model = _llama(2)
+    assert model._group is None
+    idx, targets = _masked_batch(4)
+    logits, loss, _ = _step(model, idx, targets)
+    ref_logits, ref_loss, cache = llama_forward(model.params, LCFG, idx, targets)
+    np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=1e-13)  # BLAS threads may split the products
+    ref = llama_backward(cache)
+    for k in ref:
+        np.testing.assert_allclose(model.grads[k], ref[k], rtol=1e-12, atol=1e-15, err_msg=k)

@@ -8,19 +8,18 @@ Walkthrough: docs/llama.md
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 
 import numpy as np
 import numpy.typing as npt
 
 from .._checks import float_dtype, integer
-from ..data_parallel import SliceGroup
+from ..data_parallel import SliceGroup, model_backward, model_forward
 from ..layout import FlatTensors, ParamLayout
 from ..model import SLICE_PARAMS
-from ..parallel import batch_slices, blas_threads, default_threads
+from ..parallel import default_threads
 from .config import LlamaConfig
-from .core import LlamaCache, _llama_forward, _write_grads, check_inputs, init_params, param_shapes
+from .core import LlamaCache, check_inputs, init_params, param_shapes
 from .generate import generate
 
 Array = npt.NDArray[np.floating]
@@ -60,10 +59,6 @@ class Llama:
         if self._group is not None:
             weakref.finalize(self, self._group.close)
 
-    def _blas(self) -> contextlib.AbstractContextManager[None]:
-        """A whole batch in this process: threads > 1 means that many BLAS threads (as GPT._blas)."""
-        return blas_threads(self.threads) if self.threads > 1 else contextlib.nullcontext()
-
     def num_params(self) -> int:
         """Number of parameters (a tied head counted once)."""
         return int(self.flat_params.size)
@@ -83,15 +78,9 @@ class Llama:
         the targets each slice counts (data_parallel.slice_shares)."""
         check_inputs(self.config, idx, targets)  # once, with the whole batch's shapes
         self._cache = None  # the last step's activations go before this step's arrive
-        slices = batch_slices(idx.shape[0], self.threads if self._group is not None else 1)
-        if len(slices) == 1:
-            with self._blas():
-                logits, loss, cache = _llama_forward(self.params, self.config, idx, targets)
-            shares = [1.0]
-        else:
-            assert self._group is not None
-            logits, loss, cache, shares = self._group.forward(idx, targets, slices, train=self.training,
-                                                              rng=self.rng)
+        # the core's _llama_forward on the whole batch, or on one slice per core at once
+        logits, loss, cache, shares = model_forward(self._group, self.threads, self.params, self.config, idx,
+                                                    targets, train=self.training, rng=self.rng)
         self._cache = (cache, shares)
         return logits, loss
 
@@ -102,12 +91,7 @@ class Llama:
         if self._cache is None:
             raise ValueError("backward: call forward(idx, targets) first")
         (cache, shares), self._cache = self._cache, None  # drop our reference: activations are freed as we go
-        if len(shares) == 1:
-            with self._blas():
-                _write_grads(self.grads, cache)  # each gradient into the buffer as it is known, then dropped
-        else:
-            assert self._group is not None
-            self._group.backward(cache, shares, self.grads)
+        model_backward(self._group, self.threads, cache, shares, self.grads)  # the core's _write_grads, per slice
         return self.grads
 
     def generate(self, idx: npt.NDArray[np.integer], max_new_tokens: int, temperature: float = 1.0,
