@@ -17,11 +17,10 @@ import itertools
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from typing import Any
 
 from .layout import FlatTensors, ParamLayout
 from .parallel import batch_slices, blas_threads, single_threaded_blas
