@@ -176,3 +176,9 @@ def test_eval_command_on_a_gpt2_directory(tmp_path):
         run_eval(p.parse_args([str(tmp_path / "gpt2"), str(tmp_path / "t.txt"), "--stride", "33"]), out, err)
     with pytest.raises(ValueError, match="no such file or directory"):
         run_eval(p.parse_args([str(tmp_path / "nope"), str(tmp_path / "t.txt")]), out, err)
+    (tmp_path / "out").mkdir()  # npgpt train's out_dir given for its checkpoint: named, not guessed
+    (tmp_path / "out" / "best.npz").write_bytes(b"")
+    (tmp_path / "out" / "ckpt.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"out: a training directory, not a GPT-2 one: pass one of its "
+                                         r"checkpoints, .*best\.npz or .*ckpt\.npz$"):
+        run_eval(p.parse_args([str(tmp_path / "out"), str(tmp_path / "t.txt")]), out, err)
