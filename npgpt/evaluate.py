@@ -158,15 +158,15 @@ def load_model_and_tokenizer(path: str | os.PathLike[str]) -> tuple[GPT, Any]:
     """(model in eval mode, tokenizer) from a training checkpoint (.npz with its tokenizer) or a Hugging
     Face GPT-2 directory (config.json, model.safetensors and tokenizer files)."""
     p = Path(path)
-    if p.is_dir() and not (p / "config.json").exists():
+    if p.is_dir():
+        from .finetune import load_gpt2_dir
+        from .pretrained import CONFIG_NAME
         from .train import BEST_NAME, CHECKPOINT_NAME
 
         found = [n for n in (BEST_NAME, CHECKPOINT_NAME) if (p / n).is_file()]
-        if found:  # `npgpt train`'s out_dir: which of its checkpoints is the user's choice, not ours
+        if found and not (p / CONFIG_NAME).exists():  # `npgpt train`'s out_dir: which checkpoint is the user's call
             raise ValueError(f"{p}: a training directory, not a GPT-2 one: pass one of its checkpoints, "
                              + " or ".join(str(p / n) for n in found))
-    if p.is_dir():
-        from .finetune import load_gpt2_dir
 
         model, bpe = load_gpt2_dir(p)
         return model.eval(), bpe
