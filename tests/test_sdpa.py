@@ -287,6 +287,8 @@ _out, _lse, _cache = sdpa_forward(_q, _k, _v, causal=True)
                  "^q_segment_ids:", id="segments-shape"),
     pytest.param({"sinks": rand(_r, 2)}, "^sinks:", id="sinks-shape"),
     pytest.param({"sinks": rand(_r, 4).astype(np.float32)}, "^sinks:", id="sinks-dtype"),
+    pytest.param({"sinks": np.array([0.0, np.inf, 0.0, 0.0])}, "^sinks: .*head 1", id="sinks-inf"),
+    pytest.param({"sinks": np.array([0.0, 0.0, np.nan, 0.0])}, "^sinks: .*head 2", id="sinks-nan"),
     pytest.param({"softcap": 0.0}, "^softcap:", id="softcap-zero"),
     pytest.param({"softcap": -1.0}, "^softcap:", id="softcap-negative"),
     pytest.param({"bias": rand(_r, 2, 3, 3, 6)}, "^bias:", id="bias-heads"),

@@ -74,6 +74,32 @@ def test_fully_masked_rows():
         assert np.all(g.dq[0] == 0.0) and np.all(g.dk[0] == 0.0) and np.all(g.dv[0] == 0.0)
 
 
+@pytest.mark.parametrize("block", [1, 2, 3, 8])
+def test_minus_inf_sink_is_no_sink(block):
+    """A -inf sink takes no probability: that head equals the same attention without sinks, dense and tiled, at
+    any block size, with lse -inf on the rows that see no key (Tq > Tk, causal), dsinks 0 and no NaN."""
+    rng = np.random.default_rng(11)
+    q, k, v = rand(rng, 1, 2, 6, 4), rand(rng, 1, 1, 3, 4), rand(rng, 1, 1, 3, 4)
+    dout, dlse = rand(rng, 1, 2, 6, 4), rand(rng, 1, 2, 6)
+    sinks = np.array([-np.inf, 0.5])
+    out, lse, cache = sdpa_forward(q, k, v, causal=True, sinks=sinks)
+    g = sdpa_backward(dout, cache, dlse)
+    out0, lse0, cache0 = sdpa_forward(q[:, :1], k, v, causal=True)  # head 0 alone, no sink
+    g0 = sdpa_backward(dout[:, :1], cache0, dlse[:, :1])
+    np.testing.assert_array_equal(out[:, :1], out0)
+    np.testing.assert_array_equal(lse[:, :1], lse0)
+    assert np.all(np.isneginf(lse[0, 0, :3])) and g.dsinks[0] == 0.0
+    np.testing.assert_allclose(g.dq[:, :1], g0.dq, rtol=1e-14, atol=1e-15)
+    out_t, lse_t, cache_t = sdpa_tiled_forward(q, k, v, block_q=block, block_k=block, causal=True, sinks=sinks)
+    g_t = sdpa_tiled_backward(dout, cache_t, dlse)
+    np.testing.assert_array_equal(np.isneginf(lse_t), np.isneginf(lse))
+    np.testing.assert_allclose(lse_t, lse, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(out_t, out, rtol=1e-14, atol=1e-15)
+    for a, b in zip(g_t[:4], g[:4]):  # dq, dk, dv, dsinks (no bias)
+        assert not np.any(np.isnan(a))
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
+
+
 def _peak_bytes(fn):
     tracemalloc.start()
     try:

@@ -141,6 +141,10 @@ def check_options(q: Array, k: Array, *, causal: Any = False, scale: Any = None,
         same_dtype("q", q, sinks=sinks)
         if sinks.shape != (Hq,):
             raise ValueError(f"sinks: expected shape ({Hq},) (one logit per query head), got {sinks.shape}")
+        bad = np.flatnonzero(np.isnan(sinks) | (sinks == np.inf))
+        if bad.size:
+            raise ValueError(f"sinks: expected finite logits or -inf (no sink for that head), got "
+                             f"{sinks[bad[0]]} for head {bad[0]}")
     cap = None
     if softcap is not None:
         cap = real_number("softcap", softcap)
@@ -387,7 +391,8 @@ def _sdpa_backward(dout: Array, cache: SdpaCache, dlse: Array | None) -> SdpaGra
     ds *= p  # (4) (B, Hq, Tq, Tk) exactly 0 where P is 0
     dsinks = None
     if sinks is not None:
-        p_sink = np.exp(sinks[None, :, None] - lse)  # (B, Hq, Tq) the sink's probability (lse is finite here)
+        lse_safe = np.where(np.isneginf(lse), 0.0, lse)  # (B, Hq, Tq) lse = -inf only if the sink is -inf too
+        p_sink = np.exp(sinks[None, :, None] - lse_safe)  # (B, Hq, Tq) the sink's probability: 0 for a -inf sink
         dsinks = -(p_sink * delta).sum(axis=(0, 2))  # (5) (Hq,) the sink's value is 0, so its dP is 0
     dbias = None
     if bias_shape is not None:

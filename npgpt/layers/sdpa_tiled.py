@@ -72,7 +72,8 @@ def _sdpa_tiled_forward(q: Array, k: Array, v: Array, sinks: Array | None, bias:
             denom = np.zeros((B, Hq, i1 - i0), dtype=q.dtype)  # (B, Hq, bq) running sum of exp(S - m) (2)
         else:
             m = np.broadcast_to(sinks[None, :, None], (B, Hq, i1 - i0)).copy()  # (B, Hq, bq) the sink first:
-            denom = np.ones((B, Hq, i1 - i0), dtype=q.dtype)  # (B, Hq, bq) exp(sink - m) = 1, its value 0
+            denom = np.broadcast_to(np.where(np.isneginf(sinks), 0.0, 1.0).astype(q.dtype)[None, :, None],
+                                    (B, Hq, i1 - i0)).copy()  # (B, Hq, bq) exp(sink - m) = 1, or 0: no sink
         acc = np.zeros((B, Hq, i1 - i0, Dv), dtype=q.dtype)  # (B, Hq, bq, Dv) running sum of exp(S - m) v (3)
         for j0 in range(0, Tk, block_k):
             j1 = min(j0 + block_k, Tk)
@@ -126,7 +127,7 @@ def _sdpa_tiled_backward(dout: Array, cache: SdpaTiledCache, dlse: Array | None)
     lse_safe[np.isneginf(lse)] = 0.0  # a row that saw nothing has S = -inf everywhere: P = 0
     dsinks = None
     if sinks is not None:
-        dsinks = -(np.exp(sinks[None, :, None] - lse) * delta).sum(axis=(0, 2))  # (Hq,)
+        dsinks = -(np.exp(sinks[None, :, None] - lse_safe) * delta).sum(axis=(0, 2))  # (Hq,) 0 for a -inf sink
     kT = np.ascontiguousarray(k.swapaxes(-1, -2))  # (B, Hkv, D, Tk)
     vT = np.ascontiguousarray(v.swapaxes(-1, -2))  # (B, Hkv, Dv, Tk)
     dout_g = dout.reshape(B, Hkv, G, Tq, Dv)  # (B, Hkv, G, Tq, Dv)
