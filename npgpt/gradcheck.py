@@ -190,7 +190,12 @@ def check_layer(
                          f"gradient only to about 1e-3, so correct code cannot pass the default rtol=1e-6; check "
                          f"with float64 inputs (x.astype(np.float64)), or pass rtol=1e-2, h=1e-2 explicitly")
     before = [np.copy(x) if isinstance(x, np.ndarray) else None for x in inputs]
-    out, cache = forward(*inputs, **kwargs)
+    result = forward(*inputs, **kwargs)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        got = f"a tuple of {len(result)}" if isinstance(result, tuple) else type(result).__name__
+        raise ValueError(f"forward: expected it to return (out, cache), got {got}; wrap a forward with more "
+                         f"outputs, e.g. sdpa_forward's (out, lse, cache), so that it returns (out, cache)")
+    out, cache = result
     for i, x in enumerate(inputs):
         b = before[i]
         if b is not None and not np.array_equal(b, x, equal_nan=True):

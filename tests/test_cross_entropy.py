@@ -314,6 +314,8 @@ _loss, _cache = cross_entropy_forward(_logits, _targets)
     pytest.param(lambda: cross_entropy_backward(np.ones(2), _cache), "^dloss:", id="dloss-vector"),
     pytest.param(lambda: cross_entropy_backward(np.ones((2, 3)), _cache), "^dloss:", id="dloss-like-targets"),
     pytest.param(lambda: cross_entropy_backward("1.0", _cache), "^dloss:", id="dloss-string"),
+    pytest.param(lambda: cross_entropy_backward(np.float32(1.0), _cache), "^dloss: .*float32",
+                 id="dloss-float32-scalar-for-float64"),
     pytest.param(lambda: cross_entropy_backward(None, _cache), "^dloss:", id="dloss-None"),
     pytest.param(lambda: cross_entropy_forward(_logits, _targets, ignore_index=1.5), "^ignore_index:",
                  id="ignore-float"),

@@ -132,6 +132,23 @@ def test_wrong_number_or_shape_of_gradients():
         check_layer(_forward, lambda d, c: (_backward(d, c)[0], _backward(d, c)[1].T), [x, y], names=["x", "y"])
 
 
+def test_forward_must_return_out_and_cache():
+    """A forward returning three values (sdpa_forward's out, lse, cache) or a bare array is a one-line error
+    saying what to wrap, not an unpacking error; the wrapped pair then passes."""
+    from npgpt.layers import sdpa_backward, sdpa_forward
+    rng = np.random.default_rng(2)
+    q, k, v = rand(rng, 1, 2, 3, 4), rand(rng, 1, 1, 3, 4), rand(rng, 1, 1, 3, 4)
+    with pytest.raises(ValueError, match=r"^forward: expected it to return \(out, cache\), got a tuple of 3;"):
+        check_layer(sdpa_forward, sdpa_backward, [q, k, v])
+    with pytest.raises(ValueError, match=r"^forward: .* got ndarray;"):
+        check_layer(lambda x: x * 2.0, lambda d, c: 2.0 * d, [q])
+
+    def forward(q, k, v):
+        out, _, cache = sdpa_forward(q, k, v, causal=True)
+        return out, cache
+    check_layer(forward, lambda d, c: tuple(sdpa_backward(d, c)[:3]), [q, k, v])
+
+
 def test_explicit_dout_is_used():
     """A backward that ignores dout and returns ones is right for dout = ones and wrong for a random dout."""
     x = rand(np.random.default_rng(0), 5)

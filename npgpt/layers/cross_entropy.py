@@ -168,7 +168,7 @@ def cross_entropy_backward(dloss: Array | float, cache: CrossEntropyCache) -> Ar
             raise ValueError(f"dloss: expected a {probs.dtype} array of shape {shape} (the per-position loss), "
                              f"got {getattr(dloss, 'dtype', type(dloss).__name__)} of shape {np.shape(dloss)}")
         return _cross_entropy_backward(np.asarray(dloss), cache)
-    if isinstance(dloss, np.ndarray):
+    if isinstance(dloss, (np.ndarray, np.floating)):  # a NumPy scalar carries a dtype too: no silent mixing
         if dloss.ndim != 0 or dloss.dtype != probs.dtype:
             raise ValueError(f"dloss: expected a Python number or a 0-d {probs.dtype} array (the loss's type), "
                              f"got {dloss.dtype} of shape {dloss.shape}")
