@@ -221,7 +221,7 @@ def _block_inside(opts: SdpaOptions, Tq: int, Tk: int, i0: int, i1: int, j0: int
 
 
 def _splitmix64(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """The splitmix64 finaliser, elementwise (uint64 arithmetic wraps modulo 2^64)."""
+    """One SplitMix64 step, elementwise: the golden-ratio increment, then the finaliser (uint64, modulo 2^64)."""
     with np.errstate(over="ignore"):  # the wrap-around is the point (0-d inputs would warn)
         x = x + np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -233,7 +233,7 @@ def dropout_keep(seed: int, p: float, B: int, Hq: int, Tq: int, Tk: int,
                  i0: int = 0, i1: int | None = None, j0: int = 0, j1: int | None = None) -> BoolArray:
     """The counter-based dropout keep mask for rows i0..i1-1 and keys j0..j1-1: (B, Hq, bq, bk) bool.
 
-    Entry (b, h, i, j) is kept iff u = splitmix64(seed, flat index) / 2^64 >= p, so any block of the mask can be
+    Entry (b, h, i, j) is kept iff u = top 53 bits of splitmix64(index ^ splitmix64(seed)) / 2^53 >= p, so any block of the mask can be
     regenerated without the rest (the tiled pair never stores the whole (Tq, Tk) mask).
     """
     i1 = Tq if i1 is None else i1
