@@ -175,7 +175,8 @@ def _serve(reuse_memory: bool) -> None:
     import signal
     import warnings
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes our stdin
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, and `timeout` or a scheduler signalling the whole
+        signal.signal(sig, signal.SIG_IGN)  # process group, are the parent's to handle: it closes our stdin
     warnings.simplefilter("ignore", RuntimeWarning)  # the parent checks the loss (NaN, overflow) itself
     if reuse_memory:
         reuse_freed_memory()

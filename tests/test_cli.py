@@ -353,6 +353,24 @@ def test_11_sigterm_saves_reports_and_exits_143(work):
     assert list((work / "out").glob("loss.*")) and not (work / "out" / ".lock").exists()
 
 
+@POSIX
+def test_11_sigterm_to_the_process_group_saves_too(work):
+    """`timeout`, systemd and Slurm signal every process of the group, the batch-slice workers included: the
+    workers leave SIGTERM to the parent, which saves and exits 143 as above."""
+    a = subprocess.Popen([sys.executable, "-m", "npgpt", "train", "small.txt", *TINY, "--max-iters", "100000",
+                          "--eval-interval", "1000", "--log-interval", "1"], cwd=work, env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(a, "iter")
+    wait_for(a, "iter")  # past the first steps, before the first evaluation: nothing saved yet
+    os.killpg(a.pid, signal.SIGTERM)
+    out, err = a.communicate(timeout=60)
+    assert a.returncode == 143 and "Traceback" not in err, err
+    last = out.strip().splitlines()[-1]
+    it = int(last.split("at iteration ")[1].split("/")[0])
+    assert last.startswith(f"terminated (SIGTERM) at iteration {it}/100000: checkpoint saved to out/ckpt.npz")
+    assert load_checkpoint(work / "out" / "ckpt.npz").meta["iteration"] == it
+
+
 # ------------------------------------------------------------------------------------------- item 12
 
 def test_12_module_entry_points_print_help(work):
