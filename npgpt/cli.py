@@ -86,7 +86,8 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", default="out/ckpt.npz",
                    help="checkpoint file (default: out/ckpt.npz, the latest; out/best.npz is the best)")
-    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--prompt", default=None,
+                   help="text to continue (default: a newline, or the first token when the vocabulary has none)")
     p.add_argument("--num-samples", type=int, default=3, help="independent samples (default: 3)")
     p.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate each (default: 500)")
     p.add_argument("--temperature", type=float, default=0.8,
@@ -99,7 +100,9 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 
 def _run_sample(a: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
-    from .data import tokenizer_from_dict
+    from .data import CharTokenizer, tokenizer_from_dict
+    from .tokenizers import encode_text
+    from .train import start_token
     from .generate import generate
     from .llama import LlamaConfig
     from .llama import generate as llama_generate
@@ -109,13 +112,13 @@ def _run_sample(a: argparse.Namespace) -> int:
     if "tokenizer" not in ck.meta:
         raise ValueError(f"{a.ckpt}: the checkpoint has no tokenizer (not written by npgpt train)")
     tok = tokenizer_from_dict(ck.meta["tokenizer"])
-    stoi = getattr(tok, "stoi", None)
-    if stoi is not None:  # a character vocabulary: name every unknown character at once
-        bad = sorted({c for c in a.prompt if c not in stoi})
-        if bad:
-            where = ", ".join(f"{c!r} (position {a.prompt.index(c)})" for c in bad)
+    if a.prompt is None:  # no --prompt: one start token, not printed (as train's closing sample)
+        prompt, skip = np.array([start_token(tok)], dtype=np.int64), 1  # (1,)
+    else:
+        where = tok.unknown(a.prompt) if isinstance(tok, CharTokenizer) else None
+        if where:  # a character vocabulary: every unknown character at once
             raise ValueError(f"prompt: characters not in the checkpoint's vocabulary: {where}")
-    prompt = np.asarray(tok.encode(a.prompt), dtype=np.int64)  # (T,)
+        prompt, skip = np.asarray(encode_text(tok, a.prompt), dtype=np.int64), 0  # (T,) special tokens' text too
     idx = np.tile(prompt, (a.num_samples, 1))  # (N, T): every sample starts from the prompt
     if isinstance(ck.config, LlamaConfig):  # a checkpoint of `train --arch llama`
         out = llama_generate(ck.params, ck.config, idx, a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
@@ -125,7 +128,7 @@ def _run_sample(a: argparse.Namespace) -> int:
                        top_p=a.top_p, rng=np.random.default_rng(a.seed))  # (N, T + max_new_tokens)
     for i in range(a.num_samples):
         print(f"---------- sample {i + 1}/{a.num_samples} ----------")
-        print(tok.decode(out[i]))
+        print(tok.decode(out[i, skip:]))
     print("-" * 36)
     return 0
 
@@ -141,7 +144,7 @@ def _check_sample_args(a: argparse.Namespace) -> None:
         raise ValueError(f"--top-k: expected a positive integer, got {a.top_k}")
     if a.top_p is not None and not 0.0 < a.top_p <= 1.0:
         raise ValueError(f"--top-p: expected a number in (0, 1], got {a.top_p}")
-    if not a.prompt:
+    if a.prompt is not None and not a.prompt:
         raise ValueError("--prompt: expected at least one character")
     if a.seed < 0:
         raise ValueError(f"--seed: expected an integer >= 0, got {a.seed}")
@@ -216,7 +219,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "npgpt") -> int:
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not raise again
         return 141
     except KeyboardInterrupt:  # a second Ctrl-C during a step, or Ctrl-C outside the training loop
-        print("error: interrupted: stopped at once; the last checkpoint written is kept", file=sys.stderr)
+        training = bool(args) and args[0] == "train"
+        print("error: interrupted: stopped at once" + ("; the last checkpoint written is kept" if training else ""),
+              file=sys.stderr)
         return 130
     except Exception as e:
         return _fail(e)

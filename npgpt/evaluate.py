@@ -232,7 +232,12 @@ def run_eval(a: argparse.Namespace, out: Any = None, err: Any = None) -> int:
             err.flush()
 
     bos = getattr(tok, "eot_token", None)
-    r = evaluate_text(model, tok, text, stride, bos=bos, batch_size=a.batch_size, progress=progress)
+    try:
+        r = evaluate_text(model, tok, text, stride, bos=bos, batch_size=a.batch_size, progress=progress)
+    except ValueError as e:  # "text: ..." is about the file the user named
+        if not str(e).startswith("text: "):
+            raise
+        raise ValueError(f"{a.text_file}: {str(e)[len('text: '):]}") from None
     if live:
         err.write("\n")
     out.write(f"{a.model} on {a.text_file}: {r.n_tokens:,} tokens scored ({r.n_bytes:,} bytes), block_size {T}, "

@@ -777,14 +777,18 @@ def _plot(run: _Run) -> Path | None:
         return None
 
 
-def _sample(model: GPT, tok: Tokenizer, cfg: TrainConfig) -> str:
-    model.eval()
+def start_token(tok: Tokenizer) -> int:
+    """The token an unprompted sample starts from: a newline when the vocabulary has one, else id 0."""
     try:
         nl = tok.encode("\n")
-        start = int(nl[0]) if len(nl) == 1 else 0  # start from a newline when the vocabulary has one
-    except ValueError:
-        start = 0
-    out = model.generate(np.array([[start]], dtype=np.int64), cfg.sample_len, temperature=1.0,
+    except ValueError:  # a character vocabulary without "\n"
+        return 0
+    return int(nl[0]) if len(nl) == 1 else 0
+
+
+def _sample(model: GPT, tok: Tokenizer, cfg: TrainConfig) -> str:
+    model.eval()
+    out = model.generate(np.array([[start_token(tok)]], dtype=np.int64), cfg.sample_len, temperature=1.0,
                          rng=np.random.default_rng(cfg.seed))
     model.train()
     return tok.decode(out[0, 1:])

@@ -481,6 +481,33 @@ def test_prompt_of_only_unknown_characters(work):
     assert err == "error: prompt: characters not in the checkpoint's vocabulary: '~' (position 0), '€' (position 1)"
 
 
+def test_sample_without_a_newline_in_the_vocabulary(work):
+    """No --prompt on a text without "\n": the sample starts from token 0, as train's own sample does."""
+    (work / "flat.txt").write_text("abcdefgh" * 200, encoding="utf-8")
+    assert npgpt("train", "flat.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", cwd=work).returncode == 0
+    proc = npgpt("sample", "--num-samples", "1", "--max-new-tokens", "20", cwd=work)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    body = proc.stdout.splitlines()[1]  # the line after the sample's header: 20 new characters, no start token
+    assert len(body) == 20 and set(body) <= set("abcdefgh")
+
+
+def test_sample_prompt_with_a_special_token_and_eval_names_the_file(work):
+    """A GPT-2 tokenizer's "<|endoftext|>" in --prompt is that token (as in training and eval text); eval of
+    a text with unknown characters names the file and every such character."""
+    tok = ROOT / "tests" / "fixtures" / "gpt2_tokenizer" / "gpt2.tiktoken"
+    assert npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", "--tokenizer", tok,
+                 "--out-dir", "bpe", cwd=work).returncode == 0
+    proc = npgpt("sample", "--ckpt", "bpe/ckpt.npz", "--prompt", "<|endoftext|>Hi", "--num-samples", "1",
+                 "--max-new-tokens", "5", cwd=work)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.splitlines()[1].startswith("<|endoftext|>Hi")
+    assert npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", cwd=work).returncode == 0
+    (work / "oov.txt").write_text("First ~Citizen€", encoding="utf-8")
+    err = one_line_error(npgpt("eval", "out/ckpt.npz", "oov.txt", cwd=work))
+    assert err.startswith("error: oov.txt: characters not in the vocabulary (") and \
+        err.endswith("): '~' (position 6), '€' (position 14)"), err
+
+
 @POSIX
 def test_output_into_a_closed_pipe_stops_quietly(work):
     """`npgpt sample | head -1`: no 'error: Broken pipe', no traceback, exit 141 (128 + SIGPIPE).  The output

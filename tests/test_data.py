@@ -36,10 +36,12 @@ def test_round_trip_on_any_text(text):
 
 
 def test_unknown_character_names_it_and_its_position():
-    with pytest.raises(ValueError, match=r"character 'Z' at position 3 is not in the vocabulary"):
+    with pytest.raises(ValueError, match=r"^text: characters not in the vocabulary \(\d+ characters\): 'Z' \(position 3\)"):
         TOK.encode("Hel" + "Z" + "lo")
     with pytest.raises(ValueError, match="position 0"):
         CharTokenizer("ab").encode("\x00ab")
+    with pytest.raises(ValueError, match=r"\(1 character\): 'a' \(position 0\), .*'j' \(position 9\) and 3 more$"):  # at most 10 named
+        CharTokenizer("z").encode("abcdefghijzklm")
 
 
 def test_decode_rejects_out_of_range_ids():
@@ -170,8 +172,8 @@ def test_encode_in_chunks_gives_the_same_ids_and_error_positions(monkeypatch):
     whole = TOK.encode(text)
     monkeypatch.setattr(char, "ENCODE_CHUNK", 64)
     assert np.array_equal(TOK.encode(text), whole)
-    with pytest.raises(ValueError, match=r"character '~' at position 700 "):
-        TOK.encode(text[:700] + "~" + text[701:])
+    with pytest.raises(ValueError, match=r"'~' \(position 700\), '€' \(position 900\)$"):
+        TOK.encode(text[:700] + "~" + text[701:900] + "€€" + text[902:])
 
 
 def test_encoding_costs_about_one_byte_per_character():

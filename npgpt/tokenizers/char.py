@@ -40,9 +40,18 @@ class CharTokenizer:
     def vocab_size(self) -> int:
         return len(self.chars)
 
+    def unknown(self, text: str, limit: int = 10) -> str | None:
+        """The characters of text outside the vocabulary, each with its first position ("'~' (position 5),
+        ..."; the first `limit` by position, then how many more), or None when there are none."""
+        bad = sorted(set(text) - self.stoi.keys(), key=text.index)
+        if not bad:
+            return None
+        where = ", ".join(f"{c!r} (position {text.index(c)})" for c in bad[:limit])
+        return where + (f" and {len(bad) - limit} more" if len(bad) > limit else "")
+
     def encode(self, text: str) -> IdArray:
         """Ids (N,) of the N characters of text, in ids_dtype(vocab_size) (uint8 for up to 256 characters).
-        A character outside the vocabulary is a ValueError naming it and its position."""
+        Characters outside the vocabulary are a ValueError naming each with its first position."""
         if not isinstance(text, str):
             raise ValueError(f"text: expected a str, got {type(text).__name__}")
         out = np.empty(len(text), dtype=ids_dtype(self.vocab_size))  # (N,)
@@ -53,9 +62,9 @@ class CharTokenizer:
             ids = np.searchsorted(self._codes, codes)  # (n,) where each code point would go
             found = self._codes[np.minimum(ids, len(self._codes) - 1)] == codes  # (n,)
             if not found.all():
-                pos = int(np.argmin(found))
-                raise ValueError(f"character {piece[pos]!r} at position {start + pos} is not in the vocabulary "
-                                 f"({self.vocab_size} characters)")
+                raise ValueError(f"text: characters not in the vocabulary ({self.vocab_size} character"
+                                 f"{'s' if self.vocab_size != 1 else ''}): "
+                                 f"{self.unknown(text)}")
             out[start:start + len(piece)] = ids
         return out
 
