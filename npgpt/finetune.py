@@ -37,6 +37,8 @@ def load_gpt2_dir(path: str | os.PathLike[str], dtype: npt.DTypeLike = np.float3
     ids than the model's vocabulary: a one-line ValueError.
     """
     p = Path(path)
+    if not p.exists():
+        raise ValueError(f"{p}: no such file or directory (expected a Hugging Face GPT-2 directory)")
     if not p.is_dir():
         raise ValueError(f"{p}: not a directory (expected a Hugging Face GPT-2 directory)")
     if not has_tokenizer_files(p):

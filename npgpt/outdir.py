@@ -72,6 +72,16 @@ class OutDir:
         except OSError as e:
             raise ValueError(f"{describe_os_error(e, p)}; choose another out_dir (--out-dir)") from None
 
+    def busy(self) -> str | None:
+        """The error for a directory another live run has locked, else None (no lock, or a stale one)."""
+        holder = _read_lock(self.lock_path)
+        if holder is None or not _alive(*holder):
+            return None
+        pid, host = holder
+        where = "" if host == socket.gethostname() else f" on host {host}"
+        return (f"{self.path}: in use by another training run (PID {pid}{where}; lock file {self.lock_path}); "
+                f"wait for it to finish, or use another out_dir (--out-dir)")
+
     def _lock(self) -> None:
         me = f"{os.getpid()} {socket.gethostname()}\n"
         for _ in range(3):
@@ -94,12 +104,10 @@ class OutDir:
                     os.unlink(tmp)
                 except OSError:
                     pass
+            busy = self.busy()
+            if busy is not None:
+                raise ValueError(busy)
             holder = _read_lock(self.lock_path)
-            if holder is not None and _alive(*holder):
-                pid, host = holder
-                where = "" if host == socket.gethostname() else f" on host {host}"
-                raise ValueError(f"{self.path}: in use by another training run (PID {pid}{where}; lock file "
-                                 f"{self.lock_path}); wait for it to finish, or use another out_dir (--out-dir)")
             # stale: its process is gone (or the file is unreadable); take it over
             self.took_over = holder[0] if holder is not None else -1
             try:

@@ -77,6 +77,11 @@ def _f(default: T, help: str) -> T:
     return field(default=default, metadata={"help": help})
 
 
+def _field_default(name: str) -> Any:
+    """TrainConfig's default for one field."""
+    return next(f.default for f in fields(TrainConfig) if f.name == name)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of a training run.  The defaults are nanoGPT's CPU recipe for Tiny Shakespeare
@@ -137,6 +142,9 @@ class TrainConfig:
         for name in ("n_kv_head", "intermediate_size"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
+                if self.arch != "llama":
+                    raise ValueError(f"{name}: only the llama arch has it (--arch llama); got {getattr(self, name)} "
+                                     f"for arch {self.arch!r}")
         if self.n_kv_head is not None and self.n_head % self.n_kv_head:
             raise ValueError(f"n_head: expected a multiple of n_kv_head={self.n_kv_head}, got {self.n_head}")
         if self.n_embd % self.n_head:
@@ -193,14 +201,20 @@ def _build_gpt2(cfg: TrainConfig, vocab_size: int) -> GPT:
     return GPT(cfg.model_config(vocab_size), seed=cfg.seed, dtype=np.float32)
 
 
+def _llama_widths(n_head: int, n_embd: int, n_kv_head: int | None,
+                  intermediate_size: int | None) -> tuple[int, int]:
+    """TrainConfig's llama widths with their defaults resolved: n_kv_head = n_head, 8 n_embd / 3 up to a
+    multiple of 8."""
+    return n_kv_head or n_head, intermediate_size or 8 * math.ceil(n_embd / 3)
+
+
 def _build_llama(cfg: TrainConfig, vocab_size: int) -> GPT:
     if cfg.dropout:
         raise ValueError(f"dropout: the llama arch has no dropout; expected 0, got {cfg.dropout}")
-    C = cfg.n_embd
+    n_kv_head, intermediate_size = _llama_widths(cfg.n_head, cfg.n_embd, cfg.n_kv_head, cfg.intermediate_size)
     config = LlamaConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                         n_kv_head=cfg.n_kv_head or cfg.n_head, n_embd=C,
-                         intermediate_size=cfg.intermediate_size or 8 * math.ceil(C / 3), rms_norm_eps=1e-5,
-                         tie_word_embeddings=True)
+                         n_kv_head=n_kv_head, n_embd=cfg.n_embd, intermediate_size=intermediate_size,
+                         rms_norm_eps=1e-5, tie_word_embeddings=True)
     return cast(GPT, Llama(config, seed=cfg.seed, dtype=np.float32))  # Llama has GPT's training interface
 
 
@@ -374,6 +388,11 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
                              f"smaller block_size")
     if init is not None:  # the directory fixes the shapes; the run's block_size is what batches use
         icfg = init[0].config
+        for name in ("n_layer", "n_head", "n_embd"):  # a shape set away from its default must match the directory
+            given, default, theirs = getattr(cfg, name), _field_default(name), getattr(icfg, name)
+            if given != default and given != theirs:
+                raise ValueError(f"{name}: {cfg.init_from} has {name}={theirs}, and --init-from takes the "
+                                 f"directory's shapes; leave --{name.replace('_', '-')} out (got {given})")
         if cfg.block_size > icfg.block_size:
             raise ValueError(f"block_size: {cfg.block_size} is larger than {cfg.init_from}'s n_positions="
                              f"{icfg.block_size}")
@@ -623,9 +642,12 @@ def _stored_train_config(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _numbers(d: Mapping[str, Any]) -> dict[str, Any]:
-    """A train_config as the already-taken steps see it: the resume-free fields dropped, the schedule's
-    defaults resolved (lr_decay_iters None -> max_iters, min_lr None -> lr / 10)."""
+    """A train_config as the already-taken steps see it: the resume-free fields dropped, the defaults
+    resolved (lr_decay_iters None -> max_iters, min_lr None -> lr / 10, a llama's widths)."""
     out = {k: v for k, v in d.items() if k not in RESUME_FREE_FIELDS}
+    if d.get("arch") == "llama":
+        out["n_kv_head"], out["intermediate_size"] = _llama_widths(d["n_head"], d["n_embd"], d.get("n_kv_head"),
+                                                                   d.get("intermediate_size"))
     if out.get("lr_decay_iters") is None:
         out["lr_decay_iters"] = d.get("max_iters")
     if out.get("min_lr") is None and isinstance(d.get("lr"), (int, float)):
@@ -633,13 +655,24 @@ def _numbers(d: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _same_setting(a: Any, b: Any) -> bool:
+    """Equal, or two floats equal to 12 digits: min_lr given as 0.0006 restates the default lr / 10 =
+    0.0006000000000000001."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12)
+    return bool(a == b)
+
+
 def _load_for_resume(path: Path, cfg: TrainConfig, data_info: Mapping[str, Any]) -> Checkpoint:
     """The checkpoint to resume from, checked against this run's config and text."""
+    busy = OutDir(path.parent).busy()
+    if busy is not None:  # before "no checkpoint": a run that has not saved yet holds the directory
+        raise ValueError(busy)
     if not path.exists():
         raise ValueError(f"{path}: no checkpoint to resume from (train without resume first)")
     ck = load_checkpoint(path)
     have, want = _numbers(_stored_train_config(path, ck.meta)), _numbers(cfg.to_dict())
-    diff = [k for k in want if have.get(k, _MISSING) != want[k]]
+    diff = [k for k in want if not _same_setting(have.get(k, _MISSING), want[k])]
     if diff:
         parts = ", ".join(f"{k} (checkpoint {have.get(k, _MISSING)!r}, requested {want[k]!r})" for k in diff)
         raise ValueError(f"{path}: checkpoint was written with a different configuration: {parts}")
@@ -663,6 +696,9 @@ def resume_config(overrides: Mapping[str, Any] | None = None) -> TrainConfig:
         raise ValueError(f"overrides: unknown TrainConfig fields {unknown}")
     out_dir = Path(overrides.get("out_dir", TrainConfig.out_dir))
     path = out_dir / CHECKPOINT_NAME
+    busy = OutDir(path.parent).busy()
+    if busy is not None:  # before "no checkpoint": a run that has not saved yet holds the directory
+        raise ValueError(busy)
     if not path.exists():
         raise ValueError(f"{path}: no checkpoint to resume from (train without resume first)")
     stored = _stored_train_config(path, load_checkpoint(path).meta)

@@ -371,6 +371,18 @@ def test_11_sigterm_to_the_process_group_saves_too(work):
     assert load_checkpoint(work / "out" / "ckpt.npz").meta["iteration"] == it
 
 
+def test_resume_into_a_busy_directory_says_it_is_busy(work):
+    """A run that has not saved yet holds out/: --resume says so, not "no checkpoint to resume from"."""
+    a = start(work, "--eval-interval", "100000")
+    try:
+        wait_for(a, "iter")
+        err = one_line_error(npgpt("train", "small.txt", *TINY, "--resume", cwd=work))
+        assert err.startswith(f"error: out: in use by another training run (PID {a.pid};"), err
+    finally:
+        a.kill()
+        a.communicate()
+
+
 # ------------------------------------------------------------------------------------------- item 12
 
 def test_12_module_entry_points_print_help(work):

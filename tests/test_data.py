@@ -36,11 +36,13 @@ def test_round_trip_on_any_text(text):
 
 
 def test_unknown_character_names_it_and_its_position():
-    with pytest.raises(ValueError, match=r"^text: characters not in the vocabulary \(\d+ characters\): 'Z' \(position 3\)"):
+    with pytest.raises(ValueError, match=r"^text: characters not in the vocabulary \(\d+ characters\): 'Z' "
+                                         r"\(position 3\)"):
         TOK.encode("Hel" + "Z" + "lo")
     with pytest.raises(ValueError, match="position 0"):
         CharTokenizer("ab").encode("\x00ab")
-    with pytest.raises(ValueError, match=r"\(1 character\): 'a' \(position 0\), .*'j' \(position 9\) and 3 more$"):  # at most 10 named
+    # at most 10 named
+    with pytest.raises(ValueError, match=r"\(1 character\): 'a' \(position 0\), .*'j' \(position 9\) and 3 more$"):
         CharTokenizer("z").encode("abcdefghijzklm")
 
 

@@ -144,7 +144,9 @@ def test_bad_init_from_directories(work, tiny_gpt2, tmp_path):
     cases = [
         ([no_tok], "no tokenizer files (expected tokenizer.json, or vocab.json + merges.txt"),
         ([llama], "model_type is 'llama', expected 'gpt2'"),
-        ([tmp_path / "missing"], "not a directory"),
+        ([tmp_path / "missing"], "missing: no such file or directory (expected a Hugging Face GPT-2 directory)"),
+        ([work / "small.txt"], "small.txt: not a directory"),
+        ([tiny_gpt2, "--n-layer", "5"], "and --init-from takes the directory's shapes; leave --n-layer out (got 5)"),
         ([tiny_gpt2, "--tokenizer", "bpe:300"], "--init-from uses the directory's own tokenizer"),
         ([tiny_gpt2, "--block-size", "64"], "block_size: 64 is larger than"),
         ([tiny_gpt2, "--arch", "llama"], "--init-from loads a GPT-2 directory; expected arch 'gpt2'"),

@@ -202,6 +202,21 @@ def test_resume_errors(tmp_path):
     assert cfg.resume and cfg.n_embd == 16 and cfg.max_iters == 4 and cfg.sample_len == 3
 
 
+def test_resume_accepts_flags_that_restate_the_defaults(tmp_path):
+    """min_lr typed as 0.0006 restates lr / 10 (0.0006000000000000001), and a llama's explicit default widths
+    restate None; a llama-only width on a gpt2 run is refused by name."""
+    run(tmp_path, "g", max_iters=2, lr=6e-3, lr_decay_iters=4)
+    run(tmp_path, "g", resume=True, max_iters=3, lr=6e-3, lr_decay_iters=4, min_lr=0.0006)
+    run(tmp_path, "l", max_iters=2, lr_decay_iters=4, arch="llama")
+    run(tmp_path, "l", resume=True, max_iters=3, lr_decay_iters=4, arch="llama", n_kv_head=TINY["n_head"],
+        intermediate_size=8 * -(-TINY["n_embd"] // 3))
+    with pytest.raises(ValueError, match=r"different configuration: intermediate_size \(checkpoint 48, requested 40\)"):
+        run(tmp_path, "l", resume=True, max_iters=4, lr_decay_iters=4, arch="llama", intermediate_size=40)
+    with pytest.raises(ValueError, match=r"^n_kv_head: only the llama arch has it \(--arch llama\); got 1 for arch "
+                                         r"'gpt2'"):
+        TrainConfig(**{**TINY, "n_kv_head": 1})
+
+
 def test_text_shorter_than_a_block_in_either_split(tmp_path):
     with pytest.raises(ValueError, match="validation split .* has 5 tokens, but block_size=8 needs at least 9"):
         train(text="abcdefghij" * 5, cfg=TrainConfig(**{**TINY, "out_dir": str(tmp_path / "o")}), log=quiet)

@@ -233,8 +233,9 @@ def dropout_keep(seed: int, p: float, B: int, Hq: int, Tq: int, Tk: int,
                  i0: int = 0, i1: int | None = None, j0: int = 0, j1: int | None = None) -> BoolArray:
     """The counter-based dropout keep mask for rows i0..i1-1 and keys j0..j1-1: (B, Hq, bq, bk) bool.
 
-    Entry (b, h, i, j) is kept iff u = top 53 bits of splitmix64(index ^ splitmix64(seed)) / 2^53 >= p, so any block of the mask can be
-    regenerated without the rest (the tiled pair never stores the whole (Tq, Tk) mask).
+    Entry (b, h, i, j) is kept iff u = (top 53 bits of splitmix64(index ^ splitmix64(seed))) / 2^53 >= p, so
+    any block of the mask can be regenerated without the rest (the tiled pair never stores the whole (Tq, Tk)
+    mask).
     """
     i1 = Tq if i1 is None else i1
     j1 = Tk if j1 is None else j1
