@@ -34,6 +34,7 @@ from .config import GPTConfig
 from .llama import LlamaConfig
 from .llama import param_shapes as llama_param_shapes
 from .model import param_shapes
+from .tokenizers.protocol import Tokenizer, tokenizer_from_dict
 from ._checks import is_py_int
 
 FORMAT_NAME = "npgpt-checkpoint"
@@ -137,6 +138,9 @@ def load_checkpoint(path: str | os.PathLike[str], config: GPTConfig | LlamaConfi
         prefix = group + "/"
         d = {k[len(prefix):]: a for k, a in raw.items() if k.startswith(prefix)}
         _check_arrays(group, d, shapes, str(path))
+        bad = next((k for k, a in d.items() if not np.isfinite(a).all()), None)
+        if bad is not None:  # training never saves a diverged state, so this file was damaged or edited
+            raise ValueError(f"{path}: {group}/{bad} holds non-finite values (NaN or inf); the file is damaged")
         groups[group] = d
     extra = sorted(k for k in raw if k.split("/", 1)[0] not in GROUPS)
     if extra:
@@ -166,6 +170,17 @@ def _open_npz(path: Path, f: Any) -> Any:
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: not an npgpt checkpoint (not an .npz archive)")
     return z
+
+
+def stored_tokenizer(path: str | os.PathLike[str], ck: Checkpoint) -> Tokenizer:
+    """The tokenizer a training checkpoint holds, checked against its model: at most vocab_size ids."""
+    if "tokenizer" not in ck.meta:
+        raise ValueError(f"{path}: the checkpoint has no tokenizer (not written by npgpt train)")
+    tok = tokenizer_from_dict(ck.meta["tokenizer"])
+    if tok.vocab_size > ck.config.vocab_size:
+        raise ValueError(f"{path}: its tokenizer has {tok.vocab_size} tokens but the model's vocabulary only "
+                         f"{ck.config.vocab_size}; the file is damaged")
+    return tok
 
 
 def is_training_checkpoint(path: str | os.PathLike[str]) -> bool:

@@ -99,8 +99,8 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sample(a: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .data import CharTokenizer, tokenizer_from_dict
+    from .checkpoint import load_checkpoint, stored_tokenizer
+    from .data import CharTokenizer
     from .tokenizers import encode_text
     from .train import start_token
     from .generate import generate
@@ -109,9 +109,7 @@ def _run_sample(a: argparse.Namespace) -> int:
 
     _check_sample_args(a)
     ck = load_checkpoint(a.ckpt)
-    if "tokenizer" not in ck.meta:
-        raise ValueError(f"{a.ckpt}: the checkpoint has no tokenizer (not written by npgpt train)")
-    tok = tokenizer_from_dict(ck.meta["tokenizer"])
+    tok = stored_tokenizer(a.ckpt, ck)
     if a.prompt is None:  # no --prompt: one start token, not printed (as train's closing sample)
         prompt, skip = np.array([start_token(tok)], dtype=np.int64), 1  # (1,)
     else:

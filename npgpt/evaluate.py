@@ -172,15 +172,12 @@ def load_model_and_tokenizer(path: str | os.PathLike[str]) -> tuple[GPT, Any]:
         return model.eval(), bpe
     if not p.exists():
         raise ValueError(f"{p}: no such file or directory (expected a checkpoint .npz or a GPT-2 directory)")
-    from .checkpoint import load_checkpoint
-    from .tokenizers import tokenizer_from_dict
+    from .checkpoint import load_checkpoint, stored_tokenizer
 
     from .llama import Llama, LlamaConfig
 
     ck = load_checkpoint(p)
-    if "tokenizer" not in ck.meta:
-        raise ValueError(f"{p}: the checkpoint has no tokenizer (not written by npgpt train)")
-    tok = tokenizer_from_dict(ck.meta["tokenizer"])
+    tok = stored_tokenizer(p, ck)
     dtype = next(iter(ck.params.values())).dtype
     if isinstance(ck.config, LlamaConfig):  # `npgpt train --arch llama`: the same forward interface
         model = cast(GPT, Llama(ck.config, dtype=dtype, init=False))

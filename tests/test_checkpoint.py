@@ -195,3 +195,21 @@ def test_is_training_checkpoint(tmp_path):
     assert not is_training_checkpoint(tmp_path / "case.npz")
     (tmp_path / "junk.npz").write_bytes(b"junk")
     assert not is_training_checkpoint(tmp_path / "junk.npz") and not is_training_checkpoint(tmp_path / "none")
+
+
+def test_non_finite_values_and_an_oversized_tokenizer_are_damage(tmp_path):
+    """Training never saves NaN or inf, and its tokenizer never has more ids than the model: a file that does
+    was damaged or edited, and loading (or stored_tokenizer) says so in one line, naming the entry."""
+    from npgpt.checkpoint import stored_tokenizer
+    from npgpt.data import CharTokenizer
+    p, m, v = _arrays()
+    v["h.1.mlp.c_fc.weight"][0, 3] = np.nan
+    path = save_checkpoint(tmp_path / "nan.npz", p, m, v, CFG, {})
+    _one_line_error(path, r"nan.npz: adam_v/h.1.mlp.c_fc.weight holds non-finite values \(NaN or inf\); the file "
+                          r"is damaged$")
+    tok = CharTokenizer("abcdefghijklmnop")  # 16 characters for an 11-token model
+    path = _save(tmp_path / "tok.npz", meta={"tokenizer": tok.to_dict()})
+    with pytest.raises(ValueError, match=r"tok.npz: its tokenizer has 16 tokens but the model's vocabulary only 11"):
+        stored_tokenizer(path, load_checkpoint(path))
+    path = _save(tmp_path / "ok.npz", meta={"tokenizer": CharTokenizer("abcdefghijk").to_dict()})
+    assert stored_tokenizer(path, load_checkpoint(path)).vocab_size == 11
