@@ -168,7 +168,7 @@ def _run_oracle(argv: list[str]) -> int:
     """npgpt.oracle's own command line (its loader refuses training checkpoints given to `check`)."""
     from .oracle.__main__ import main as oracle_main
 
-    return int(oracle_main(argv) or 0)
+    return int(oracle_main(argv, prog="npgpt oracle") or 0)
 
 
 # ---------------------------------------------------------------------------------------------- the table

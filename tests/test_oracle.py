@@ -39,10 +39,14 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           text=True, env=env, cwd=cwd or ROOT, timeout=120)
 
 
-def cli(capsys, *args) -> subprocess.CompletedProcess:
-    """The CLI in this process (same code as `python -m npgpt.oracle`, without an interpreter start-up)."""
+def cli(capsys, *args, prog: str | None = None) -> subprocess.CompletedProcess:
+    """The CLI in this process (same code as `python -m npgpt.oracle`, without an interpreter start-up); an
+    argparse exit (SystemExit) gives its status like a return."""
     capsys.readouterr()
-    code = oracle_main([str(a) for a in args])
+    try:
+        code = oracle_main([str(a) for a in args], **({} if prog is None else {"prog": prog}))
+    except SystemExit as e:
+        code = e.code
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
@@ -284,6 +288,96 @@ def test_dump_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="^rtol:"):
         check_path(tmp_path, rtol=-1.0)
     assert oracle_main(["dump", "--out", str(tmp_path / "x"), "--channels", "7", "--heads", "2"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ command-line errors
+
+def one_line_error(res: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a run that exited 2 with nothing on stdout."""
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert res.stdout == "" and res.stderr.endswith("\n") and res.stderr.count("\n") == 1, res.stderr
+    assert "Traceback" not in res.stderr and "[Errno" not in res.stderr and "usage:" not in res.stderr
+    return res.stderr[:-1]
+
+
+def test_dump_out_naming_a_file_exit_2(tmp_path, capsys):
+    """--out an existing file, or a path under one: the path and what is wrong, not `[Errno 17] ...`."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory\n")
+    assert one_line_error(cli(capsys, "dump", "--out", afile)) == \
+        f"error: {afile}: exists and is not a directory; --out must be a directory, not a file"
+    assert one_line_error(cli(capsys, "dump", "--out", afile / "sub")) == \
+        f"error: {afile / 'sub'}: a part of the path is not a directory"
+    assert afile.read_text() == "not a directory\n"
+    res = run_cli("dump", "--out", "afile", cwd=tmp_path)  # the real command line once, a relative path
+    assert one_line_error(res) == "error: afile: exists and is not a directory; --out must be a directory, not a file"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_dump_into_a_read_only_directory_exit_2(tmp_path, capsys):
+    rodir = tmp_path / "rodir"
+    rodir.mkdir()
+    rodir.chmod(0o555)
+    try:
+        assert one_line_error(cli(capsys, "dump", "--out", rodir / "g")) == f"error: {rodir / 'g'}: permission denied"
+    finally:
+        rodir.chmod(0o755)
+
+
+def test_os_errors_in_plain_words(tmp_path, capsys, monkeypatch):
+    """Any OSError of dump or check goes through npgpt.outdir.describe_os_error (also as root, where a
+    read-only directory cannot be made to fail)."""
+    import errno
+
+    import npgpt.oracle.__main__ as oracle_cli
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(oracle_cli, "dump_cases", refuse)
+    monkeypatch.setattr(oracle_cli, "check_path", refuse)
+    assert one_line_error(cli(capsys, "dump", "--out", "rodir/g")) == "error: rodir/g: permission denied"
+    assert one_line_error(cli(capsys, "check", "golden")) == "error: golden: permission denied"
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # no filename: --out names it
+
+    monkeypatch.setattr(oracle_cli, "dump_cases", full)
+    assert one_line_error(cli(capsys, "dump", "--out", tmp_path / "g")) == \
+        f"error: {tmp_path / 'g'}: no space left on the device (disk full)"
+
+
+def test_argument_errors_are_one_line(capsys):
+    """argparse's usage block is replaced by one line naming the argument and pointing at --help."""
+    assert one_line_error(run_cli("check")) == \
+        "error: the following arguments are required: path (see python -m npgpt.oracle check --help)"
+    assert one_line_error(cli(capsys, "check", "--atol", "abc", "x")) == \
+        "error: argument --atol: invalid float value: 'abc' (see python -m npgpt.oracle check --help)"
+    assert one_line_error(cli(capsys, "dump", "--out", "g", "--seed", "x")) == \
+        "error: argument --seed: invalid int value: 'x' (see python -m npgpt.oracle dump --help)"
+    assert one_line_error(cli(capsys, "dump")) == \
+        "error: the following arguments are required: --out (see python -m npgpt.oracle dump --help)"
+    assert one_line_error(cli(capsys)) == \
+        "error: the following arguments are required: command (see python -m npgpt.oracle --help)"
+    # the list of choices is quoted differently by Python versions
+    assert re.fullmatch(r"error: argument command: invalid choice: 'bogus' \(choose from '?dump'?, '?check'?\) "
+                        r"\(see python -m npgpt\.oracle --help\)", one_line_error(cli(capsys, "bogus")))
+
+
+def test_prog_names_the_command(capsys):
+    """main(prog=...) names the command in usage and error lines (`npgpt oracle` passes "npgpt oracle")."""
+    assert one_line_error(cli(capsys, "check", prog="npgpt oracle")) == \
+        "error: the following arguments are required: path (see npgpt oracle check --help)"
+    assert one_line_error(cli(capsys, "bogus", "x", prog="npgpt oracle")).endswith("(see npgpt oracle --help)")
+    top = cli(capsys, "--help", prog="npgpt oracle")
+    assert top.returncode == 0 and top.stderr == ""
+    assert top.stdout.startswith("usage: npgpt oracle [-h] {dump,check} ...\n")
+    assert "python -m" not in top.stdout and "dump" in top.stdout and "check" in top.stdout
+    sub = cli(capsys, "check", "--help", prog="npgpt oracle")
+    assert sub.returncode == 0 and sub.stdout.startswith("usage: npgpt oracle check ")
+    assert all(flag in sub.stdout for flag in ("--against", "--rtol", "--atol", "path"))
+    default = run_cli("--help")
+    assert default.returncode == 0 and default.stdout.startswith("usage: python -m npgpt.oracle [-h]")
 
 
 # ------------------------------------------------------------------------------------------ contents

@@ -11,16 +11,19 @@ See docs/oracle.md.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Sequence
 
+from ..cli import _Parser  # argparse errors as one line, "error: ... (see PROG --help)", exit status 2
+from ..outdir import describe_os_error
 from . import DEFAULT_SHAPES, check_path, dump_cases
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m npgpt.oracle",
-                                     description="Write npgpt golden files, or check files against npgpt.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="Write npgpt golden files, or check files against npgpt.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     dump = sub.add_parser("dump", help="write one .npz per registered case (layers, gpt_train, llama_train)")
     dump.add_argument("--out", required=True, help="output directory (created if missing)")
@@ -40,25 +43,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m npgpt.oracle") -> int:
+    """Run `dump` or `check`; returns the exit status.  prog: the name shown in usage and error lines
+    (`npgpt oracle` when run by the npgpt command).  Bad arguments exit 2 with one line (SystemExit)."""
+    args = _parser(prog).parse_args(argv)
     if args.command == "dump":
         shapes = {k: getattr(args, k) for k in DEFAULT_SHAPES}
         try:
             paths = dump_cases(args.out, dtype=args.dtype, seed=args.seed, **shapes)
         except (ValueError, OSError) as e:
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-            return 2
+            return _error(_dump_error(e, args.out) if isinstance(e, OSError) else str(e))
         sizes = " ".join(f"{k}={v}" for k, v in shapes.items())
         print(f"wrote {len(paths)} files to {args.out} ({args.dtype}, seed {args.seed}, {sizes})")
         return 0
     try:
         report = check_path(args.path, against=args.against, rtol=args.rtol, atol=args.atol)
     except (ValueError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        return _error(describe_os_error(e, args.path) if isinstance(e, OSError) else str(e))
     print("\n".join(report.lines()))
     return report.exit_code
+
+
+def _dump_error(e: OSError, out: str) -> str:
+    """An OSError of `dump` in plain words; --out naming an existing file says so."""
+    if e.errno == errno.EEXIST and not os.path.isdir(out):
+        return f"{out}: exists and is not a directory; --out must be a directory, not a file"
+    return describe_os_error(e, out)
+
+
+def _error(text: str) -> int:
+    print(f"error: {' '.join(text.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
