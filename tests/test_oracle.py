@@ -641,3 +641,14 @@ def test_check_on_a_training_checkpoint_exit_2(tmp_path, capsys):
     with pytest.raises(OracleError, match="training checkpoint"):
         load_case(tmp_path / "out" / "ckpt.npz")
     _assert_exit_2(cli(capsys, "check", tmp_path / "out"), ".npz: this is a training checkpoint")  # a directory
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during a dump: `error: interrupted: stopped at once`, status 130, no traceback."""
+    import npgpt.oracle.__main__ as oracle_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(oracle_cli, "dump_cases", interrupted)
+    res = cli(capsys, "dump", "--out", tmp_path / "g")
+    assert (res.returncode, res.stdout, res.stderr) == (130, "", "error: interrupted: stopped at once\n")

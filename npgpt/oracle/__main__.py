@@ -47,6 +47,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m npgpt.orac
     """Run `dump` or `check`; returns the exit status.  prog: the name shown in usage and error lines
     (`npgpt oracle` when run by the npgpt command).  Bad arguments exit 2 with one line (SystemExit)."""
     args = _parser(prog).parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # each file is written under a .part name, then renamed: none is half-written
+        print("error: interrupted: stopped at once", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "dump":
         shapes = {k: getattr(args, k) for k in DEFAULT_SHAPES}
         try:
