@@ -95,8 +95,11 @@ def test_non_gpt2_config(tiny_dir, tmp_path):
 
 
 def test_bad_arguments(tiny_dir, tmp_path):
-    with pytest.raises(ValueError, match="not a directory"):
+    with pytest.raises(ValueError, match="missing: no such file or directory"):
         load_gpt2_dir(tmp_path / "missing")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="afile: not a directory"):
+        load_gpt2_dir(tmp_path / "afile")
     with pytest.raises(ValueError, match=r"block_size: expected an integer in \[1, n_positions=64\]"):
         finetune(tiny_dir, TEXT, tmp_path / "o", block_size=65)
     with pytest.raises(ValueError, match="text too short: the training split .* has 1 tokens"):

@@ -385,8 +385,10 @@ def test_train_loop_arch_llama_trains_resumes_and_samples(tmp_path):
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"n_head": 4, "n_kv_head": 3}, "^n_head: expected a multiple of n_kv_head"),
-    ({"n_kv_head": 0}, "^n_kv_head:"), ({"intermediate_size": -1}, "^intermediate_size:"),
+    ({"arch": "llama", "n_head": 4, "n_kv_head": 3}, "^n_head: expected a multiple of n_kv_head"),
+    ({"arch": "llama", "n_kv_head": 0}, "^n_kv_head:"), ({"arch": "llama", "intermediate_size": -1},
+                                                         "^intermediate_size:"),
+    ({"n_kv_head": 2}, "^n_kv_head: only the llama arch"), ({"intermediate_size": 64}, "^intermediate_size: only"),
     ({"arch": "mamba"}, "^arch:"),
 ])
 def test_train_config_llama_fields(kw, match):
