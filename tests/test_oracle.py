@@ -652,3 +652,19 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(oracle_cli, "dump_cases", interrupted)
     res = cli(capsys, "dump", "--out", tmp_path / "g")
     assert (res.returncode, res.stdout, res.stderr) == (130, "", "error: interrupted: stopped at once\n")
+
+
+def test_a_failed_write_leaves_no_file_behind(tmp_path):
+    """write_npz is atomic: an array it cannot store (an object array) leaves neither the file nor a
+    temporary one, and an existing file of that name keeps its bytes."""
+    from npgpt.oracle.fileformat import write_npz
+    good = {"a": np.arange(3.0)}
+    bad = {"a": np.arange(3.0), "b": np.array([object()], dtype=object)}
+    with pytest.raises(ValueError):
+        write_npz(tmp_path / "x.npz", bad)
+    assert list(tmp_path.iterdir()) == []
+    write_npz(tmp_path / "x.npz", good)
+    before = (tmp_path / "x.npz").read_bytes()
+    with pytest.raises(ValueError):
+        write_npz(tmp_path / "x.npz", bad)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npz"] and (tmp_path / "x.npz").read_bytes() == before

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m npgpt.orac
     args = _parser(prog).parse_args(argv)
     try:
         return _run(args)
-    except KeyboardInterrupt:  # each file is written under a .part name, then renamed: none is half-written
+    except KeyboardInterrupt:  # each file is written atomically (write_npz): none is left half-written
         print("error: interrupted: stopped at once", file=sys.stderr)
         return 130
 

@@ -9,10 +9,11 @@ import json
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..checkpoint import is_training_checkpoint
 from .case import Arrays, OracleError
 
@@ -54,17 +55,20 @@ def _le_contiguous(a: np.ndarray) -> np.ndarray:
 
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """An uncompressed zip of .npy (format 1.0) members, in the given key order, with fixed timestamps so
-    the same seed gives byte-identical files."""
-    tmp = path.with_name(path.name + ".part")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, _le_contiguous(arr), version=(1, 0), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-    tmp.replace(path)
+    the same seed gives byte-identical files.  Written atomically (npgpt/atomic.py): an interrupted or failed
+    dump leaves whole files only, and its errors name `path`, not a temporary file."""
+
+    def write(f: BinaryIO) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+            for key, arr in arrays.items():
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, _le_contiguous(arr), version=(1, 0), allow_pickle=False)
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_STORED
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, buf.getvalue())
+
+    atomic_write(path, write)
 
 
 def meta_array(meta: Mapping[str, Any]) -> np.ndarray:
