@@ -15,6 +15,7 @@ one line to COMMANDS.  Guide: docs/training.md
 from __future__ import annotations
 
 import argparse
+import codecs
 import dataclasses
 import errno
 import math
@@ -26,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,17 +120,42 @@ def _run_sample(a: argparse.Namespace) -> int:
             raise ValueError(f"prompt: characters not in the checkpoint's vocabulary: {where}")
         prompt, skip = np.asarray(encode_text(tok, a.prompt), dtype=np.int64), 0  # (T,) special tokens' text too
     idx = np.tile(prompt, (a.num_samples, 1))  # (N, T): every sample starts from the prompt
+    stream = _TextStream(tok) if a.num_samples == 1 else None  # one sample: each token printed as it is drawn
+    if stream is not None:
+        print("---------- sample 1/1 ----------")
+        stream.write(prompt[skip:])
+    options = dict(temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, rng=np.random.default_rng(a.seed),
+                   on_token=None if stream is None else stream.write)
     if isinstance(ck.config, LlamaConfig):  # a checkpoint of `train --arch llama`
-        out = llama_generate(ck.params, ck.config, idx, a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
-                             top_p=a.top_p, rng=np.random.default_rng(a.seed))  # (N, T + max_new_tokens)
+        out = llama_generate(ck.params, ck.config, idx, a.max_new_tokens, **options)  # (N, T + max_new_tokens)
     else:
-        out = generate(ck.params, ck.config, idx, a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
-                       top_p=a.top_p, rng=np.random.default_rng(a.seed))  # (N, T + max_new_tokens)
-    for i in range(a.num_samples):
+        out = generate(ck.params, ck.config, idx, a.max_new_tokens, **options)  # (N, T + max_new_tokens)
+    if stream is not None:
+        stream.close()
+    for i in range(a.num_samples if stream is None else 0):
         print(f"---------- sample {i + 1}/{a.num_samples} ----------")
         print(tok.decode(out[i, skip:]))
     print("-" * 36)
     return 0
+
+
+class _TextStream:
+    """Prints a sample's text token by token, the same text as tok.decode of all its ids: a byte-level BPE's
+    tokens go through an incremental UTF-8 decoder, so a character cut between two tokens waits for the rest."""
+
+    def __init__(self, tok: Any) -> None:
+        self.tok = tok
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace") if hasattr(tok, "decode_bytes") \
+            else None
+
+    def write(self, ids: npt.NDArray[np.integer]) -> None:
+        """ids (k,): the next tokens of the one sample (a step's (1,) new ids, or the prompt)."""
+        text = self.tok.decode(ids) if self.utf8 is None else self.utf8.decode(self.tok.decode_bytes(ids))
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        sys.stdout.write(("" if self.utf8 is None else self.utf8.decode(b"", final=True)) + "\n")
 
 
 def _check_sample_args(a: argparse.Namespace) -> None:

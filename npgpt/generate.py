@@ -121,11 +121,13 @@ def sample_next(logits: Array, temperature: float = 1.0, top_k: int | None = Non
 
 def generate(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np.integer], max_new_tokens: int,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             rng: np.random.Generator | None = None, use_cache: bool = True) -> npt.NDArray[np.int64]:
+             rng: np.random.Generator | None = None, use_cache: bool = True,
+             on_token: Callable[[npt.NDArray[np.int64]], object] | None = None) -> npt.NDArray[np.int64]:
     """Append max_new_tokens tokens to idx (B, T) and return the (B, T + max_new_tokens) result.
 
     With use_cache (default) each new token runs one position through the model; without it every step is a
-    full forward of the last block_size tokens.  Both give the same logits (to rounding).
+    full forward of the last block_size tokens.  Both give the same logits (to rounding).  on_token(ids (B,))
+    is called with each step's new tokens as they are drawn (to stream them).
     """
     token_ids("idx", idx, config.vocab_size)
     if idx.shape[1] < 1:
@@ -138,7 +140,8 @@ def generate(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np
                        full=lambda window: gpt_forward(params, config, window)[0],
                        new_cache=lambda B: KVCache(config, B, dtype),
                        cached=lambda window, kv: _cached_logits(params, config, window, kv, proj_t),
-                       temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, use_cache=use_cache)
+                       temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, use_cache=use_cache,
+                       on_token=on_token)
 
 
 def decode_step(params: Mapping[str, Array], config: GPTConfig, tokens: npt.NDArray[np.integer],
@@ -182,10 +185,12 @@ def decode_loop(idx: npt.NDArray[np.integer], block_size: int, max_new_tokens: i
                 full: Callable[[npt.NDArray[np.int64]], Array], new_cache: Callable[[int], Any],
                 cached: Callable[[npt.NDArray[np.int64], Any], Array], *, temperature: float = 1.0,
                 top_k: int | None = None, top_p: float | None = None, rng: np.random.Generator | None = None,
-                use_cache: bool = True) -> npt.NDArray[np.int64]:
+                use_cache: bool = True,
+                on_token: Callable[[npt.NDArray[np.int64]], object] | None = None) -> npt.NDArray[np.int64]:
     """The sampling loop every model family shares: full(window) -> logits (B, T, V) without a cache;
     new_cache(B) and cached(window, kv) -> logits for the window's positions with one.  The cache is
-    (re)filled at the first step and whenever the block_size window slides; otherwise one new position."""
+    (re)filled at the first step and whenever the block_size window slides; otherwise one new position.
+    on_token(ids (B,)), if given, sees each step's new tokens as soon as they are drawn (streamed output)."""
     seq = idx.astype(np.int64)  # (B, T)
     kv: Any = None
     for _ in range(max_new_tokens):
@@ -199,4 +204,6 @@ def decode_loop(idx: npt.NDArray[np.integer], block_size: int, max_new_tokens: i
             logits = cached(window[:, -1:], kv)  # one new position
         nxt = sample_next(logits[:, -1], temperature, top_k, top_p, rng)  # (B,)
         seq = np.concatenate([seq, nxt[:, None]], axis=1)  # (B, T + 1)
+        if on_token is not None:
+            on_token(nxt)
     return seq

@@ -503,6 +503,35 @@ def test_sample_without_a_newline_in_the_vocabulary(work):
     assert len(body) == 20 and set(body) <= set("abcdefgh")
 
 
+def test_one_sample_is_streamed_and_is_the_same_text(work):
+    """--num-samples 1 prints each token as it is drawn; the text is tok.decode of the same generation."""
+    from npgpt.checkpoint import load_checkpoint, stored_tokenizer
+    from npgpt.generate import generate
+    assert npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", cwd=work).returncode == 0
+    proc = npgpt("sample", "--num-samples", "1", "--max-new-tokens", "30", "--prompt", "First", "--seed", "7",
+                 cwd=work)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    ck = load_checkpoint(work / "out" / "ckpt.npz")
+    tok = stored_tokenizer("ckpt", ck)
+    out = generate(ck.params, ck.config, tok.encode("First")[None].astype(np.int64), 30, temperature=0.8,
+                   rng=np.random.default_rng(7))
+    assert proc.stdout == f"---------- sample 1/1 ----------\n{tok.decode(out[0])}\n{'-' * 36}\n"
+
+
+def test_the_stream_waits_for_a_character_cut_between_tokens(capsys):
+    """A byte-level BPE can split one character over two tokens: the stream prints it whole, once."""
+    from npgpt.cli import _TextStream
+    from npgpt.tokenizers import train_bpe
+    tok = train_bpe("héllo wörld " * 20, 300)
+    ids = tok.encode("héllo wörld €")
+    stream = _TextStream(tok)
+    for b in [bytes([x]) for x in "€".encode()]:  # the three bytes of one character, as three byte tokens
+        stream.write(np.array([b[0]]))
+    stream.write(ids)
+    stream.close()
+    assert capsys.readouterr().out == "€" + "héllo wörld €" + "\n"
+
+
 def test_sample_prompt_with_a_special_token_and_eval_names_the_file(work):
     """A GPT-2 tokenizer's "<|endoftext|>" in --prompt is that token (as in training and eval text); eval of
     a text with unknown characters names the file and every such character."""

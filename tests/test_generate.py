@@ -136,6 +136,26 @@ def test_sampling_repeats_with_the_seed():
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_on_token_sees_each_steps_new_tokens_as_drawn(family):
+    """on_token gets every step's (B,) new ids, in order, past the block_size window too; the returned
+    sequences are the same bits as without it."""
+    from npgpt.llama import Llama, LlamaConfig
+    from npgpt.llama import generate as llama_generate
+    if family == "gpt2":
+        run, params, config = generate, PARAMS, CONFIG
+    else:
+        run, config = llama_generate, LlamaConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_kv_head=1,
+                                                   n_embd=8, intermediate_size=16)
+        params = Llama(config, seed=0, dtype=np.float64).params
+    prompt = np.array([[1, 2], [3, 4]])
+    seen: list[np.ndarray] = []
+    out = run(params, config, prompt, 11, rng=np.random.default_rng(5), on_token=lambda ids: seen.append(ids.copy()))
+    assert len(seen) == 11 and all(ids.shape == (2,) for ids in seen)
+    np.testing.assert_array_equal(np.stack(seen, axis=1), out[:, 2:])
+    np.testing.assert_array_equal(out, run(params, config, prompt, 11, rng=np.random.default_rng(5)))
+
+
 @pytest.mark.parametrize("kwargs, name", [
     (dict(idx=np.zeros((1, 0), dtype=np.int64)), "idx"),
     (dict(idx=np.array([[0, 13]])), "idx"),

@@ -8,7 +8,7 @@ Walkthrough: docs/llama.md ("Generation with a KV cache")
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -50,8 +50,10 @@ def forward_cached(params: Mapping[str, Array], config: LlamaConfig, idx: npt.ND
 
 def generate(params: Mapping[str, Array], config: LlamaConfig, idx: npt.NDArray[np.integer], max_new_tokens: int,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             rng: np.random.Generator | None = None, use_cache: bool = True) -> npt.NDArray[np.int64]:
-    """Append max_new_tokens tokens to idx (B, T); KV-cached by default (same logits as full forwards)."""
+             rng: np.random.Generator | None = None, use_cache: bool = True,
+             on_token: Callable[[npt.NDArray[np.int64]], object] | None = None) -> npt.NDArray[np.int64]:
+    """Append max_new_tokens tokens to idx (B, T); KV-cached by default (same logits as full forwards).
+    on_token(ids (B,)) sees each step's new tokens as they are drawn, as in npgpt.generate."""
     token_ids("idx", idx, config.vocab_size)
     if idx.shape[1] < 1:
         raise ValueError("idx: expected a prompt of at least one token")
@@ -65,7 +67,8 @@ def generate(params: Mapping[str, Array], config: LlamaConfig, idx: npt.NDArray[
                        full=lambda window: llama_forward(params, config, window)[0],
                        new_cache=lambda B: LlamaKVCache(config, B, dtype),
                        cached=lambda window, kv: _cached_logits(params, config, window, kv, weights),
-                       temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, use_cache=use_cache)
+                       temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, use_cache=use_cache,
+                       on_token=on_token)
 
 
 def _cached_logits(params: Mapping[str, Array], config: LlamaConfig, window: npt.NDArray[np.int64],
