@@ -132,9 +132,10 @@ def _run_sample(a: argparse.Namespace) -> int:
         out = generate(ck.params, ck.config, idx, a.max_new_tokens, **options)  # (N, T + max_new_tokens)
     if stream is not None:
         stream.close()
-    for i in range(a.num_samples if stream is None else 0):
-        print(f"---------- sample {i + 1}/{a.num_samples} ----------")
-        print(tok.decode(out[i, skip:]))
+    else:
+        for i in range(a.num_samples):
+            print(f"---------- sample {i + 1}/{a.num_samples} ----------")
+            print(tok.decode(out[i, skip:]))
     print("-" * 36)
     return 0
 

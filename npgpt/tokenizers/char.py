@@ -43,10 +43,11 @@ class CharTokenizer:
     def unknown(self, text: str, limit: int = 10) -> str | None:
         """The characters of text outside the vocabulary, each with its first position ("'~' (position 5),
         ..."; the first `limit` by position, then how many more), or None when there are none."""
-        bad = sorted(set(text) - self.stoi.keys(), key=text.index)
-        if not bad:
+        first = {c: text.index(c) for c in set(text) - self.stoi.keys()}  # character -> its first position
+        if not first:
             return None
-        where = ", ".join(f"{c!r} (position {text.index(c)})" for c in bad[:limit])
+        bad = sorted(first, key=first.__getitem__)
+        where = ", ".join(f"{c!r} (position {first[c]})" for c in bad[:limit])
         return where + (f" and {len(bad) - limit} more" if len(bad) > limit else "")
 
     def encode(self, text: str) -> IdArray:
