@@ -30,8 +30,11 @@ import numpy as np
 import numpy.typing as npt
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> typing.NoReturn:  # one line, not usage + message
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, "error: ... (see PROG --help)", exit status 2 (every npgpt
+    command's, the oracle's included), instead of argparse's usage block followed by the message."""
+
+    def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
@@ -213,8 +216,8 @@ COMMANDS: dict[str, Command] = {
 
 def build_parser(prog: str = "npgpt") -> argparse.ArgumentParser:
     """The top-level parser with one subparser per COMMANDS entry (pass-through commands get a stub)."""
-    p = _Parser(prog=prog, description="npgpt: a pure-NumPy GPT with hand-written, checked backward passes.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    p = OneLineParser(prog=prog, description="npgpt: a pure-NumPy GPT with hand-written, checked backward passes.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
     for name, cmd in COMMANDS.items():
         sp = sub.add_parser(name, help=cmd.help, description=cmd.help)
         if cmd.add is not None:

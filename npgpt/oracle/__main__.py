@@ -16,14 +16,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..cli import _Parser  # argparse errors as one line, "error: ... (see PROG --help)", exit status 2
+from ..cli import OneLineParser  # argparse errors as one line, as every npgpt command's
 from ..outdir import describe_os_error
 from . import DEFAULT_SHAPES, check_path, dump_cases
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description="Write npgpt golden files, or check files against npgpt.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog=prog, description="Write npgpt golden files, or check files against npgpt.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     dump = sub.add_parser("dump", help="write one .npz per registered case (layers, gpt_train, llama_train)")
     dump.add_argument("--out", required=True, help="output directory (created if missing)")
