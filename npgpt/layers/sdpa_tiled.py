@@ -64,17 +64,15 @@ def _sdpa_tiled_forward(q: Array, k: Array, v: Array, sinks: Array | None, bias:
     kT = np.ascontiguousarray(k.swapaxes(-1, -2))  # (B, Hkv, D, Tk)
     out = np.empty((B, Hq, Tq, Dv), dtype=q.dtype)  # (B, Hq, Tq, Dv)
     lse = np.empty((B, Hq, Tq), dtype=q.dtype)  # (B, Hq, Tq)
-    sink_mass = None if sinks is None else (sinks > -np.inf).astype(q.dtype)  # (Hq,) exp(sink - sink): 1, or 0
+    # where the running max (1) and sum (2) start, per head: at the sink (exp(sink - sink) = 1; a -inf sink is no
+    # sink, sum 0), or empty without sinks
+    m0 = np.full(Hq, -np.inf, dtype=q.dtype) if sinks is None else sinks  # (Hq,)
+    d0 = np.zeros(Hq, dtype=q.dtype) if sinks is None else (sinks > -np.inf).astype(q.dtype)  # (Hq,)
     for i0 in range(0, Tq, block_q):
         i1 = min(i0 + block_q, Tq)
         qb = q_scaled[:, :, :, i0:i1].reshape(B, Hkv, -1, D)  # (B, Hkv, G*bq, D)
-        if sinks is None:
-            m = np.full((B, Hq, i1 - i0), -np.inf, dtype=q.dtype)  # (B, Hq, bq) running max (1)
-            denom = np.zeros((B, Hq, i1 - i0), dtype=q.dtype)  # (B, Hq, bq) running sum of exp(S - m) (2)
-        else:
-            assert sink_mass is not None
-            m = np.broadcast_to(sinks[None, :, None], (B, Hq, i1 - i0)).copy()  # (B, Hq, bq) the sink first:
-            denom = np.broadcast_to(sink_mass[None, :, None], (B, Hq, i1 - i0)).copy()  # (B, Hq, bq) -inf: no sink
+        m = np.broadcast_to(m0[:, None], (B, Hq, i1 - i0)).copy()  # (B, Hq, bq) running max (1)
+        denom = np.broadcast_to(d0[:, None], (B, Hq, i1 - i0)).copy()  # (B, Hq, bq) running sum of exp(S - m) (2)
         acc = np.zeros((B, Hq, i1 - i0, Dv), dtype=q.dtype)  # (B, Hq, bq, Dv) running sum of exp(S - m) v (3)
         for j0 in range(0, Tk, block_k):
             j1 = min(j0 + block_k, Tk)
