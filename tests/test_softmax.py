@@ -92,3 +92,21 @@ def test_bad_arguments(call, match):
     """Bad arguments raise a ValueError that starts with the argument's name."""
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@given(lead=lead_shapes, N=widths, seed=seeds)
+def test_row_max_is_numpy_max(lead, N, seed):
+    """reductions.row_max (the softmax's shift, read through argmax) equals x.max(axis=-1, keepdims=True) bit for
+    bit, with rows holding NaN, -inf everywhere (a fully masked row) and +inf."""
+    from npgpt.layers.reductions import row_max
+
+    rng = np.random.default_rng(seed)
+    x = rand(rng, *lead, N, scale=3.0)
+    np.testing.assert_array_equal(row_max(x), x.max(axis=-1, keepdims=True))
+    rows = x.reshape(-1, N)
+    rows[0] = -np.inf
+    rows[-1, rng.integers(N)] = np.nan
+    if rows.shape[0] > 2:
+        rows[1, rng.integers(N)] = np.inf
+    np.testing.assert_array_equal(row_max(x), x.max(axis=-1, keepdims=True))  # NaN == NaN here
+    assert row_max(x).dtype == x.dtype

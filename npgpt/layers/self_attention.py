@@ -20,7 +20,7 @@ from .linear import LinearCache, _linear_backward, _linear_forward
 from .merge_heads import MergeHeadsCache, _merge_heads_backward, _merge_heads_forward
 from .sdpa import causal_options
 from .sdpa_tiled import SdpaTiledCache, _sdpa_tiled_backward, _sdpa_tiled_forward
-from .split_heads import SplitHeadsCache, _split_heads_backward, _split_heads_forward
+from .split_heads import SplitHeadsCache, _split_heads_forward
 
 Array = npt.NDArray[np.floating]
 QUERY_CHUNK = 64  # longer sequences run the dense pair on chunks of this many queries (attention_chunks.py)
@@ -137,6 +137,11 @@ def _self_attention_backward(dout: Array, cache: SelfAttentionCache, dw_attn_out
         dq, dk, dv = _attention_chunks_backward(dy, cache.attention)  # (3) by the forward's query chunks
     else:
         dq, dk, dv, _, _ = _sdpa_tiled_backward(dy, cache.attention, None)  # (3) the tiled pair
-    dqkv = np.concatenate([_split_heads_backward(g, cache.split) for g in (dq, dk, dv)], axis=-1)  # (4) (B, T, 3C)
+    B, T, C = cache.split.x_shape
+    H = cache.split.n_head
+    dqkv = np.empty((B, T, 3 * C), dtype=dq.dtype)  # (4) (B, T, 3C) = [dq | dk | dv], heads side by side in each
+    parts = dqkv.reshape(B, T, 3, H, C // H)  # (B, T, 3, H, D) a view: part i, head h is columns iC + hD ...
+    for i, g in enumerate((dq, dk, dv)):
+        parts[:, :, i] = g.swapaxes(1, 2)  # (B, T, H, D) split_heads_backward of g, written in its third: one copy
     dx, dw_attn, db_attn = _linear_backward(dqkv, cache.c_attn, dw_attn_out)  # (5) (B, T, C)
     return dx, dw_attn, db_attn, dw_proj, db_proj

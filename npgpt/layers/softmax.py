@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._checks import float_array, upstream
-from .reductions import row_sum
+from .reductions import row_max, row_sum
 
 
 class SoftmaxCache(NamedTuple):
@@ -32,7 +32,7 @@ def softmax_forward(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.floatin
 
 def _softmax_forward(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.floating], SoftmaxCache]:
     """softmax_forward without the argument checks."""
-    out = x - x.max(axis=-1, keepdims=True)  # (..., K) new array, max entry 0
+    out = x - row_max(x)  # (..., K) new array, max entry 0 (row_max: reductions.py, via argmax)
     np.exp(out, out=out)  # in place: no second (..., K) temporary
     out /= row_sum(out)  # (..., 1) row sums via BLAS
     return out, SoftmaxCache(out)
