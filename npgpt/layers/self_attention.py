@@ -140,7 +140,7 @@ def _self_attention_backward(dout: Array, cache: SelfAttentionCache, dw_attn_out
     B, T, C = cache.split.x_shape
     H = cache.split.n_head
     dqkv = np.empty((B, T, 3 * C), dtype=dq.dtype)  # (4) (B, T, 3C) = [dq | dk | dv], heads side by side in each
-    parts = dqkv.reshape(B, T, 3, H, C // H)  # (B, T, 3, H, D) a view: part i, head h is columns iC + hD ...
+    parts = dqkv.reshape(B, T, 3, H, C // H)  # (B, T, 3, H, D) a view: part i, head h = columns iC + hD on
     for i, g in enumerate((dq, dk, dv)):
         parts[:, :, i] = g.swapaxes(1, 2)  # (B, T, H, D) split_heads_backward of g, written in its third: one copy
     dx, dw_attn, db_attn = _linear_backward(dqkv, cache.c_attn, dw_attn_out)  # (5) (B, T, C)
