@@ -32,8 +32,8 @@ def usable_cores() -> int:
 
 
 @lru_cache(maxsize=1)
-def _blas_set_threads_local() -> Callable[[int], int] | None:
-    """OpenBLAS's per-thread thread-count setter (OpenBLAS >= 0.3.27) from the BLAS NumPy has loaded, or None
+def _openblas() -> ctypes.CDLL | None:
+    """The OpenBLAS that NumPy has loaded (one with openblas_set_num_threads_local, OpenBLAS >= 0.3.27), or None
     (another BLAS, an older OpenBLAS, or no /proc to find it in)."""
     try:
         with open("/proc/self/maps") as f:
@@ -42,13 +42,52 @@ def _blas_set_threads_local() -> Callable[[int], int] | None:
         return None
     for path in sorted(paths, key=lambda p: "numpy" not in p):  # NumPy's own OpenBLAS first
         try:
-            fn = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
+            lib = ctypes.CDLL(path)
         except OSError:
             continue
-        if fn is not None:
-            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-            return fn
+        if hasattr(lib, "openblas_set_num_threads_local"):
+            return lib
     return None
+
+
+@lru_cache(maxsize=1)
+def _blas_set_threads_local() -> Callable[[int], int] | None:
+    """OpenBLAS's per-thread thread-count setter from the BLAS NumPy has loaded, or None (see _openblas)."""
+    lib = _openblas()
+    if lib is None:
+        return None
+    fn = lib.openblas_set_num_threads_local
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    return fn
+
+
+# log2 of the CPU cycles an idle OpenBLAS thread spins before it sleeps: 2^20, about 0.4 ms (OpenBLAS's own
+# default is 2^28, about 0.1 s on the hosts of docs/performance.md).
+BLAS_SPIN_LOG2 = 20
+
+
+@lru_cache(maxsize=1)
+def short_blas_spin() -> bool:
+    """Make NumPy's OpenBLAS threads sleep after about 0.4 ms without work, not 0.1 s; True if it did.
+
+    After each threaded product OpenBLAS's helper threads spin, and for 0.1 s that takes a core from whatever
+    runs next (AdamW's threads, after a whole-batch backward: docs/performance.md).  It sets
+    OPENBLAS_THREAD_TIMEOUT, has OpenBLAS read its environment again, and stops the helpers, which the next
+    threaded product starts anew.  Nothing is changed if the user set OPENBLAS_THREAD_TIMEOUT or the BLAS lacks
+    these entry points."""
+    lib = _openblas()
+    names = ("openblas_read_env", "openblas_thread_timeout", "blas_thread_shutdown_")
+    if "OPENBLAS_THREAD_TIMEOUT" in os.environ or lib is None or not all(hasattr(lib, n) for n in names):
+        return False
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(BLAS_SPIN_LOG2)  # the value OpenBLAS reads at its start-up
+    lib.openblas_read_env()  # ... which this call repeats
+    lib.openblas_thread_timeout.restype = ctypes.c_int
+    if lib.openblas_thread_timeout() != BLAS_SPIN_LOG2:  # an OpenBLAS that reads it some other way
+        del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+        lib.openblas_read_env()
+        return False
+    lib.blas_thread_shutdown_()  # the helpers took the old timeout when they started: the next product restarts them
+    return True
 
 
 # OPENBLAS_CORETYPE values whose kernels use AVX-512 (OpenBLAS's x86-64 core names); any other named core does not
@@ -123,7 +162,10 @@ def run_parallel(calls: Sequence[Callable[[], R]]) -> list[R]:
 
 @contextlib.contextmanager
 def blas_threads(n: int) -> Iterator[None]:
-    """This thread's BLAS calls use n threads inside the block (where NumPy's BLAS allows it)."""
+    """This thread's BLAS calls use n threads inside the block (where NumPy's BLAS allows it); with n > 1 its idle
+    helper threads soon sleep (short_blas_spin)."""
+    if n > 1:
+        short_blas_spin()
     set_local = _blas_set_threads_local()
     previous = set_local(n) if set_local is not None else 0
     try:

@@ -182,6 +182,55 @@ def test_big_models_run_the_batch_whole_with_blas_threads(monkeypatch):
         np.testing.assert_allclose(model.grads[k], ref[k], rtol=1e-12, atol=1e-15, err_msg=k)
 
 
+_SPIN_SCRIPT = """
+import os, resource, sys, time
+import numpy as np
+from npgpt.parallel import _openblas, blas_threads, short_blas_spin, usable_cores
+if _openblas() is None or usable_cores() < 2:
+    print("skip"); sys.exit()
+a = np.random.default_rng(0).standard_normal((512, 512))
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+burnt = []
+with blas_threads(2):
+    for _ in range(3):
+        a @ a  # a threaded product; then nothing for 0.3 s
+        c0 = cpu()
+        time.sleep(0.3)
+        burnt.append(cpu() - c0)
+print(short_blas_spin(), os.environ.get("OPENBLAS_THREAD_TIMEOUT"), _openblas().openblas_thread_timeout(), min(burnt))
+"""
+
+
+def _spin_run(env_timeout):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if env_timeout is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = env_timeout
+    out = subprocess.run([sys.executable, "-c", _SPIN_SCRIPT], env=env, capture_output=True, text=True, check=True)
+    if out.stdout.strip() == "skip":
+        pytest.skip("needs NumPy's OpenBLAS and two cores")
+    applied, value, timeout, burnt = out.stdout.split()
+    return applied == "True", value, int(timeout), float(burnt)
+
+
+def test_idle_blas_threads_sleep_soon_after_a_threaded_product():
+    """OpenBLAS's helpers spin 2^28 cycles (about 0.1 s of a core) after each product by default; under
+    blas_threads(n > 1) they sleep after 2^20, so a 0.3 s pause after a product burns a few ms of CPU at most."""
+    applied, value, timeout, burnt = _spin_run(None)
+    assert applied and value == "20" and timeout == 20
+    assert burnt < 0.03, f"{burnt * 1e3:.1f} ms of CPU burnt while the process slept"
+
+
+def test_a_users_own_blas_thread_timeout_is_kept():
+    applied, value, timeout, burnt = _spin_run("27")
+    assert not applied and value == "27" and timeout == 27
+
+
 def test_no_shared_files_are_left_behind(tmp_path, monkeypatch):
     import npgpt.slice_worker as sw
 
