@@ -1,7 +1,7 @@
 """llm.c's CPU trainer as a benchmark framework: build llmc_driver.c against a checkout, write its inputs.
 
     exe = build(path, cache)           # gcc -Ofast -march=native -fopenmp -I path llmc_driver.c, cached by hash
-    model_bin, batches_bin = inputs    # written by bench_train.py's --_llmc_prep worker (npgpt.llmc.write_model)
+    model_bin, batches_bin = inputs    # written by bench_train.py's --_llmc_prep worker (npgpt.gpt2.llmc.write_model)
 
 Nothing here imports numpy: the parent process of bench_train.py stays light.
 """

@@ -55,7 +55,7 @@ def main() -> int:
         config = npgpt.GPTConfig(vocab_size=cfg["vocab_size"], block_size=args.block_size, n_layer=cfg["n_layer"],
                                  n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=0.0)
         model = npgpt.GPT(config, seed=args.seed, dtype=np.float32)
-        from npgpt.generate import KVCache as Cache, forward_cached
+        from npgpt.gpt2.generate import KVCache as Cache, forward_cached
         shapes = f"n_head={config.n_head}"
     else:
         H = cfg["n_head"]
@@ -81,7 +81,7 @@ def main() -> int:
                                              f"rebuilt each step from then on)" if 1 + n > config.block_size + 1
                                              else ""))
 
-    from npgpt.generate import decode_loop
+    from npgpt.gpt2.generate import decode_loop
 
     def through_forward_cached(rng: np.random.Generator) -> np.ndarray:
         """generate's cached loop with every token through forward_cached, the pre-decode.py path."""

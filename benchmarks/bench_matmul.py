@@ -3,7 +3,7 @@
 A training step of the benchmark's configs is mostly matrix products, so how npgpt compares with PyTorch on
 a host is set first by how NumPy's BLAS (OpenBLAS) compares with PyTorch's (MKL on x86) on these shapes.
 This script times every product of one step's linear layers and LM head, forward and both backward ones:
-- NumPy as npgpt runs them: with threads > 1 a model of up to npgpt.model.SLICE_PARAMS parameters cuts the
+- NumPy as npgpt runs them: with threads > 1 a model of up to npgpt.runtime.model.SLICE_PARAMS parameters cuts the
   batch into slices, one per core, each product on one thread and batch/threads of the rows; a larger
   model runs the whole batch on that many BLAS threads;
 - PyTorch as its eager model runs them: the whole batch, torch.set_num_threads(threads).
@@ -54,9 +54,9 @@ def npgpt_split(cfg: dict, threads: int) -> tuple[int, int, int]:
     import math
 
     bu.use_repo_npgpt()
-    from npgpt.gpt import param_shapes
-    from npgpt.model import SLICE_PARAMS
-    from npgpt.parallel import batch_slices
+    from npgpt.gpt2.core import param_shapes
+    from npgpt.runtime.model import SLICE_PARAMS
+    from npgpt.runtime.parallel import batch_slices
 
     nparams = sum(math.prod(s) for s in param_shapes(npgpt_config(cfg)).values())
     if threads > 1 and nparams <= SLICE_PARAMS:
@@ -86,7 +86,7 @@ def child_main(framework: str, name: str, threads: int) -> None:
     R = cfg["batch"] * cfg["T"]
     if framework == "numpy":
         slices, blas, rows = npgpt_split(cfg, threads)
-        from npgpt.parallel import blas_threads  # on the path since npgpt_split
+        from npgpt.runtime.parallel import blas_threads  # on the path since npgpt_split
 
         ctx = blas_threads(blas)
     else:

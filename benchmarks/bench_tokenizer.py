@@ -32,7 +32,7 @@ def main() -> int:
     args = ap.parse_args()
     bu.set_thread_env(1)
     bu.use_repo_npgpt()
-    from npgpt.data import bundled_corpus_path
+    from npgpt.training.data import bundled_corpus_path
     from npgpt.tokenizers import BPETokenizer, load_tiktoken
     from npgpt.tokenizers.pattern import gpt2_regex
 

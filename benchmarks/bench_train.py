@@ -150,9 +150,10 @@ def run_main(framework: str, name: str, spec: dict) -> None:
     import numpy as np
 
     bu.use_repo_npgpt()
-    from npgpt.memory import reuse_freed_memory
+    if framework != "npgpt":  # npgpt's model applies it itself: its library path is timed as a user calls it
+        from npgpt.runtime.memory import reuse_freed_memory
 
-    reuse_freed_memory()  # the same glibc setting for every framework, as npgpt's train() uses
+        reuse_freed_memory()  # the same glibc setting for every framework, as every npgpt model uses
     info: list[str] = []
     if framework == "npgpt":
         import npgpt
@@ -239,7 +240,7 @@ def npgpt_workers(model) -> list[int]:
     group = getattr(model, "_group", None)
     if group is None:
         return []
-    from npgpt import data_parallel
+    from npgpt.runtime import data_parallel
 
     return [w.proc.pid for w in data_parallel._pool if group.key in w.attached and w.alive()]
 
@@ -269,13 +270,13 @@ def peak_main() -> None:
 
 def llmc_prep_main(name: str, outdir: str) -> None:
     """Write the inputs of llm.c's driver for config `name`: a random npgpt model (seed SEED) as an llm.c
-    checkpoint (padded vocabulary: npgpt.llmc's default, V rounded up to a multiple of 128, as llm.c's own
+    checkpoint (padded vocabulary: npgpt.gpt2.llmc's default, V rounded up to a multiple of 128, as llm.c's own
     converter does) and the benchmark's batches as int32 (N_BATCHES, 2, B, T)."""
     import numpy as np
 
     bu.use_repo_npgpt()
     import npgpt
-    from npgpt import llmc
+    from npgpt.gpt2 import llmc
 
     cfg = CONFIGS[name]
     model = npgpt.GPT(npgpt_config(cfg), seed=SEED, dtype=np.float32, threads=1)
@@ -831,7 +832,8 @@ def main() -> int:
                  if args.keep_openblas_coretype else
                  "DROPPED in every timed process, so OpenBLAS picks its kernels for this CPU as PyTorch's MKL "
                  "and llm.c's -march=native build do (--keep-openblas-coretype keeps it)"))
-    print("  glibc malloc: freed memory kept for reuse in every Python worker (npgpt.memory.reuse_freed_memory)")
+    print("  glibc malloc: freed memory kept for reuse in every Python worker (npgpt's Model applies "
+          "npgpt.runtime.memory.reuse_freed_memory itself; the other frameworks' workers call it)")
     if args.llmc:
         try:
             _llmc.check_checkout(args.llmc)

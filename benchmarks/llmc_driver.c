@@ -5,7 +5,7 @@
 // gpt2_zero_grad, gpt2_backward, gpt2_update) is llm.c's code, unchanged.
 //
 // usage: llmc_driver MODEL.bin BATCHES.bin B T NBATCHES WARMUP STEPS LR BETA1 BETA2 EPS WEIGHT_DECAY
-//   MODEL.bin    an llm.c version-3 checkpoint (bench_train.py writes a random npgpt model with npgpt.llmc)
+//   MODEL.bin    an llm.c version-3 checkpoint (bench_train.py writes a random npgpt model with npgpt.gpt2.llmc)
 //   BATCHES.bin  NBATCHES pairs of int32 (B, T) arrays, inputs then targets (the batches every framework uses)
 // One step = gpt2_forward, gpt2_zero_grad, gpt2_backward, gpt2_update (llm.c's own training-loop order);
 // step i uses batch i % NBATCHES.  Prints one line "RESULT {json}" with the timings (seconds), resident

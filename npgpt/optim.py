@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ._checks import integer
-from .layout import FlatTensors, ParamLayout
-from .parallel import batch_slices, run_parallel, usable_cores
+from .runtime.layout import FlatTensors, ParamLayout
+from .runtime.parallel import batch_slices, run_parallel, usable_cores
 
 Array = npt.NDArray[np.floating]
 BLOCK = 1 << 17  # elements per sub-block of the flat path: its five arrays (p, g, m, v, scratch) stay in cache

@@ -39,44 +39,14 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 sys.path.insert(0, str(ROOT))
 
-from npgpt.layers import BLOCK_PARAM_NAMES  # noqa: E402
+from npgpt.families import all_pairs  # noqa: E402
 
-# layer -> (module, forward, backward, names of the backward's gradients in return order)
+# layer -> (module, forward, backward, names of the backward's gradients in return order), from the one list of
+# pairs (npgpt/layers/registry.py and each family's PAIRS)
 LAYERS: dict[str, tuple[str, str, str, list[str]]] = {
-    "embedding": ("npgpt.layers.embedding", "embedding_forward", "embedding_backward", ["dw"]),
-    "linear": ("npgpt.layers.linear", "linear_forward", "linear_backward", ["dx", "dw", "db"]),
-    "layernorm": ("npgpt.layers.layernorm", "layernorm_forward", "layernorm_backward", ["dx", "dw", "db"]),
-    "gelu": ("npgpt.layers.gelu", "gelu_forward", "gelu_backward", ["dx"]),
-    "softmax": ("npgpt.layers.softmax", "softmax_forward", "softmax_backward", ["dx"]),
-    "attention": ("npgpt.layers.attention", "attention_forward", "attention_backward", ["dq", "dk", "dv"]),
-    "attention_chunks": ("npgpt.layers.attention_chunks", "attention_chunks_forward", "attention_chunks_backward",
-                         ["dq", "dk", "dv"]),
-    "split_heads": ("npgpt.layers.split_heads", "split_heads_forward", "split_heads_backward", ["dx"]),
-    "merge_heads": ("npgpt.layers.merge_heads", "merge_heads_forward", "merge_heads_backward", ["dx"]),
-    "dropout": ("npgpt.layers.dropout", "dropout_forward", "dropout_backward", ["dx"]),
-    "cross_entropy": ("npgpt.layers.cross_entropy", "cross_entropy_forward", "cross_entropy_backward",
-                      ["dlogits"]),
-    "mlp": ("npgpt.layers.mlp", "mlp_forward", "mlp_backward", ["dx", "dw_fc", "db_fc", "dw_proj", "db_proj"]),
-    "self_attention": ("npgpt.layers.self_attention", "self_attention_forward", "self_attention_backward",
-                       ["dx", "dw_attn", "db_attn", "dw_proj", "db_proj"]),
-    "block": ("npgpt.layers.block", "block_forward", "block_backward",
-              ["dx", *(f"d[{n}]" for n in BLOCK_PARAM_NAMES)]),
-    "rmsnorm": ("npgpt.layers.rmsnorm", "rmsnorm_forward", "rmsnorm_backward", ["dx", "dw"]),
-    "rope": ("npgpt.layers.rope", "rope_forward", "rope_backward", ["dx"]),
-    "swiglu": ("npgpt.layers.swiglu", "swiglu_forward", "swiglu_backward", ["dgate", "dup"]),
-    "gated_mlp": ("npgpt.layers.gated_mlp", "gated_mlp_forward", "gated_mlp_backward",
-                  ["dx", "dw_gate", "dw_up", "dw_down"]),
-    "repeat_kv": ("npgpt.layers.repeat_kv", "repeat_kv_forward", "repeat_kv_backward", ["dx"]),
-    "sdpa": ("npgpt.layers.sdpa", "sdpa_forward", "sdpa_backward", ["dq", "dk", "dv", "dsinks", "dbias"]),
-    "sdpa_tiled": ("npgpt.layers.sdpa_tiled", "sdpa_tiled_forward", "sdpa_tiled_backward",
-                   ["dq", "dk", "dv", "dsinks", "dbias"]),
-    "merge_attention": ("npgpt.layers.merge_attention", "merge_attention_forward", "merge_attention_backward",
-                        ["dout1", "dlse1", "dout2", "dlse2"]),
-    "sdpa_qkv": ("npgpt.layers.sdpa_qkv", "sdpa_qkv_forward", "sdpa_qkv_backward", ["dqkv", "dsinks", "dbias"]),
-}
+    p.name: (p.module_name, p.forward, p.backward, list(p.grads)) for p in all_pairs()}
 # the forward's outputs before its cache, when there are several (default: ["out"]); each gets an "out" error
-FORWARD_OUTPUTS: dict[str, list[str]] = {name: ["out", "lse"] for name in
-                                         ("sdpa", "sdpa_tiled", "merge_attention", "sdpa_qkv")}
+FORWARD_OUTPUTS: dict[str, list[str]] = {p.name: list(p.outputs) for p in all_pairs() if p.outputs != ("out",)}
 # --quick keeps CI's cost bounded: the attention family's test files are slow (5-6 s a run), so --quick mutates
 # only sdpa (both outputs, dq, and dsinks for an optional input's path) and attention_chunks (its output and dk,
 # the gradient its chunks add up), and leaves sdpa_tiled, merge_attention and sdpa_qkv to the full run.

@@ -7,7 +7,7 @@ from helpers import (GPT2_BLOCK_PARAM_NAMES, as_float32, assert_matches_referenc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npgpt.layers import BLOCK_PARAM_NAMES, block_backward, block_forward
+from npgpt.gpt2.block import BLOCK_PARAM_NAMES, block_backward, block_forward
 
 batch_sizes = st.integers(1, 2)
 seq_lens = st.integers(1, 4)

@@ -108,7 +108,7 @@ def test_parity_with_tiktoken(text):
 
 def test_parity_with_tiktoken_on_tiny_shakespeare():
     enc = tiktoken_encoding()
-    from npgpt.data import bundled_corpus_path
+    from npgpt.training.data import bundled_corpus_path
 
     text = bundled_corpus_path().read_text(encoding="utf-8")
     assert gpt2_tok().encode_ordinary(text).tolist() == enc.encode_ordinary(text)

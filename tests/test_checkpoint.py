@@ -1,4 +1,4 @@
-"""npgpt.checkpoint: round trip, atomic writes, and a one-line ValueError for every unusable file."""
+"""npgpt.training.checkpoint: round trip, atomic writes, and a one-line ValueError for every unusable file."""
 
 import json
 import os
@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-import npgpt.checkpoint as ckmod
-from npgpt.checkpoint import FORMAT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
-from npgpt.config import GPTConfig
-from npgpt.model import param_shapes
+import npgpt.training.checkpoint as ckmod
+from npgpt.training.checkpoint import FORMAT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from npgpt.gpt2.config import GPTConfig
+from npgpt.gpt2 import param_shapes
 
 CFG = GPTConfig(vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8)
 
@@ -188,7 +188,7 @@ def test_unreadable_files_never_suggest_allow_pickle(tmp_path, kind):
 
 
 def test_is_training_checkpoint(tmp_path):
-    from npgpt.checkpoint import is_training_checkpoint
+    from npgpt.training.checkpoint import is_training_checkpoint
     path = _save(tmp_path / "ckpt.npz")
     assert is_training_checkpoint(path)
     np.savez(tmp_path / "case.npz", x=np.zeros(3))
@@ -200,8 +200,8 @@ def test_is_training_checkpoint(tmp_path):
 def test_non_finite_values_and_an_oversized_tokenizer_are_damage(tmp_path):
     """Training never saves NaN or inf, and its tokenizer never has more ids than the model: a file that does
     was damaged or edited, and loading (or stored_tokenizer) says so in one line, naming the entry."""
-    from npgpt.checkpoint import stored_tokenizer
-    from npgpt.data import CharTokenizer
+    from npgpt.training.checkpoint import stored_tokenizer
+    from npgpt.tokenizers import CharTokenizer
     p, m, v = _arrays()
     v["h.1.mlp.c_fc.weight"][0, 3] = np.nan
     path = save_checkpoint(tmp_path / "nan.npz", p, m, v, CFG, {})

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npgpt.checkpoint import load_checkpoint
-from npgpt.data import bundled_corpus_path
+from npgpt.training.checkpoint import load_checkpoint
+from npgpt.training.data import bundled_corpus_path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -102,17 +102,18 @@ def test_2_estimate_is_close_to_the_measured_peak():
     (threads=1): tracemalloc cannot see the activations of batch slices in worker processes."""
     code = r"""
 import sys, json, tracemalloc, numpy as np
-import npgpt.model
-npgpt.model.default_threads = lambda: 1
-from npgpt.train import TrainConfig, build_model, GradAccumulator, _count_params
+import npgpt.runtime.model
+npgpt.runtime.model.default_threads = lambda: 1
+from npgpt.training import TrainConfig, GradAccumulator
+from npgpt.families import build_model, param_count as _count_params
 from npgpt.optim import AdamW
-from npgpt.footprint import training_bytes
+from npgpt.training.footprint import training_bytes
 out = []
 for kw in (dict(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=8),
            dict(n_layer=1, n_head=4, n_embd=32, block_size=128, batch_size=16)):
     cfg = TrainConfig(**kw)
     tracemalloc.start()
-    model = build_model(cfg, 65)
+    model = build_model(cfg.model_config(65))
     opt = AdamW(model.params, lr=1e-3)
     acc = GradAccumulator(model)
     x = np.random.default_rng(0).integers(0, 65, (cfg.batch_size, cfg.block_size))
@@ -204,7 +205,7 @@ def test_6_read_only_out_dir_is_refused_before_the_first_step(work):
 
 
 def test_6_a_failing_write_names_the_target_not_the_temp_file(tmp_path):
-    from npgpt.atomic import atomic_write
+    from npgpt.io.atomic import atomic_write
     target = tmp_path / "missing_dir" / "ckpt.npz"
     with pytest.raises(OSError) as e:
         atomic_write(target, lambda f: f.write(b"x"))
@@ -293,7 +294,7 @@ def test_10_disk_full_during_a_save(work):
     of the first evaluation intact and resumable."""
     code = r"""
 import errno, sys
-import npgpt.checkpoint as c
+import npgpt.training.checkpoint as c
 real, calls = c.atomic_write, []
 def full(path, write):
     calls.append(path)
@@ -329,7 +330,7 @@ def test_10_really_full_disk(work):
 
 
 def test_10_errno_text_always_has_a_path():
-    from npgpt.outdir import describe_os_error
+    from npgpt.training.outdir import describe_os_error
     assert describe_os_error(OSError(errno.ENOSPC, "No space left on device", "out/ckpt.npz")) == \
         "out/ckpt.npz: no space left on the device (disk full)"
     assert describe_os_error(OSError(errno.EEXIST, "File exists"), "out") == "out: already exists"
@@ -386,7 +387,7 @@ def test_resume_into_a_busy_directory_says_it_is_busy(work):
 # ------------------------------------------------------------------------------------------- item 12
 
 def test_12_module_entry_points_print_help(work):
-    for mod in (["-m", "npgpt"], ["-m", "npgpt.train"]):
+    for mod in (["-m", "npgpt"], ["-m", "npgpt.oracle"]):
         proc = subprocess.run([sys.executable, *mod, "--help"], cwd=work, env=ENV, capture_output=True, text=True)
         assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr
     for cmd in ("train", "sample", "oracle"):
@@ -418,7 +419,7 @@ def test_12_wheel_has_the_command_and_the_license(tmp_path):
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "npgpt = npgpt.cli:main" in z.read(entry).decode()
         assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
-        assert "npgpt/cli.py" in names and "npgpt/data/tinyshakespeare.txt" in names
+        assert "npgpt/cli/main.py" in names and "npgpt/data/tinyshakespeare.txt" in names
     venv = tmp_path / "venv"
     if subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
                       capture_output=True).returncode:
@@ -505,8 +506,8 @@ def test_sample_without_a_newline_in_the_vocabulary(work):
 
 def test_one_sample_is_streamed_and_is_the_same_text(work):
     """--num-samples 1 prints each token as it is drawn; the text is tok.decode of the same generation."""
-    from npgpt.checkpoint import load_checkpoint, stored_tokenizer
-    from npgpt.generate import generate
+    from npgpt.training.checkpoint import load_checkpoint, stored_tokenizer
+    from npgpt.gpt2.generate import generate
     assert npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", cwd=work).returncode == 0
     proc = npgpt("sample", "--num-samples", "1", "--max-new-tokens", "30", "--prompt", "First", "--seed", "7",
                  cwd=work)
@@ -520,7 +521,7 @@ def test_one_sample_is_streamed_and_is_the_same_text(work):
 
 def test_the_stream_waits_for_a_character_cut_between_tokens(capsys):
     """A byte-level BPE can split one character over two tokens: the stream prints it whole, once."""
-    from npgpt.cli import _TextStream
+    from npgpt.cli.sample import _TextStream
     from npgpt.tokenizers import train_bpe
     tok = train_bpe("héllo wörld " * 20, 300)
     ids = tok.encode("héllo wörld €")

@@ -1,4 +1,4 @@
-"""npgpt.data: the character tokenizer, text loading, the split and the batch sampler."""
+"""npgpt.training.data: the character tokenizer, text loading, the split and the batch sampler."""
 
 import json
 
@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npgpt.data import BatchSampler, CharTokenizer, bundled_corpus_path, load_text, split
+from npgpt.training.data import BatchSampler, bundled_corpus_path, load_text, split
+from npgpt.tokenizers import CharTokenizer
 
 BASE = "Hello, World!\nThe quick brown fox: jumps over 13 lazy dogs? é中🙂"
 TOK = CharTokenizer(BASE)
@@ -160,7 +161,7 @@ def test_sampler_rejects_too_short_data():
 # ------------------------------------------------------------------ compact ids and the protocol (issue 10)
 
 def test_ids_dtype_is_the_smallest_that_fits():
-    from npgpt.data import ids_dtype
+    from npgpt.tokenizers import ids_dtype
     assert [ids_dtype(v) for v in (1, 256, 257, 65536, 65537)] == [np.uint8, np.uint8, np.uint16, np.uint16,
                                                                     np.uint32]
     wide = CharTokenizer("".join(chr(0x4E00 + i) for i in range(300)))  # 300 CJK characters
@@ -169,7 +170,7 @@ def test_ids_dtype_is_the_smallest_that_fits():
 
 
 def test_encode_in_chunks_gives_the_same_ids_and_error_positions(monkeypatch):
-    from npgpt.tokenizers import char  # CharTokenizer's home (npgpt.data re-exports it)
+    from npgpt.tokenizers import char  # CharTokenizer's home (npgpt.training.data re-exports it)
     text = (BASE * 20)[:1000]
     whole = TOK.encode(text)
     monkeypatch.setattr(char, "ENCODE_CHUNK", 64)
@@ -197,7 +198,7 @@ def test_encoding_costs_about_one_byte_per_character():
 
 
 def test_tokenizer_protocol_and_loader():
-    from npgpt.data import Tokenizer, tokenizer_from_dict
+    from npgpt.tokenizers import Tokenizer, tokenizer_from_dict
     assert isinstance(TOK, Tokenizer)
     back = tokenizer_from_dict(TOK.to_dict())
     assert back == TOK and isinstance(back, CharTokenizer)

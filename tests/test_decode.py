@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npgpt import GPT, GPTConfig, KVCache, decode_step, forward_cached, generate
-from npgpt.decode import transposed_proj
+from npgpt.gpt2.decode import transposed_proj
 
-gen = importlib.import_module("npgpt.generate")  # the module: npgpt.generate is also the function
+gen = importlib.import_module("npgpt.gpt2.generate")  # the module: npgpt.gpt2.generate is also the function
 
 
 def noisy_params(config: GPTConfig, seed: int, dtype=np.float64):

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 
 from npgpt import GPT, GPTConfig
-from npgpt.data import CharTokenizer
-from npgpt.evaluate import evaluate_ids, evaluate_text, windows
-from npgpt.model import gpt_forward
+from npgpt.tokenizers import CharTokenizer
+from npgpt.training.evaluate import evaluate_ids, evaluate_text, windows
+from npgpt.gpt2 import gpt_forward
 
 CFG = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
 
@@ -156,8 +156,8 @@ def test_eval_command_on_a_gpt2_directory(tmp_path):
 
     from tokenizer_fixtures import gpt2_tok
 
-    from npgpt.evaluate import add_eval_arguments, run_eval
-    from npgpt.finetune import save_gpt2_dir
+    from npgpt.cli.eval import add_eval_arguments, run_eval
+    from npgpt.families import save_dir as save_gpt2_dir
 
     cfg = GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=8)
     save_gpt2_dir(GPT(cfg, seed=0), gpt2_tok(), tmp_path / "gpt2")
@@ -179,6 +179,6 @@ def test_eval_command_on_a_gpt2_directory(tmp_path):
     (tmp_path / "out").mkdir()  # npgpt train's out_dir given for its checkpoint: named, not guessed
     (tmp_path / "out" / "best.npz").write_bytes(b"")
     (tmp_path / "out" / "ckpt.npz").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"out: a training directory, not a GPT-2 one: pass one of its "
+    with pytest.raises(ValueError, match=r"out: a training directory, not a Hugging Face one: pass one of its "
                                          r"checkpoints, .*best\.npz or .*ckpt\.npz$"):
         run_eval(p.parse_args([str(tmp_path / "out"), str(tmp_path / "t.txt")]), out, err)

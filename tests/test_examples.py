@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npgpt.checkpoint import load_checkpoint
-from npgpt.data import bundled_corpus_path
+from npgpt.training.checkpoint import load_checkpoint
+from npgpt.training.data import bundled_corpus_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "train_char_gpt.py"
@@ -184,7 +184,7 @@ def test_one_flag_per_config_field_with_its_type_and_default():
     import dataclasses
 
     from npgpt.cli import build_parser
-    from npgpt.train import TrainConfig
+    from npgpt.training import TrainConfig
     top = build_parser()
     parser = next(a for a in top._actions if a.dest == "command").choices["train"]
     actions = {a.dest: a for a in parser._actions}

@@ -12,8 +12,9 @@ import pytest
 from tokenizer_fixtures import gpt2_tok
 
 from npgpt import GPT, GPTConfig
-from npgpt.finetune import finetune, load_gpt2_dir, save_gpt2_dir
-from npgpt.pretrained import save_pretrained
+from npgpt.training import finetune
+from npgpt.families import load_dir as load_gpt2_dir, save_dir as save_gpt2_dir
+from npgpt.gpt2.pretrained import save_pretrained
 from npgpt.tokenizers import save_tokenizer
 
 TINY = GPTConfig(vocab_size=50257, block_size=64, n_layer=1, n_head=2, n_embd=8)
@@ -46,12 +47,14 @@ def test_finetune_lowers_the_loss_and_writes_a_loadable_directory(tiny_dir, tmp_
                  block_size=32, eval_iters=4, log=lines.append)
     assert r.val_loss_after < r.val_loss_before - 0.5
     assert r.train_loss_last < r.train_loss_first
-    assert lines[0].startswith("fine-tuning") and "val loss" in lines[-1]
-    model, tok = load_gpt2_dir(tmp_path / "out")
+    assert lines[0].startswith("data: <text>") and any(line.startswith("final: train loss") for line in lines)
+    assert r.out_dir == str(tmp_path / "out" / "hf")  # the same loop as `npgpt train --init-from`
+    assert (tmp_path / "out" / "ckpt.npz").is_file() and (tmp_path / "out" / "best.npz").is_file()
+    model, tok = load_gpt2_dir(r.out_dir)
     for k, v in r.model.params.items():
         assert np.array_equal(model.params[k], v), k
     assert tok == gpt2_tok()
-    cfg = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
+    cfg = json.loads((tmp_path / "out" / "hf" / "tokenizer_config.json").read_text())
     assert cfg["model_max_length"] == 64 and cfg["eos_token"] == "<|endoftext|>"
 
 
@@ -84,13 +87,13 @@ def test_directory_without_tokenizer_files(tiny_dir, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_non_gpt2_config(tiny_dir, tmp_path):
-    d = tmp_path / "llama"
+def test_unsupported_family(tiny_dir, tmp_path):
+    d = tmp_path / "mamba"
     shutil.copytree(tiny_dir, d)
     cfg = json.loads((d / "config.json").read_text())
-    cfg["model_type"] = "llama"
+    cfg["model_type"] = "mamba"
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="model_type is 'llama', expected 'gpt2'"):
+    with pytest.raises(ValueError, match=r"config.json: model_type 'mamba' is not supported \(supported: gpt2, llama"):
         load_gpt2_dir(d)
 
 
@@ -100,7 +103,7 @@ def test_bad_arguments(tiny_dir, tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="afile: not a directory"):
         load_gpt2_dir(tmp_path / "afile")
-    with pytest.raises(ValueError, match=r"block_size: expected an integer in \[1, n_positions=64\]"):
+    with pytest.raises(ValueError, match=r"block_size: 65 is larger than .*tiny_gpt2.*'s context length 64"):
         finetune(tiny_dir, TEXT, tmp_path / "o", block_size=65)
     with pytest.raises(ValueError, match="text too short: the training split .* has 1 tokens"):
         finetune(tiny_dir, "hello there", tmp_path / "o", block_size=32)

@@ -192,7 +192,7 @@ def test_sharded_checkpoint(tmp_path):
     """A model.safetensors.index.json with its shards loads like the single file."""
     import json
 
-    from npgpt.safetensors import save_safetensors
+    from npgpt.io.safetensors import save_safetensors
     model = Llama(tiny_config(), seed=4, dtype=np.float32)
     save_pretrained(model, tmp_path)
     (tmp_path / "model.safetensors").unlink()
@@ -234,7 +234,7 @@ def test_bad_checkpoints(tmp_path, changes, match):
 
 
 def test_gpt2_loader_refuses_a_llama_directory():
-    from npgpt.pretrained import from_pretrained as gpt2_from_pretrained
+    from npgpt.gpt2.pretrained import from_pretrained as gpt2_from_pretrained
     with pytest.raises(ValueError, match="model_type is 'llama', expected 'gpt2'"):
         gpt2_from_pretrained(FIXTURE)
 
@@ -362,11 +362,11 @@ def test_live_transformers_loads_our_save(tmp_path):
 # ------------------------------------------------------------------------------------------- the training loop
 
 def test_train_loop_arch_llama_trains_resumes_and_samples(tmp_path):
-    """npgpt.train with arch="llama": GQA model built by the factory, checkpoint with its LlamaConfig, resume
+    """npgpt.training.loop with arch="llama": GQA model built by the factory, checkpoint with its LlamaConfig, resume
     continues it bit-exactly, the sample comes from KV-cached generation."""
-    from npgpt.checkpoint import load_checkpoint
-    from npgpt.data import load_text
-    from npgpt.train import TrainConfig, train
+    from npgpt.training.checkpoint import load_checkpoint
+    from npgpt.training.data import load_text
+    from npgpt.training import TrainConfig, train
     text = load_text(Path(__file__).parents[1] / "npgpt" / "data" / "tinyshakespeare.txt")[:20000]
     kw = {"arch": "llama", "n_layer": 1, "n_head": 2, "n_kv_head": 1, "n_embd": 16, "block_size": 16,
           "batch_size": 2, "eval_interval": 3, "eval_iters": 1, "warmup_iters": 1, "sample_len": 5,
@@ -392,12 +392,13 @@ def test_train_loop_arch_llama_trains_resumes_and_samples(tmp_path):
     ({"arch": "mamba"}, "^arch:"),
 ])
 def test_train_config_llama_fields(kw, match):
-    from npgpt.train import TrainConfig
+    from npgpt.training import TrainConfig
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw)
 
 
 def test_train_llama_refuses_dropout(tmp_path):
-    from npgpt.train import TrainConfig, build_model
+    from npgpt.training import TrainConfig
+    from npgpt.families import build_model
     with pytest.raises(ValueError, match="^dropout: the llama arch has no dropout"):
         build_model(TrainConfig(arch="llama", dropout=0.1, out_dir=str(tmp_path)), 65)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from npgpt import GPT, GPTConfig
-from npgpt.llmc import (
+from npgpt.gpt2.llmc import (
     padded_vocab,
     read_debug_state,
     read_model,
@@ -25,7 +25,7 @@ from npgpt.llmc import (
     write_model,
     write_tokenizer,
 )
-from npgpt.model import gpt_forward
+from npgpt.gpt2 import gpt_forward
 
 CFG = GPTConfig(vocab_size=70, block_size=16, n_layer=2, n_head=2, n_embd=8)
 LLMC = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "llm.c"
@@ -215,7 +215,7 @@ def test_llmc_computes_npgpts_loss_logits_and_gradients(tmp_path, llmc_lib):
     assert loss == pytest.approx(st.loss, rel=1e-5)
     np.testing.assert_allclose(logits[..., :70], st.logits, rtol=1e-4, atol=1e-5)
     # llm.c's gradients, in its own layout, against the debug_state file npgpt wrote
-    from npgpt.llmc import unpack
+    from npgpt.gpt2.llmc import unpack
 
     theirs, pad = unpack(grads, CFG, Vp)
     assert not pad.any()  # llm.c never touches the padding rows' gradient

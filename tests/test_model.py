@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from npgpt import GPT, AdamW, GPTConfig, gpt_backward, gpt_forward, gpt_grads, param_shapes
 from npgpt.gradcheck import numerical_gradient, relative_error
-from npgpt.layers import BLOCK_PARAM_NAMES, block_forward, cross_entropy_forward, layernorm_forward
-from npgpt.layers.block import BLOCK_WEIGHT_NAMES
+from npgpt.gpt2.block import BLOCK_PARAM_NAMES, block_forward
+from npgpt.layers import cross_entropy_forward, layernorm_forward
+from npgpt.gpt2.block import BLOCK_WEIGHT_NAMES
 
 TOL = 1e-6
 

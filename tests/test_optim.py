@@ -13,8 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npgpt import GPT, AdamW, GPTConfig, clip_grad_norm, cosine_lr, optim
-from npgpt.flat import pack
-from npgpt.layout import FlatTensors, ParamLayout
+from npgpt.runtime.layout import FlatTensors, ParamLayout
 
 # a mix of decayed (2-D) and undecayed (1-D) tensors, like a model's
 SHAPES = {"w1": (3, 4), "b1": (4,), "ln": (5,), "w2": (4, 2), "b2": (2,)}
@@ -57,7 +56,10 @@ class ReferenceAdamW:
 
 def flat_dict(values, order=None):
     """Copies of `values` as views tiling one buffer (the AdamW fast path)."""
-    _, views = pack({k: a.shape for k, a in values.items()}, next(iter(values.values())).dtype, order)
+    shapes = {k: a.shape for k, a in values.items()}
+    layout = ParamLayout(shapes, tuple(shapes if order is None else order),
+                         frozenset(k for k in shapes if len(shapes[k]) == 2))
+    views = layout.zeros(next(iter(values.values())).dtype)
     for k in views:
         views[k][...] = values[k]
     return views

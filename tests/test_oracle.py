@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from npgpt import layers
-from npgpt.model import GPTCache
+from npgpt.gpt2 import BLOCK_PARAM_NAMES, BlockCache, GPTCache
 from npgpt.oracle.__main__ import main as oracle_main
 from npgpt.oracle import (
     CASE_NAMES,
@@ -325,7 +325,7 @@ def test_dump_into_a_read_only_directory_exit_2(tmp_path, capsys):
 
 
 def test_os_errors_in_plain_words(tmp_path, capsys, monkeypatch):
-    """Any OSError of dump or check goes through npgpt.outdir.describe_os_error (also as root, where a
+    """Any OSError of dump or check goes through npgpt.training.outdir.describe_os_error (also as root, where a
     read-only directory cannot be made to fail)."""
     import errno
 
@@ -437,7 +437,7 @@ def test_layer_inputs_are_not_degenerate(dump64):
     a, _ = load_case(dump64 / "layernorm.npz")
     assert not np.allclose(a["in.w"], 1.0) and not np.allclose(a["in.b"], 0.0)
     b, _ = load_case(dump64 / "block.npz")
-    for name in layers.BLOCK_PARAM_NAMES:
+    for name in BLOCK_PARAM_NAMES:
         if name.endswith("bias"):
             assert np.all(b[f"in.p.{name}"] != 0), name
     e, _ = load_case(dump64 / "embedding.npz")
@@ -553,7 +553,7 @@ def test_written_files_match_the_documented_layout(tmp_path, dtype):
 def test_documented_cache_fields_match_the_code():
     rows = {r[0].strip("`"): re.findall(r"`(\w+)`", r[1]) for r in _doc_sections()["What each cache holds"]}
     caches = {name: getattr(layers, name) for name in layers.__all__ if name.endswith("Cache")}
-    caches["GPTCache"] = GPTCache
+    caches["GPTCache"], caches["BlockCache"] = GPTCache, BlockCache
     assert set(rows) == set(caches)
     for name, cls in caches.items():
         assert rows[name] == list(cls._fields), name

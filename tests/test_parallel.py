@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from npgpt import GPT, AdamW, GPTConfig, gpt_backward, gpt_forward
-from npgpt.data_parallel import slice_shares
+from npgpt.runtime.data_parallel import slice_shares
 from npgpt.llama import Llama, LlamaConfig, llama_backward, llama_forward
-from npgpt.parallel import batch_slices, blas_kernel_note
+from npgpt.runtime.parallel import batch_slices, blas_kernel_note
 
 CFG = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=8)
 
@@ -103,7 +103,7 @@ def _step(model, idx, targets):
 
 def test_slices_run_in_worker_processes_and_match_the_sum_of_slices():
     """Slice 1 runs in another process; the result is exactly slice 0's gradients plus slice 1's (that order)."""
-    import npgpt.data_parallel as dp
+    import npgpt.runtime.data_parallel as dp
 
     model = GPT(CFG, seed=1, dtype=np.float64, threads=2)
     idx, targets = _batch(5)
@@ -132,7 +132,7 @@ def test_params_changed_in_place_reach_the_workers():
 
 
 def test_a_dead_worker_is_replaced_and_dying_mid_step_is_one_clear_error():
-    import npgpt.data_parallel as dp
+    import npgpt.runtime.data_parallel as dp
 
     model = GPT(CFG, seed=1, dtype=np.float32, threads=2)
     idx, targets = _batch(4)
@@ -156,7 +156,7 @@ def test_a_dead_worker_is_replaced_and_dying_mid_step_is_one_clear_error():
 
 def test_an_unread_reply_left_by_an_interrupt_is_skipped():
     """Ctrl-C can land between sending a command and reading its reply; the next call must not read it."""
-    import npgpt.data_parallel as dp
+    import npgpt.runtime.data_parallel as dp
 
     model = GPT(CFG, seed=1, dtype=np.float32, threads=2)
     idx, targets = _batch(4)
@@ -168,9 +168,9 @@ def test_an_unread_reply_left_by_an_interrupt_is_skipped():
 
 
 def test_big_models_run_the_batch_whole_with_blas_threads(monkeypatch):
-    import npgpt.model
+    import npgpt.runtime.model
 
-    monkeypatch.setattr(npgpt.model, "SLICE_PARAMS", 10)
+    monkeypatch.setattr(npgpt.runtime.model, "SLICE_PARAMS", 10)
     model = GPT(CFG, seed=1, dtype=np.float64, threads=2)
     assert model._group is None
     idx, targets = _batch(4)
@@ -185,7 +185,7 @@ def test_big_models_run_the_batch_whole_with_blas_threads(monkeypatch):
 _SPIN_SCRIPT = """
 import os, resource, sys, time
 import numpy as np
-from npgpt.parallel import _openblas, blas_threads, short_blas_spin, usable_cores
+from npgpt.runtime.parallel import _openblas, blas_threads, short_blas_spin, usable_cores
 if _openblas() is None or usable_cores() < 2:
     print("skip"); sys.exit()
 a = np.random.default_rng(0).standard_normal((512, 512))
@@ -232,7 +232,7 @@ def test_a_users_own_blas_thread_timeout_is_kept():
 
 
 def test_no_shared_files_are_left_behind(tmp_path, monkeypatch):
-    import npgpt.slice_worker as sw
+    import npgpt.runtime.slice_worker as sw
 
     monkeypatch.setattr(sw, "_SHM_DIR", str(tmp_path))
     model = GPT(CFG, seed=1, dtype=np.float32, threads=2)
@@ -247,7 +247,7 @@ def test_a_model_collected_during_another_models_step_does_not_take_its_reply(mo
     """The GC can finalize a model (which detaches it from the workers) at any allocation, also between another
     model's send and recv to the same worker.  The detach must wait for the next exchange instead of reading
     that model's reply: it used to, and the other model then waited forever for a reply already taken."""
-    import npgpt.data_parallel as dp
+    import npgpt.runtime.data_parallel as dp
 
     old = GPT(CFG, seed=1, dtype=np.float32, threads=2)
     _step(old, *_batch(4))
@@ -400,9 +400,9 @@ def test_llama_threads_default_and_bad_values():
 
 
 def test_big_llamas_run_the_batch_whole_with_blas_threads(monkeypatch):
-    import npgpt.llama.model
+    import npgpt.runtime.model
 
-    monkeypatch.setattr(npgpt.llama.model, "SLICE_PARAMS", 10)
+    monkeypatch.setattr(npgpt.runtime.model, "SLICE_PARAMS", 10)
     model = _llama(2)
     assert model._group is None
     idx, targets = _masked_batch(4)

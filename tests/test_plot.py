@@ -1,4 +1,4 @@
-"""npgpt.plot: the axes cover the data (issue 10, item 4), in the tick helper and in the drawn SVG."""
+"""npgpt.training.plot: the axes cover the data (issue 10, item 4), in the tick helper and in the drawn SVG."""
 
 import math
 import re
@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npgpt.plot import nice_ticks, plot_losses
+from npgpt.training.plot import nice_ticks, plot_losses
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 

@@ -1,4 +1,4 @@
-"""npgpt.pretrained: the committed tiny GPT-2 (written by transformers) reproduces transformers' logits;
+"""npgpt.gpt2.pretrained: the committed tiny GPT-2 (written by transformers) reproduces transformers' logits;
 save_pretrained -> from_pretrained is bit-exact; prefixed, lm_head- and buffer-laden, F16, BF16 and F64
 checkpoints load; everything else fails with a one-line ValueError naming the problem."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from npgpt import GPT, GPTConfig
-from npgpt.pretrained import from_pretrained, save_pretrained
-from npgpt.safetensors import bf16_to_float32, float32_to_bf16, load_safetensors, save_safetensors
+from npgpt.gpt2.pretrained import from_pretrained, save_pretrained
+from npgpt.io.safetensors import bf16_to_float32, float32_to_bf16, load_safetensors, save_safetensors
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TINY = os.path.join(FIXTURES, "tiny_gpt2")

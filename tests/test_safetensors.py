@@ -1,4 +1,4 @@
-"""npgpt.safetensors: round trips for every dtype, the exact byte layout, atomic writes, and a ValueError
+"""npgpt.io.safetensors: round trips for every dtype, the exact byte layout, atomic writes, and a ValueError
 (one line, naming the file and the problem) for every kind of malformed file."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import stat
 import numpy as np
 import pytest
 
-from npgpt.safetensors import (
+from npgpt.io.safetensors import (
     MAX_HEADER_BYTES,
     SafetensorsFile,
     bf16_to_float32,

@@ -177,7 +177,7 @@ def test_every_small_window_and_block(causal, Tq, Tk):
 # ------------------------------------------------------------------------------------- used by the model
 
 def _tiny(block):
-    from npgpt.config import GPTConfig
+    from npgpt.gpt2.config import GPTConfig
     return GPTConfig(vocab_size=11, block_size=9, n_layer=2, n_head=2, n_embd=8, attention_block=block)
 
 
@@ -185,8 +185,8 @@ def _tiny(block):
 def test_gpt_with_tiled_attention_equals_dense(block):
     """GPTConfig(attention_block=b) trains through sdpa_tiled: logits, loss and every gradient of the
     functional core equal the dense GPT's to float64 round-off, and the threaded GPT class agrees too."""
-    from npgpt.gpt import gpt_backward, gpt_forward, init_params, param_shapes
-    from npgpt.model import GPT
+    from npgpt.gpt2.core import gpt_backward, gpt_forward, init_params, param_shapes
+    from npgpt.gpt2.model import GPT
     dense, tiled = _tiny(None), _tiny(block)
     rng = np.random.default_rng(0)
     params = {k: np.zeros(s) for k, s in param_shapes(dense).items()}
@@ -215,8 +215,8 @@ def test_gpt_with_tiled_attention_equals_dense(block):
 def test_generation_with_tiled_attention():
     """KV-cached decoding with attention_block set runs the tiled pair over the cache (Tq < Tk) and gives the
     dense model's tokens and logits."""
-    from npgpt.generate import KVCache, forward_cached, generate
-    from npgpt.gpt import init_params, param_shapes
+    from npgpt.gpt2.generate import KVCache, forward_cached, generate
+    from npgpt.gpt2.core import init_params, param_shapes
     dense, tiled = _tiny(None), _tiny(2)
     rng = np.random.default_rng(1)
     params = {k: np.zeros(s) for k, s in param_shapes(dense).items()}
@@ -234,8 +234,9 @@ def test_generation_with_tiled_attention():
 def test_attention_block_argument_checks():
     """attention_block must be None or a positive int: GPTConfig, self_attention_forward and block_forward
     say so in one line naming it; an old config dict without the key still loads."""
-    from npgpt.config import GPTConfig
-    from npgpt.layers import block_forward, self_attention_forward
+    from npgpt.gpt2.config import GPTConfig
+    from npgpt.gpt2.block import block_forward
+    from npgpt.layers import self_attention_forward
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="^attention_block:"):
             _tiny(bad)

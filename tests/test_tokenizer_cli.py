@@ -16,9 +16,10 @@ import pytest
 from tokenizer_fixtures import TIKTOKEN_FILE, gpt2_tok
 
 from npgpt import GPT, GPTConfig
-from npgpt.checkpoint import load_checkpoint
-from npgpt.data import bundled_corpus_path, tokenizer_from_dict
-from npgpt.finetune import load_gpt2_dir, save_gpt2_dir
+from npgpt.training.checkpoint import load_checkpoint
+from npgpt.training.data import bundled_corpus_path
+from npgpt.tokenizers import tokenizer_from_dict
+from npgpt.families import load_dir as load_gpt2_dir, save_dir as save_gpt2_dir
 from npgpt.tokenizers import BPETokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,19 +138,19 @@ def test_bad_init_from_directories(work, tiny_gpt2, tmp_path):
     no_tok.mkdir()
     for f in ("config.json", "model.safetensors"):
         shutil.copy(tiny_gpt2 / f, no_tok / f)
-    llama = tmp_path / "llama"
-    shutil.copytree(tiny_gpt2, llama)
-    cfg = json.loads((llama / "config.json").read_text())
-    (llama / "config.json").write_text(json.dumps({**cfg, "model_type": "llama"}))
+    mamba = tmp_path / "mamba"
+    shutil.copytree(tiny_gpt2, mamba)
+    cfg = json.loads((mamba / "config.json").read_text())
+    (mamba / "config.json").write_text(json.dumps({**cfg, "model_type": "mamba"}))
     cases = [
         ([no_tok], "no tokenizer files (expected tokenizer.json, or vocab.json + merges.txt"),
-        ([llama], "model_type is 'llama', expected 'gpt2'"),
-        ([tmp_path / "missing"], "missing: no such file or directory (expected a Hugging Face GPT-2 directory)"),
+        ([mamba], "model_type 'mamba' is not supported (supported: gpt2, llama"),
+        ([tmp_path / "missing"], "missing: no such file or directory (expected a Hugging Face model directory)"),
         ([work / "small.txt"], "small.txt: not a directory"),
         ([tiny_gpt2, "--n-layer", "5"], "and --init-from takes the directory's shapes; leave --n-layer out (got 5)"),
         ([tiny_gpt2, "--tokenizer", "bpe:300"], "--init-from uses the directory's own tokenizer"),
         ([tiny_gpt2, "--block-size", "64"], "block_size: 64 is larger than"),
-        ([tiny_gpt2, "--arch", "llama"], "--init-from loads a GPT-2 directory; expected arch 'gpt2'"),
+        ([tiny_gpt2, "--arch", "llama"], "arch: --init-from takes the directory's own architecture; leave --arch out"),
     ]
     (work / "keep").mkdir(exist_ok=True)
     (work / "keep" / "ckpt.npz").write_bytes(b"previous run")

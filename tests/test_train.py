@@ -1,4 +1,4 @@
-"""npgpt.train: the loop runs, gradient accumulation equals one big batch, evaluation does not disturb
+"""npgpt.training.loop: the loop runs, gradient accumulation equals one big batch, evaluation does not disturb
 training, resume from any interruption is bit-identical, and a diverging loss stops without saving."""
 
 import os
@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from npgpt.checkpoint import load_checkpoint
-from npgpt.config import GPTConfig
-from npgpt.data import bundled_corpus_path, load_text
-from npgpt.model import GPT
-from npgpt.plot import plot_losses
-from npgpt.train import GradAccumulator, TrainConfig, TrainingDiverged, resume_config, train
+from npgpt.training.checkpoint import load_checkpoint
+from npgpt.gpt2.config import GPTConfig
+from npgpt.training.data import bundled_corpus_path, load_text
+from npgpt.gpt2.model import GPT
+from npgpt.training.plot import plot_losses
+from npgpt.training import GradAccumulator, TrainConfig, TrainingDiverged, resume_config, train
 
 TEXT = load_text(bundled_corpus_path())[:12_000]
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=4, max_iters=12, eval_interval=4,
@@ -289,7 +289,7 @@ def test_png_plot_when_matplotlib_is_available(tmp_path):
 def test_every_field_has_help():
     from dataclasses import fields
 
-    from npgpt.train import FIELD_HELP
+    from npgpt.training import FIELD_HELP
     assert set(FIELD_HELP) == {f.name for f in fields(TrainConfig)}
 
 
@@ -334,17 +334,17 @@ def test_help_lives_in_the_field_metadata():
     """FIELD_HELP is derived from the fields (one source of truth), and every field has help."""
     from dataclasses import fields
 
-    from npgpt.train import FIELD_HELP
+    from npgpt.training import FIELD_HELP
     assert FIELD_HELP == {f.name: f.metadata["help"] for f in fields(TrainConfig)}
     assert all(FIELD_HELP.values())
 
 
-def test_arch_is_checked_and_the_factory_builds_the_model():
-    from npgpt.train import MODEL_BUILDERS, build_model
-    with pytest.raises(ValueError, match=r"^arch: expected one of 'gpt2', 'llama', got 'mamba'$"):
+def test_arch_is_checked_and_the_registry_builds_the_model():
+    from npgpt.families import ARCHS, build_model
+    with pytest.raises(ValueError, match=r"^arch: expected one of 'gpt2', 'llama'(, '[a-z0-9]+')*, got 'mamba'$"):
         TrainConfig(arch="mamba")
-    assert list(MODEL_BUILDERS) == ["gpt2", "llama"]
-    model = build_model(TrainConfig(**TINY), 11)
+    assert list(ARCHS)[:2] == ["gpt2", "llama"]
+    model = build_model(TrainConfig(**TINY).model_config(11))
     assert isinstance(model, GPT) and model.config.vocab_size == 11 and model.dtype == np.float32
 
 
@@ -378,13 +378,13 @@ def test_best_checkpoint_is_never_overwritten_by_a_worse_one(tmp_path, monkeypat
 
 
 def test_divergence_limit_rule():
-    from npgpt.train import divergence_limit
+    from npgpt.training import divergence_limit
     assert divergence_limit(65) == pytest.approx(2 * np.log(65) + 1)
 
 
 def test_a_given_tokenizer_is_used_and_stored(tmp_path):
     """train(..., tokenizer=tok): any Tokenizer; the checkpoint stores its to_dict() and resume reloads it."""
-    from npgpt.data import CharTokenizer
+    from npgpt.tokenizers import CharTokenizer
     tok = CharTokenizer(TEXT + "~")  # one character more than the text has
     r = train(text=TEXT, cfg=TrainConfig(**{**TINY, "max_iters": 4, "out_dir": str(tmp_path / "o")}), log=quiet,
               tokenizer=tok)

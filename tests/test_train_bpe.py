@@ -39,7 +39,7 @@ def test_requested_size_with_special_tokens():
 
 
 def open_corpus() -> str:
-    from npgpt.data import bundled_corpus_path
+    from npgpt.training.data import bundled_corpus_path
 
     return bundled_corpus_path().read_text(encoding="utf-8")[:60_000]
 

@@ -1,9 +1,8 @@
-"""Forward/backward pairs for every layer of GPT-2, each `out, cache = X_forward(...)` and
+"""Forward/backward pairs for every layer, each `out, cache = X_forward(...)` and
 `grads = X_backward(dout, cache)`.  One file per layer; docs/derivations/ has one page per file."""
 
 from .attention import AttentionCache, attention_backward, attention_forward, causal_mask
 from .attention_chunks import AttentionChunksCache, attention_chunks_backward, attention_chunks_forward
-from .block import BLOCK_PARAM_NAMES, BlockCache, block_backward, block_forward
 from .cross_entropy import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
 from .dropout import DropoutCache, dropout_backward, dropout_forward
 from .embedding import EmbeddingCache, embedding_backward, embedding_forward
@@ -22,10 +21,12 @@ from .split_heads import SplitHeadsCache, split_heads_backward, split_heads_forw
 from .gated_mlp import GatedMLPCache, gated_mlp_backward, gated_mlp_forward
 from .repeat_kv import RepeatKVCache, repeat_kv_backward, repeat_kv_forward
 from .rmsnorm import RMSNormCache, rmsnorm_backward, rmsnorm_forward
+from .registry import PAIRS, Pair
 from .rope import RopeCache, rope_backward, rope_forward, rope_inv_freq, rope_tables
 from .swiglu import SwiGLUCache, swiglu_backward, swiglu_forward
 
 __all__ = [
+    "PAIRS", "Pair",
     "embedding_forward", "embedding_backward", "EmbeddingCache",
     "linear_forward", "linear_backward", "LinearCache",
     "layernorm_forward", "layernorm_backward", "LayerNormCache",
@@ -39,7 +40,6 @@ __all__ = [
     "cross_entropy_forward", "cross_entropy_backward", "CrossEntropyCache",
     "mlp_forward", "mlp_backward", "MLPCache",
     "self_attention_forward", "self_attention_backward", "SelfAttentionCache", "KVSlot",
-    "block_forward", "block_backward", "BlockCache", "BLOCK_PARAM_NAMES",
     "rmsnorm_forward", "rmsnorm_backward", "RMSNormCache",
     "rope_forward", "rope_backward", "RopeCache", "rope_inv_freq", "rope_tables",
     "swiglu_forward", "swiglu_backward", "SwiGLUCache",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -75,3 +76,23 @@ class LlamaConfig:
         if extra:
             raise ValueError(f"config: unexpected keys {sorted(extra)}")
         return cls(**d)
+
+
+def training_widths(n_head: int, n_embd: int, n_kv_head: int | None,
+                    intermediate_size: int | None) -> tuple[int, int]:
+    """A training run's llama widths with their defaults resolved: n_kv_head = n_head, intermediate_size =
+    8 n_embd / 3 up to a multiple of 8."""
+    return n_kv_head or n_head, intermediate_size or 8 * math.ceil(n_embd / 3)
+
+
+def training_config(*, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
+                    dropout: float = 0.0, n_kv_head: int | None = None, intermediate_size: int | None = None,
+                    **preset: Any) -> LlamaConfig:
+    """The LlamaConfig `npgpt train --arch llama` (or a preset of the family) builds from the run's widths:
+    RMSNorm eps 1e-5 and a tied head, as Llama 3.2's small models; `preset` sets further fields."""
+    if dropout:
+        raise ValueError(f"dropout: the llama arch has no dropout; expected 0, got {dropout}")
+    n_kv_head, intermediate_size = training_widths(n_head, n_embd, n_kv_head, intermediate_size)
+    fields = {"rms_norm_eps": 1e-5, "tie_word_embeddings": True, **preset}
+    return LlamaConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
+                       n_kv_head=n_kv_head, n_embd=n_embd, intermediate_size=intermediate_size, **fields)

@@ -122,6 +122,14 @@ def _llama_forward(params: Params, config: LlamaConfig, idx: npt.NDArray[np.inte
     return logits, loss, LlamaCache(config, tok_cache, layer_caches, norm_cache, xf2, w_head, ce_cache)
 
 
+def forward_for_runtime(params: Params, config: LlamaConfig, idx: npt.NDArray[np.integer],
+                        targets: npt.NDArray[np.integer] | None, train: bool,
+                        rng: np.random.Generator | None) -> tuple[Array, Array | None, LlamaCache]:
+    """_llama_forward with the runtime's signature (runtime/core.py); the family has no dropout, so train and
+    rng do not apply."""
+    return _llama_forward(params, config, idx, targets)
+
+
 def llama_grads(cache: LlamaCache, dloss: float = 1.0) -> Iterator[tuple[str, Array]]:
     """The backward, yielding (name, gradient of dloss * loss) for every parameter as soon as it is known:
     the head's and the final norm's first, the token embedding's last.  See docs/llama.md.

@@ -1,7 +1,7 @@
 """KV-cached generation for the Llama family: the core's own forward with a cache of rotated keys and values.
 
 `LlamaKVCache(config, B, dtype)` preallocates (B, Hkv, block_size, D) keys and values per layer;
-`forward_cached` runs T new tokens through _llama_forward with it; `generate` samples like npgpt.generate's,
+`forward_cached` runs T new tokens through _llama_forward with it; `generate` samples like npgpt.gpt2.generate's,
 each sampled token through decode.py's one-position step.
 Walkthrough: docs/llama.md ("Generation with a KV cache")
 """
@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._checks import is_int, token_ids
-from ..generate import check_sampling, decode_loop
+from ..sampling import check_sampling, decode_loop
 from .block import KVSlot
 from .config import LlamaConfig
 from .core import _llama_forward, llama_forward
@@ -53,7 +53,7 @@ def generate(params: Mapping[str, Array], config: LlamaConfig, idx: npt.NDArray[
              rng: np.random.Generator | None = None, use_cache: bool = True,
              on_token: Callable[[npt.NDArray[np.int64]], object] | None = None) -> npt.NDArray[np.int64]:
     """Append max_new_tokens tokens to idx (B, T); KV-cached by default (same logits as full forwards).
-    on_token(ids (B,)) sees each step's new tokens as they are drawn, as in npgpt.generate."""
+    on_token(ids (B,)) sees each step's new tokens as they are drawn, as in npgpt.gpt2.generate."""
     token_ids("idx", idx, config.vocab_size)
     if idx.shape[1] < 1:
         raise ValueError("idx: expected a prompt of at least one token")

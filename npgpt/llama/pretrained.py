@@ -16,14 +16,15 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from ..atomic import atomic_write
-from ..safetensors import FLOAT_NAMES, SafetensorsFile, save_safetensors
+from ..io.atomic import atomic_write
+from ..io.safetensors import FLOAT_NAMES, SafetensorsFile, save_safetensors
 from .config import HIDDEN_ACTS, LlamaConfig
 from .core import param_shapes
 from .model import Llama
 from .._checks import float_dtype
 
 CONFIG_NAME = "config.json"
+MODEL_TYPES = ("llama",)  # the config.json model_type values this loader reads (families.py)
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 # LlamaConfig's defaults, used (as transformers does) for keys a config.json leaves out

@@ -16,8 +16,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..cli import OneLineParser  # argparse errors as one line, as every npgpt command's
-from ..outdir import describe_os_error
+from .._argparse import OneLineParser  # argparse errors as one line, as every npgpt command's
+from ..training.outdir import describe_os_error
 from . import DEFAULT_SHAPES, check_path, dump_cases
 
 

@@ -216,7 +216,7 @@ def check_path(path: str | Path, against: str | Path | None = None, rtol: float 
                 raise OracleError(f"{ref_path}: no such file (needed to compare with {path})")
     loaded = [(f, load_case(f), o, load_case(o) if o is not None else None) for f, o in pairs]
 
-    from .. import __version__
+    from .._version import __version__
 
     report = Report("recompute", f"recomputed with npgpt {__version__}") if against is None else \
         Report("against", f"compared with {against}")

@@ -27,7 +27,7 @@ def dump_cases(out_dir: str | Path, dtype: str = "float64", seed: int = 0, **sha
     inputs up to rounding).  seed: a non-negative integer.  shape_options: batch, seq, channels, heads, vocab,
     layers (defaults DEFAULT_SHAPES).  Layout of each file: docs/oracle.md.
     """
-    from .. import __version__
+    from .._version import __version__
 
     dtype = str(np.dtype(dtype)) if isinstance(dtype, (type, np.dtype)) else dtype
     if dtype not in TOLERANCES:

@@ -13,8 +13,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..atomic import atomic_write
-from ..checkpoint import is_training_checkpoint
+from ..io.atomic import atomic_write
+from ..training.checkpoint import is_training_checkpoint
 from .case import Arrays, OracleError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "TOLERANCES", "FINAL_TOLERANCES", "default_tolerance", "tolerance_meta",

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from .. import layers as L
-from ..config import GPTConfig
-from ..gpt import init_params, param_shapes
-from ..model import GPT
+from ..gpt2 import block as B
+from ..gpt2.config import GPTConfig
+from ..gpt2.core import init_params, param_shapes
+from ..gpt2.model import GPT
 from .case import Arrays, Case, OracleError, Sizes, run_training
 
 __all__ = ["CASES", "DROPOUT_P", "TRAIN_STEPS", "ADAMW_HPARAMS"]
@@ -129,7 +130,7 @@ def _block_param_arrays(rng: np.random.Generator, C: int) -> Arrays:
     p["ln_2.weight"], p["ln_2.bias"] = _layernorm_params(rng, C)
     p["mlp.c_fc.weight"], p["mlp.c_fc.bias"] = _linear_params(rng, C, 4 * C)
     p["mlp.c_proj.weight"], p["mlp.c_proj.bias"] = _linear_params(rng, 4 * C, C)
-    return {n: p[n] for n in L.BLOCK_PARAM_NAMES}
+    return {n: p[n] for n in B.BLOCK_PARAM_NAMES}
 
 
 def _make_block(rng: np.random.Generator, s: Sizes) -> tuple[Arrays, dict[str, Any]]:
@@ -140,10 +141,10 @@ def _make_block(rng: np.random.Generator, s: Sizes) -> tuple[Arrays, dict[str, A
 
 
 def _run_block(a: Arrays, args: dict[str, Any]) -> Arrays:
-    p = {n: a[f"in.p.{n}"] for n in L.BLOCK_PARAM_NAMES}
-    out, cache = L.block_forward(a["in.x"], p, args["n_head"], args["dropout"], None, args["train"])
-    dx, g = L.block_backward(a["dout"], cache)
-    return {"out": out, "grad.x": dx, **{f"grad.p.{n}": g[n] for n in L.BLOCK_PARAM_NAMES}}
+    p = {n: a[f"in.p.{n}"] for n in B.BLOCK_PARAM_NAMES}
+    out, cache = B.block_forward(a["in.x"], p, args["n_head"], args["dropout"], None, args["train"])
+    dx, g = B.block_backward(a["dout"], cache)
+    return {"out": out, "grad.x": dx, **{f"grad.p.{n}": g[n] for n in B.BLOCK_PARAM_NAMES}}
 
 
 def _make_gpt_train(rng: np.random.Generator, s: Sizes) -> tuple[Arrays, dict[str, Any]]:
@@ -184,7 +185,7 @@ def _gelu_case(form: str) -> Case:
 _XWB = ("x", "w", "b")
 _MLP = ("x", "w_fc", "b_fc", "w_proj", "b_proj")
 _SELF_ATTENTION = ("x", "w_attn", "b_attn", "w_proj", "b_proj")
-_BLOCK_INPUTS = ("x", *(f"p.{n}" for n in L.BLOCK_PARAM_NAMES))
+_BLOCK_INPUTS = ("x", *(f"p.{n}" for n in B.BLOCK_PARAM_NAMES))
 
 CASES: tuple[Case, ...] = (
     Case("embedding", "npgpt.layers.embedding_forward", "npgpt.layers.embedding_backward", ("idx", "w"), ("w",),

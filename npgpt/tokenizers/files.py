@@ -20,7 +20,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..atomic import atomic_write
+from ..io.atomic import atomic_write
 from .bpe import EOT, BPETokenizer, parse_merges
 from .byte_unicode import encode_bytes
 

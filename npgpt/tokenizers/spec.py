@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from .bpe import BPETokenizer
+from .char import CharTokenizer
 from .files import load_tokenizer
+from .protocol import Tokenizer
 from .train_bpe import train_bpe
 
 _BPE_SPEC = re.compile(r"bpe:(\d+)")
@@ -30,8 +32,6 @@ def tokenizer_from_spec(spec: str, train_text: str, full_text: str | None = None
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"tokenizer: expected {SPEC_HELP}; got {spec!r}")
     if spec == "char":
-        from ..data import CharTokenizer
-
         return CharTokenizer(full_text if full_text is not None else train_text)
     m = _BPE_SPEC.fullmatch(spec)
     if m:
@@ -47,3 +47,12 @@ def encode_text(tok: Any, text: str) -> np.ndarray:
     if isinstance(tok, BPETokenizer):
         return tok.encode(text, allowed_special="all")
     return np.asarray(tok.encode(text))
+
+
+def start_token(tok: Tokenizer) -> int:
+    """The token an unprompted sample starts from: a newline when the vocabulary has one, else id 0."""
+    try:
+        nl = tok.encode("\n")
+    except ValueError:  # a character vocabulary without "\n"
+        return 0
+    return int(nl[0]) if len(nl) == 1 else 0

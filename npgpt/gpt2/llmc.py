@@ -24,10 +24,11 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .atomic import atomic_write
+from ..io.atomic import atomic_write
 from .config import GPTConfig
-from .model import GPT, gpt_backward, gpt_forward, param_shapes
-from ._checks import is_py_int
+from .core import gpt_backward, gpt_forward, param_shapes
+from .model import GPT
+from .._checks import is_py_int
 
 MODEL_MAGIC, MODEL_VERSION = 20240326, 3
 STATE_MAGIC, STATE_VERSION = 20240327, 2

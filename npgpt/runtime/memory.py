@@ -34,3 +34,8 @@ def reuse_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
         bool(mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(threshold_bytes)))
     _applied = ok
     return ok
+
+
+def applied() -> bool:
+    """Whether reuse_freed_memory() has taken effect in this process."""
+    return _applied

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._checks import is_real
+from .._checks import is_real
 
 
 @dataclass(frozen=True)
@@ -54,3 +54,16 @@ class GPTConfig:
         if extra or missing:
             raise ValueError(f"config: unexpected keys {sorted(extra)}, missing keys {sorted(missing)}")
         return cls(**d)
+
+
+def training_config(*, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
+                    dropout: float = 0.0, n_kv_head: int | None = None,
+                    intermediate_size: int | None = None) -> GPTConfig:
+    """The GPTConfig `npgpt train --arch gpt2` builds from the run's widths (families.arch_config).
+    GPT-2 has no separate key/value heads or MLP width: giving either is a one-line error."""
+    for name, value in (("n_kv_head", n_kv_head), ("intermediate_size", intermediate_size)):
+        if value is not None:
+            raise ValueError(f"{name}: only the llama arch has it (--arch llama); got {value} for arch "
+                             f"'gpt2'")
+    return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                     dropout=dropout)

@@ -1,12 +1,13 @@
 """Training checkpoints: one .npz holding the parameters, AdamW's moments and a JSON metadata string.
 
 Entries:
-    param/<name>     every GPT-2 parameter, e.g. param/wte.weight, param/h.0.attn.c_attn.weight
+    param/<name>     every parameter, by its family's names, e.g. param/wte.weight, param/h.0.attn.c_attn.weight
     adam_m/<name>    AdamW first moment, same names and shapes
     adam_v/<name>    AdamW second moment
     metadata         0-d numpy unicode array: a JSON object with "format": "npgpt-checkpoint", "version": 1,
-                     "model_config" (GPTConfig fields; LlamaConfig fields when "model_family" is "llama")
-                     and whatever else the writer records (npgpt.train records the train config, iteration,
+                     "model_family" (a npgpt.families name; absent in files from before it: "gpt2"),
+                     "model_config" (that family's config fields)
+                     and whatever else the writer records (npgpt.training.loop records the train config, iteration,
                      optimizer state, RNG states, tokenizer, history)
 
 Nothing is pickled: the file loads with np.load(..., allow_pickle=False).  save_checkpoint writes a temporary
@@ -29,13 +30,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .atomic import atomic_write
-from .config import GPTConfig
-from .llama import LlamaConfig
-from .llama import param_shapes as llama_param_shapes
-from .model import param_shapes
-from .tokenizers.protocol import Tokenizer, tokenizer_from_dict
-from ._checks import is_py_int
+from ..io.atomic import atomic_write
+from ..families import family, family_of
+from ..runtime.core import ModelConfig
+from ..tokenizers.protocol import Tokenizer, tokenizer_from_dict
+from .._checks import is_py_int
 
 FORMAT_NAME = "npgpt-checkpoint"
 FORMAT_VERSION = 1
@@ -51,12 +50,12 @@ class Checkpoint:
     params: dict[str, Array]
     adam_m: dict[str, Array]
     adam_v: dict[str, Array]
-    config: GPTConfig | LlamaConfig
+    config: Any  # the family's config
     meta: dict[str, Any]
 
 
 def save_checkpoint(path: str | os.PathLike[str], params: Mapping[str, Array], adam_m: Mapping[str, Array],
-                    adam_v: Mapping[str, Array], config: GPTConfig | LlamaConfig,
+                    adam_v: Mapping[str, Array], config: ModelConfig,
                     meta: Mapping[str, Any] | None = None) -> Path:
     """Write params, AdamW moments and metadata to one .npz at path, atomically; return the path.
 
@@ -70,9 +69,8 @@ def save_checkpoint(path: str | os.PathLike[str], params: Mapping[str, Array], a
     reserved = {"format", "version", "model_config", "model_family"} & set(meta or {})
     if reserved:
         raise ValueError(f"meta: keys {sorted(reserved)} are written by save_checkpoint itself")
-    family = {"model_family": "llama"} if isinstance(config, LlamaConfig) else {}  # absent: GPT-2
-    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model_config": config.to_dict(), **family,
-              **(meta or {})}
+    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model_config": config.to_dict(),
+              "model_family": family_of(config).name, **(meta or {})}
     try:
         text = json.dumps(header, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as e:
@@ -86,12 +84,12 @@ def save_checkpoint(path: str | os.PathLike[str], params: Mapping[str, Array], a
     return path
 
 
-def _shapes(config: GPTConfig | LlamaConfig) -> dict[str, tuple[int, ...]]:
-    """The parameter shapes of either model family."""
-    return llama_param_shapes(config) if isinstance(config, LlamaConfig) else param_shapes(config)
+def _shapes(config: Any) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes of config's family (npgpt.families)."""
+    return family_of(config).core.param_shapes(config)
 
 
-def load_checkpoint(path: str | os.PathLike[str], config: GPTConfig | LlamaConfig | None = None,
+def load_checkpoint(path: str | os.PathLike[str], config: Any | None = None,
                     expect: Mapping[str, Any] | None = None, expect_key: str = "train_config") -> Checkpoint:
     """Read and validate a checkpoint written by save_checkpoint.
 
@@ -116,8 +114,8 @@ def load_checkpoint(path: str | os.PathLike[str], config: GPTConfig | LlamaConfi
             meta = _read_metadata(path, _entry(path, z, "metadata") if "metadata" in z.files else None)
             raw = {k: _entry(path, z, k) for k in z.files if k != "metadata"}  # every entry read now
     try:
-        kind = LlamaConfig if meta.get("model_family") == "llama" else GPTConfig
-        stored: GPTConfig | LlamaConfig = kind.from_dict(meta["model_config"])
+        kind = family(meta.get("model_family", "gpt2")).config_class  # absent: written before families existed
+        stored = kind.from_dict(meta["model_config"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: invalid model_config in the metadata ({_one_line(e)})") from None
     if config is not None and stored != config:

@@ -18,13 +18,14 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from ._checks import float_dtype, is_real
+from .._checks import float_dtype, is_real
 from .config import GPTConfig
 from .model import GPT, param_shapes
-from .atomic import atomic_write
-from .safetensors import FLOAT_NAMES, SafetensorsFile, save_safetensors
+from ..io.atomic import atomic_write
+from ..io.safetensors import FLOAT_NAMES, SafetensorsFile, save_safetensors
 
 CONFIG_NAME = "config.json"
+MODEL_TYPES = ("gpt2",)  # the config.json model_type values this loader reads (families.py)
 WEIGHTS_NAME = "model.safetensors"
 PREFIX = "transformer."  # what GPT2LMHeadModel's state_dict puts before the GPT2Model names
 # activation_function values that are all the tanh approximation npgpt computes

@@ -2,9 +2,9 @@
 
 logits = ln_f(blocks(wte[idx] + wpe[:T])) @ wte.T        (the LM head is tied to the token embedding)
 `logits, loss, cache = gpt_forward(params, config, idx, targets)`;  `grads = gpt_backward(cache)`.
-Nothing here knows about threads or buffers: the GPT class (model.py) and data_parallel.py build the fast
-path from these pieces, and gpt_grads (the gradients one at a time, as the backward reaches them) is the one
-hook they use.  Walkthrough: docs/model.md
+Nothing here knows about threads or buffers: the GPT class (model.py) hands these functions to the runtime
+(npgpt/runtime), and gpt_grads (the gradients one at a time, as the backward reaches them) is the one hook the
+fast path uses.  Walkthrough: docs/model.md
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from ._checks import float_array, generator, param_dict, token_ids
+from .._checks import float_array, generator, param_dict, token_ids
 from .config import GPTConfig
-from .layers.block import (BLOCK_PARAM_NAMES, BLOCK_WEIGHT_NAMES, BlockCache, _block_backward, _block_forward,
+from .block import (BLOCK_PARAM_NAMES, BLOCK_WEIGHT_NAMES, BlockCache, _block_backward, _block_forward,
                            block_param_shapes)
-from .layers.cross_entropy import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
-from .layers.dropout import DropoutCache, _dropout_backward, _dropout_forward
-from .layers.embedding import EmbeddingCache, _embedding_backward_rows, _embedding_forward
-from .layers.layernorm import LayerNormCache, _layernorm_backward, _layernorm_forward
-from .layers.self_attention import KVSlot
+from ..layers.cross_entropy import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
+from ..layers.dropout import DropoutCache, _dropout_backward, _dropout_forward
+from ..layers.embedding import EmbeddingCache, _embedding_backward_rows, _embedding_forward
+from ..layers.layernorm import LayerNormCache, _layernorm_backward, _layernorm_forward
+from ..layers.self_attention import KVSlot
 
 Array = npt.NDArray[np.floating]
 Params = Mapping[str, Array]
@@ -141,6 +141,13 @@ def _gpt_forward(params: Params, config: GPTConfig, idx: npt.NDArray[np.integer]
     loss, ce_cache = (None, None) if targets is None else cross_entropy_forward(logits, targets)
     cache = GPTCache(config, tok_cache, drop_cache, block_caches, ln_f_cache, xf, wte, ce_cache, wte.dtype)
     return logits, loss, cache
+
+
+def forward_for_runtime(params: Params, config: GPTConfig, idx: npt.NDArray[np.integer],
+                        targets: npt.NDArray[np.integer] | None, train: bool,
+                        rng: np.random.Generator | None) -> tuple[Array, Array | None, GPTCache]:
+    """_gpt_forward with the runtime's signature (runtime/core.py): dropout on when train, drawing from rng."""
+    return _gpt_forward(params, config, idx, targets, train=train, rng=rng)
 
 
 def gpt_grads(cache: GPTCache, dloss: float = 1.0,

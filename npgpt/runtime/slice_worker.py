@@ -1,5 +1,5 @@
-"""Worker processes for data parallelism: each runs a functional core (GPT-2's, or the Llama family's) on its
-slice of the batch.
+"""Worker processes for data parallelism: each runs a family's functional core (a runtime.core.Core, sent by
+reference when a model attaches) on its slice of the batch.
 
 Threads would share one interpreter, and every NumPy call hands its GIL back and forth: on a VM each hand-off
 can cost tens of microseconds, and far more when any other process wants the core (docs/performance.md).
@@ -21,14 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .config import GPTConfig
-from .gpt import _gpt_forward, _write_grads
 from .memory import reuse_freed_memory
 
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
@@ -37,36 +34,6 @@ _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.
 # wait for that process's time slice: milliseconds, at every one of the step's four meeting points.
 # OpenMP runtimes (PyTorch's) spin for the same reason.  See docs/performance.md.
 SPIN_SECONDS = 0.05
-
-
-class SliceCore(NamedTuple):
-    """The two functions of a family's functional core that a batch slice runs."""
-    forward: Callable[..., tuple[Any, Any, Any]]  # (params, config, idx, targets, train, rng) -> logits, loss, cache
-    write_grads: Callable[[Any, Any, float], None]  # (out, cache, dloss): every gradient of dloss * loss into out
-    ignore_index: int | None  # the target value the loss skips (None: it counts every target)
-
-
-def _gpt_forward_slice(params: Any, config: Any, idx: np.ndarray, targets: np.ndarray | None, train: bool,
-                       rng: np.random.Generator | None) -> tuple[Any, Any, Any]:
-    return _gpt_forward(params, config, idx, targets, train=train, rng=rng)
-
-
-def _llama_forward_slice(params: Any, config: Any, idx: np.ndarray, targets: np.ndarray | None, train: bool,
-                         rng: np.random.Generator | None) -> tuple[Any, Any, Any]:
-    from .llama.core import _llama_forward  # here: the llama package imports this module (through its model)
-    return _llama_forward(params, config, idx, targets)  # no dropout in the family: train and rng do not apply
-
-
-def slice_core(config: object) -> SliceCore:
-    """The functional core for config's family: GPT-2's (gpt.py) or the Llama family's (llama/core.py)."""
-    if isinstance(config, GPTConfig):
-        return SliceCore(_gpt_forward_slice, _write_grads, None)
-    from .llama.config import LlamaConfig
-    if not isinstance(config, LlamaConfig):
-        raise ValueError(f"config: expected a GPTConfig or a LlamaConfig, got {type(config).__name__}")
-    from .llama.core import IGNORE_INDEX
-    from .llama.core import _write_grads as llama_write_grads
-    return SliceCore(_llama_forward_slice, llama_write_grads, IGNORE_INDEX)
 
 
 def _spin_until_readable(fd: int, seconds: float = SPIN_SECONDS) -> None:
@@ -120,9 +87,10 @@ class SliceWorker:
 
     def __init__(self, reuse_memory: bool) -> None:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this package, even uninstalled
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # npgpt/runtime/ -> the
+        # directory that holds the npgpt package, even uninstalled
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        code = f"from npgpt.slice_worker import _serve; _serve({bool(reuse_memory)})"
+        code = f"from npgpt.runtime.slice_worker import _serve; _serve({bool(reuse_memory)})"
         self.proc = subprocess.Popen([sys.executable, "-c", code],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.pending = 0  # replies not yet read (a KeyboardInterrupt can leave one behind)
@@ -202,9 +170,9 @@ def _serve(reuse_memory: bool) -> None:
 
 def _handle(msg: tuple, models: dict[int, dict[str, Any]]) -> tuple:
     kind, key = msg[0], msg[1]
-    if kind == "attach":  # (attach, key, config, layout, dtype, params_path, grads_path)
-        _, _, config, layout, dtype, params_path, grads_path = msg
-        models[key] = {"config": config, "core": slice_core(config),
+    if kind == "attach":  # (attach, key, core, config, layout, dtype, params_path, grads_path)
+        _, _, core, config, layout, dtype, params_path, grads_path = msg
+        models[key] = {"config": config, "core": core,
                        "params": layout.views(open_shared(params_path, layout.size, dtype)),
                        "grads": layout.views(open_shared(grads_path, layout.size, dtype)), "cache": None,
                        "logits": None}

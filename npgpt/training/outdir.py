@@ -25,6 +25,11 @@ LOCK_NAME = ".lock"
 TEMP_FILE = re.compile(r"^\.[^/]+\.[0-9a-f]{12}\.tmp$")
 
 
+CHECKPOINT_NAME = "ckpt.npz"  # the latest state, what resume continues from
+BEST_NAME = "best.npz"  # the state with the lowest validation loss; never overwritten by a worse one
+PLOT_NAME = "loss"  # out_dir/loss.png, or loss.svg without matplotlib
+HF_DIR_NAME = "hf"  # out_dir/hf: with a BPE tokenizer, the final model as a Hugging Face directory
+
 class OutDir:
     """One run's hold on its output directory; see the module docstring."""
 

@@ -14,10 +14,11 @@ import numpy as np
 import numpy.typing as npt
 
 from .._checks import float_array, generator, head_count, is_int, param, probability, upstream
-from .dropout import DropoutCache, _dropout_backward, _dropout_forward
-from .layernorm import LayerNormCache, _layernorm_backward, _layernorm_forward
-from .mlp import MLPCache, _mlp_backward, _mlp_forward
-from .self_attention import KVSlot, SelfAttentionCache, _self_attention_backward, _self_attention_forward, check_kv
+from ..layers.dropout import DropoutCache, _dropout_backward, _dropout_forward
+from ..layers.layernorm import LayerNormCache, _layernorm_backward, _layernorm_forward
+from ..layers.mlp import MLPCache, _mlp_backward, _mlp_forward
+from ..layers.self_attention import (KVSlot, SelfAttentionCache, _self_attention_backward, _self_attention_forward,
+                                     check_kv)
 
 Array = npt.NDArray[np.floating]
 

@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from .config import GPTConfig
-from .layers.gelu import _squash
-from .layers.layernorm import _layernorm_forward
-from .layers.softmax import _softmax_forward
+from ..layers.gelu import _squash
+from ..layers.layernorm import _layernorm_forward
+from ..layers.softmax import _softmax_forward
 
 Array = npt.NDArray[np.floating]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .layers.self_attention import QUERY_CHUNK
+from ..layers.self_attention import QUERY_CHUNK
 
 BYTES = 4  # float32
 

@@ -5,8 +5,8 @@ loss counts (all of them for a GPT; those not ignored, -100, for a Llama) and n 
 the functional core's forward on its rows, its backward starts from dloss = share_i, and the slices' gradients
 add.  Slice 0 runs in the calling process and slices 1.. in worker processes (slice_worker.py) that read the
 parameters from the model's shared buffer and write their gradients into shared buffers of their own; the
-sum is in slice order (slice 0 + slice 1 + ...), so the bits are the same on every run.  GPT and Llama each
-own one SliceGroup; the family's core comes from the config (slice_worker.slice_core).  See docs/model.md.
+sum is in slice order (slice 0 + slice 1 + ...), so the bits are the same on every run.  Each model owns one
+SliceGroup, made with its family's Core (core.py): nothing here knows which family it runs.  See docs/model.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import numpy.typing as npt
 
 from .layout import FlatTensors, ParamLayout
 from .parallel import batch_slices, blas_threads, single_threaded_blas
-from .slice_worker import SliceWorker, _unlink, open_shared, shared_array, slice_core
+from . import memory
+from .core import Core
+from .slice_worker import SliceWorker, _unlink, open_shared, shared_array
 
 Array = npt.NDArray[np.floating]
 
@@ -81,13 +83,11 @@ def slice_shares(targets: npt.NDArray[np.integer] | None, slices: Sequence[slice
 
 
 class SliceGroup:
-    """The worker side of one model (GPT or Llama): its shared parameter buffer, one shared gradient buffer per
-    worker, and the protocol of a data-parallel forward and backward.  The model owns one when it splits batches
-    (threads > 1)."""
+    """The worker side of one model: its shared parameter buffer, one shared gradient buffer per worker, and the
+    protocol of a data-parallel forward and backward.  The model owns one when it splits batches (threads > 1)."""
 
-    def __init__(self, config: Any, layout: ParamLayout, dtype: np.dtype) -> None:
-        self.config, self.layout, self.dtype = config, layout, np.dtype(dtype)
-        self.core = slice_core(config)  # the family's forward and gradient writer
+    def __init__(self, core: Core, config: Any, layout: ParamLayout, dtype: np.dtype) -> None:
+        self.core, self.config, self.layout, self.dtype = core, config, layout, np.dtype(dtype)
         self.key = next(_keys)
         buffer, path = shared_array(layout.size, dtype)  # (P,) the model's params live here
         self._fd = os.open(path, os.O_RDWR)  # held open: workers started later can still map it ...
@@ -101,9 +101,7 @@ class SliceGroup:
         self.logits: dict[int, np.ndarray] = {}  # worker PID -> its shared logits arena
 
     def _attached(self, n: int) -> list[SliceWorker]:
-        from .memory import _applied as reuse_memory
-
-        workers = _workers(n, reuse_memory)
+        workers = _workers(n, memory.applied())  # workers keep freed memory too when this process does
         for w in workers:  # detaches deferred by close() (see there) go out now, between exchanges
             while w.detach_later:
                 _call(w, "detach", w.detach_later.pop())
@@ -115,7 +113,8 @@ class SliceGroup:
             if self.key not in w.attached:
                 grads, path = shared_array(self.layout.size, self.dtype)  # (P,)
                 try:
-                    _call(w, "attach", self.key, self.config, self.layout, self.dtype, self._params_path, path)
+                    _call(w, "attach", self.key, self.core, self.config, self.layout, self.dtype, self._params_path,
+                          path)
                 finally:
                     _unlink(path)
                 self.grads[w.proc.pid] = self.layout.views(grads)
@@ -136,7 +135,7 @@ class SliceGroup:
                  targets: npt.NDArray[np.integer] | None, slices: Sequence[slice], train: bool,
                  rng: np.random.Generator) -> tuple[Array, Array | None, Any, list[float]]:
         seeds = rng.integers(2**63, size=len(slices)) if train and getattr(self.config, "dropout", 0.0) > 0 \
-            else None  # one dropout seed per slice (a Llama has no dropout)
+            else None  # one dropout seed per slice (a config without dropout draws none)
         err = np.geterr()
         for i, (w, s) in enumerate(zip(workers, slices[1:]), start=1):
             w.send("forward", self.key, idx[s], None if targets is None else targets[s], train,
@@ -202,10 +201,10 @@ class SliceGroup:
                 w.attached.discard(self.key)
 
 
-def model_forward(group: SliceGroup | None, threads: int, params: FlatTensors, config: Any,
+def model_forward(core: Core, group: SliceGroup | None, threads: int, params: FlatTensors, config: Any,
                   idx: npt.NDArray[np.integer], targets: npt.NDArray[np.integer] | None, *, train: bool,
                   rng: np.random.Generator) -> tuple[Array, Array | None, Any, list[float]]:
-    """A model's forward (GPT's or Llama's, inputs already checked): the batch whole in this process, with
+    """A model's forward through its family's core (inputs already checked): the batch whole in this process, with
     `threads` BLAS threads, when there is no group or the batch is one row; else one slice per thread through
     the group.  logits (B, T, V), the mean loss (None without targets), slice 0's cache and the slices' shares."""
     slices = batch_slices(idx.shape[0], threads if group is not None else 1)
@@ -213,11 +212,11 @@ def model_forward(group: SliceGroup | None, threads: int, params: FlatTensors, c
         assert group is not None
         return group.forward(idx, targets, slices, train=train, rng=rng)
     with blas_threads(threads) if threads > 1 else contextlib.nullcontext():  # threads=1: BLAS as NumPy set it
-        logits, loss, cache = slice_core(config).forward(params, config, idx, targets, train, rng)
+        logits, loss, cache = core.forward(params, config, idx, targets, train, rng)
     return logits, loss, cache, [1.0]
 
 
-def model_backward(group: SliceGroup | None, threads: int, cache: Any, shares: Sequence[float],
+def model_backward(core: Core, group: SliceGroup | None, threads: int, cache: Any, shares: Sequence[float],
                    out: FlatTensors) -> None:
     """model_forward's backward: every gradient of the batch's mean loss into out (the model's grads)."""
     if len(shares) > 1:
@@ -225,4 +224,4 @@ def model_backward(group: SliceGroup | None, threads: int, cache: Any, shares: S
         group.backward(cache, shares, out)
         return
     with blas_threads(threads) if threads > 1 else contextlib.nullcontext():
-        slice_core(cache.config).write_grads(out, cache, 1.0)  # each gradient into out as it is known
+        core.write_grads(out, cache, 1.0)  # each gradient into out as it is known

@@ -13,20 +13,15 @@ Default stride: T // 2.  Guide: docs/evaluate.md
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
-import sys
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from .model import GPT
-from ._checks import is_int, is_py_int
+from ..runtime.model import Model
+from .._checks import is_int, is_py_int
 
 Progress = Callable[[int, int], None]
 
@@ -56,7 +51,7 @@ def windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int,
     return out
 
 
-def evaluate_ids(model: GPT, ids: Sequence[int] | npt.NDArray[np.integer], stride: int | None = None, *,
+def evaluate_ids(model: Model, ids: Sequence[int] | npt.NDArray[np.integer], stride: int | None = None, *,
                  n_bytes: int | None = None, batch_size: int = 4, progress: Progress | None = None) -> EvalResult:
     """Strided sliding-window loss of a token sequence (see the module docstring).
 
@@ -122,7 +117,7 @@ def _target_log_probs(logits: npt.NDArray[np.floating], y: npt.NDArray[np.int64]
     return picked - lse
 
 
-def evaluate_text(model: GPT, tokenizer: Any, text: str, stride: int | None = None, *, bos: int | None = None,
+def evaluate_text(model: Model, tokenizer: Any, text: str, stride: int | None = None, *, bos: int | None = None,
                   batch_size: int = 4, progress: Progress | None = None) -> EvalResult:
     """evaluate_ids on tokenizer.encode(text), with bits per byte over the bytes of the scored tokens.
 
@@ -141,7 +136,7 @@ def evaluate_text(model: GPT, tokenizer: Any, text: str, stride: int | None = No
 
 
 def _encode(tokenizer: Any, text: str) -> Sequence[int]:
-    from .tokenizers import encode_text
+    from ..tokenizers import encode_text
 
     return encode_text(tokenizer, text).tolist()  # a BPE's special tokens' text is those tokens
 
@@ -150,96 +145,3 @@ def _token_bytes(tokenizer: Any, i: int) -> bytes:
     if hasattr(tokenizer, "token_bytes"):
         return tokenizer.token_bytes(i)
     return str(tokenizer.decode([i])).encode("utf-8")
-
-
-# ------------------------------------------------------------------------------ `npgpt eval` command
-
-def load_model_and_tokenizer(path: str | os.PathLike[str]) -> tuple[GPT, Any]:
-    """(model in eval mode, tokenizer) from a training checkpoint (.npz with its tokenizer) or a Hugging
-    Face GPT-2 directory (config.json, model.safetensors and tokenizer files)."""
-    p = Path(path)
-    if p.is_dir():
-        from .finetune import load_gpt2_dir
-        from .pretrained import CONFIG_NAME
-        from .train import BEST_NAME, CHECKPOINT_NAME
-
-        found = [n for n in (BEST_NAME, CHECKPOINT_NAME) if (p / n).is_file()]
-        if found and not (p / CONFIG_NAME).exists():  # `npgpt train`'s out_dir: which checkpoint is the user's call
-            raise ValueError(f"{p}: a training directory, not a GPT-2 one: pass one of its checkpoints, "
-                             + " or ".join(str(p / n) for n in found))
-
-        model, bpe = load_gpt2_dir(p)
-        return model.eval(), bpe
-    if not p.exists():
-        raise ValueError(f"{p}: no such file or directory (expected a checkpoint .npz or a GPT-2 directory)")
-    from .checkpoint import load_checkpoint, stored_tokenizer
-
-    from .llama import Llama, LlamaConfig
-
-    ck = load_checkpoint(p)
-    tok = stored_tokenizer(p, ck)
-    dtype = next(iter(ck.params.values())).dtype
-    if isinstance(ck.config, LlamaConfig):  # `npgpt train --arch llama`: the same forward interface
-        model = cast(GPT, Llama(ck.config, dtype=dtype, init=False))
-    else:
-        model = GPT(ck.config, init=False, dtype=dtype)
-    for k, v in ck.params.items():
-        model.params[k][...] = v
-    return model.eval(), tok
-
-
-def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    """`npgpt eval CHECKPOINT_OR_DIR TEXT_FILE [--stride N] [--batch-size B]`."""
-    p.add_argument("model", metavar="CHECKPOINT_OR_DIR",
-                   help="a training checkpoint (out/best.npz) or a Hugging Face GPT-2 directory")
-    p.add_argument("text_file", metavar="TEXT_FILE", help="UTF-8 text to score")
-    p.add_argument("--stride", type=int, default=None,
-                   help="tokens each window moves and scores; each scored token has at least block_size - "
-                        "stride + 1 tokens of context (default: block_size // 2)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
-    p.epilog = "Prints mean loss (nats/token), perplexity and bits per byte. Docs: docs/evaluate.md"
-
-
-def run_eval(a: argparse.Namespace, out: Any = None, err: Any = None) -> int:
-    """Run `npgpt eval` on parsed arguments; bad input raises a one-line ValueError (the CLI prints it)."""
-    from .data import load_text
-
-    out = sys.stdout if out is None else out
-    err = sys.stderr if err is None else err
-    model, tok = load_model_and_tokenizer(a.model)
-    text = load_text(a.text_file)
-    T = model.config.block_size
-    stride = max(T // 2, 1) if a.stride is None else a.stride
-    if not 1 <= stride <= T:
-        raise ValueError(f"--stride: expected an integer in [1, block_size={T}], got {stride}")
-    if a.batch_size < 1:
-        raise ValueError(f"--batch-size: expected a positive integer, got {a.batch_size}")
-    live = hasattr(err, "isatty") and err.isatty()
-    t0 = time.perf_counter()
-    shown = [-1]
-
-    def progress(done: int, total: int) -> None:
-        pct = 100 * done // total
-        if live:
-            err.write(f"\reval: {done:,}/{total:,} tokens ({pct}%)")
-            err.flush()
-        elif pct // 10 > shown[0] or done == total:  # a line every 10% when not a terminal
-            shown[0] = pct // 10
-            err.write(f"eval: {done:,}/{total:,} tokens ({pct}%), {time.perf_counter() - t0:.1f} s\n")
-            err.flush()
-
-    bos = getattr(tok, "eot_token", None)
-    try:
-        r = evaluate_text(model, tok, text, stride, bos=bos, batch_size=a.batch_size, progress=progress)
-    except ValueError as e:  # "text: ..." is about the file the user named
-        if not str(e).startswith("text: "):
-            raise
-        raise ValueError(f"{a.text_file}: {str(e)[len('text: '):]}") from None
-    if live:
-        err.write("\n")
-    out.write(f"{a.model} on {a.text_file}: {r.n_tokens:,} tokens scored ({r.n_bytes:,} bytes), block_size {T}, "
-              f"stride {r.stride}, {r.n_windows:,} windows, {time.perf_counter() - t0:.1f} s\n")
-    out.write(f"mean loss     {r.mean_loss:.4f} nats/token\n")
-    out.write(f"perplexity    {r.perplexity:.4f}\n")
-    out.write(f"bits per byte {r.bits_per_byte:.4f}\n")
-    return 0

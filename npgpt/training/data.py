@@ -1,5 +1,4 @@
-"""Data for training: the tokenizer protocol and the character tokenizer (re-exported from npgpt/tokenizers/),
-text loading, a train/val split and a seeded batch sampler.
+"""Data for training: text loading, a train/val split and a seeded batch sampler (tokenizers: npgpt/tokenizers/).
 
     text = load_text(path)                       # or load_text(bundled_corpus_path()): Tiny Shakespeare
     tok = CharTokenizer(text)                    # vocabulary: the sorted unique characters of the text
@@ -25,16 +24,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-# The tokenizer protocol, its registry and the character tokenizer live in npgpt/tokenizers/ (protocol.py,
-# char.py); re-exported here so `from npgpt.data import CharTokenizer, tokenizer_from_dict` keeps working.
-from .tokenizers.char import ENCODE_CHUNK, CharTokenizer, IdArray
-from .tokenizers.protocol import TOKENIZER_LOADERS, Tokenizer, ids_dtype, tokenizer_from_dict
-from ._checks import is_int
+from .._checks import is_int
 
-__all__ = [
-    "ENCODE_CHUNK", "TOKENIZER_LOADERS", "BatchSampler", "CharTokenizer", "IdArray", "IntArray", "Tokenizer",
-    "bundled_corpus_path", "ids_dtype", "load_text", "split", "tokenizer_from_dict",
-]
+__all__ = ["BatchSampler", "IntArray", "bundled_corpus_path", "load_text", "split"]
 
 IntArray = npt.NDArray[np.int64]
 
@@ -64,7 +56,7 @@ def load_text(path: str | os.PathLike[str]) -> str:
 
 def bundled_corpus_path() -> Path:
     """Path of the bundled Tiny Shakespeare (about 1.1 MB, 65 distinct characters)."""
-    return Path(__file__).resolve().parent / "data" / "tinyshakespeare.txt"
+    return Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 
 
 def split(ids: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:

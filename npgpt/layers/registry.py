@@ -1,0 +1,56 @@
+"""Every layer pair, once: the list the exports, the oracle's coverage check and the seeded-error check read.
+
+A Pair names its module (npgpt/layers/<name>.py, or a family's block), its forward and backward, the
+backward's gradients in return order and the forward's outputs before its cache.  Adding a pair: its file,
+its page docs/derivations/<name>.md, its test tests/test_<name>.py, its export in layers/__init__.py, and one
+line here (a family's composite block goes in its own package's PAIRS).  Guide: docs/architecture.md
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Pair(NamedTuple):
+    """One forward/backward pair, as tests/seeded_errors.py and the registry checks see it."""
+
+    name: str  # the file's name: npgpt/layers/<name>.py, docs/derivations/<name>.md, tests/test_<name>.py
+    forward: str  # the forward's function name
+    backward: str  # the backward's function name
+    grads: tuple[str, ...]  # the backward's gradients, in return order
+    outputs: tuple[str, ...] = ("out",)  # the forward's outputs before its cache
+    module: str = ""  # the module's full name; "" means npgpt.layers.<name>
+
+    @property
+    def module_name(self) -> str:
+        return self.module or f"npgpt.layers.{self.name}"
+
+
+def _pair(name: str, grads: tuple[str, ...], outputs: tuple[str, ...] = ("out",)) -> Pair:
+    return Pair(name, f"{name}_forward", f"{name}_backward", grads, outputs)
+
+
+PAIRS: tuple[Pair, ...] = (
+    _pair("embedding", ("dw",)),
+    _pair("linear", ("dx", "dw", "db")),
+    _pair("layernorm", ("dx", "dw", "db")),
+    _pair("gelu", ("dx",)),
+    _pair("softmax", ("dx",)),
+    _pair("attention", ("dq", "dk", "dv")),
+    _pair("attention_chunks", ("dq", "dk", "dv")),
+    _pair("split_heads", ("dx",)),
+    _pair("merge_heads", ("dx",)),
+    _pair("dropout", ("dx",)),
+    _pair("cross_entropy", ("dlogits",)),
+    _pair("mlp", ("dx", "dw_fc", "db_fc", "dw_proj", "db_proj")),
+    _pair("self_attention", ("dx", "dw_attn", "db_attn", "dw_proj", "db_proj")),
+    _pair("rmsnorm", ("dx", "dw")),
+    _pair("rope", ("dx",)),
+    _pair("swiglu", ("dgate", "dup")),
+    _pair("gated_mlp", ("dx", "dw_gate", "dw_up", "dw_down")),
+    _pair("repeat_kv", ("dx",)),
+    _pair("sdpa", ("dq", "dk", "dv", "dsinks", "dbias"), ("out", "lse")),
+    _pair("sdpa_tiled", ("dq", "dk", "dv", "dsinks", "dbias"), ("out", "lse")),
+    _pair("merge_attention", ("dout1", "dlse1", "dout2", "dlse2"), ("out", "lse")),
+    _pair("sdpa_qkv", ("dqkv", "dsinks", "dbias"), ("out", "lse")),
+)

@@ -1,0 +1,93 @@
+"""The end of a run: save an interrupted one, draw the loss curve, write the Hugging Face directory, sample,
+print the summary and build the TrainResult.  Guide: docs/training.md
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..runtime.model import Model
+from ..families import save_dir
+from ..tokenizers import BPETokenizer, start_token
+from ..tokenizers.protocol import Tokenizer
+from .config import TrainConfig
+from .outdir import HF_DIR_NAME, PLOT_NAME, describe_os_error
+from .progress import _clock
+from .resume import _save
+from .state import TrainResult, _kept, _Run
+
+
+def _report(run: _Run) -> TrainResult:
+    """Draw the plot, save an interrupted run, generate the sample, print the summary, build the result."""
+    cfg, st = run.cfg, run.st
+    interrupted = run.stop_signal is not None
+    if interrupted and st.it > 0 and st.saved_it != st.it:
+        try:
+            _save(run, run.ckpt_path)
+        except OSError as e:
+            run.plot_path = _plot(run)
+            raise ValueError(f"{describe_os_error(e)}: the checkpoint was not written; {_kept(run)}") from None
+    run.plot_path = _plot(run)
+    prog, sample = run.prog, None
+    if interrupted:
+        where = (f"checkpoint saved to {run.ckpt_path}; continue with resume (--resume)"
+                 if st.saved_it is not None else "nothing to save yet")
+        what = "terminated (SIGTERM)" if run.stop_signal == signal.SIGTERM else "interrupted"
+        prog.message(f"{what} at iteration {st.it}/{cfg.max_iters}: {where}")
+    else:
+        if isinstance(run.tok, BPETokenizer) and run.tok.vocab_size <= run.model.config.vocab_size:
+            hf_dir = Path(cfg.out_dir) / HF_DIR_NAME  # the final parameters, as a Hugging Face directory
+            save_dir(run.model, run.tok, hf_dir)
+            prog.message(f"transformers directory: {hf_dir} (AutoModelForCausalLM / AutoTokenizer.from_pretrained)")
+        if cfg.sample_len > 0:
+            sample = _sample(run.model, run.tok, cfg)
+        wall = time.perf_counter() - run.t_session
+        ms = 1e3 * run.step_time / max(1, run.steps_this_session)
+        prog.message(f"done: {st.it} steps; this session {_clock(wall)} ({ms:.1f} ms/step over "
+                     f"{run.steps_this_session} steps, {run.eval_time:.1f} s in evaluations)")
+        if st.evals:
+            best = f"{st.best_val:.4f}" if st.best_val is not None else "-"
+            prog.message(f"final: train loss {st.evals[-1][1]:.4f}, val loss {st.evals[-1][2]:.4f} (best {best})")
+        if st.saved_it is not None:
+            prog.message(f"checkpoint: {run.ckpt_path} (latest)")
+        if st.best_saved is not None:
+            prog.message(f"best: {run.best_path} (iteration {st.best_saved[0]}, val loss {st.best_saved[1]:.4f})")
+        if run.plot_path is not None:
+            prog.message(f"loss curve: {run.plot_path}")
+        if sample is not None:
+            rule = "-" * 72
+            prog.message(f"sample ({cfg.sample_len} tokens, temperature 1.0):\n{rule}\n{sample}\n{rule}")
+    final = st.evals[-1] if st.evals else None
+    return TrainResult(
+        iterations=st.it, final_train_loss=final[1] if final else None, final_val_loss=final[2] if final else None,
+        best_val_loss=st.best_val, wall_time=time.perf_counter() - run.t_session,
+        step_ms=1e3 * run.step_time / max(1, run.steps_this_session), eval_time=run.eval_time,
+        checkpoint_path=run.ckpt_path if st.saved_it is not None else None, plot_path=run.plot_path,
+        sample=sample, interrupted=interrupted, step_losses=list(st.step_losses), evals=list(st.evals),
+        model=run.model, optimizer=run.opt, tokenizer=run.tok,
+        best_path=run.best_path if st.best_saved is not None else None, stop_signal=run.stop_signal)
+
+
+def _plot(run: _Run) -> Path | None:
+    from .plot import plot_losses
+
+    st = run.st
+    if not st.step_losses and not st.evals:
+        return None
+    try:
+        return plot_losses(Path(run.cfg.out_dir) / PLOT_NAME, st.step_losses, st.evals)
+    except Exception as e:  # the picture is a convenience: never lose a finished run over it
+        run.prog.message(f"warning: could not draw the loss curve ({type(e).__name__}: {e})")
+        return None
+
+
+def _sample(model: Model, tok: Tokenizer, cfg: TrainConfig) -> str:
+    model.eval()
+    out = model.generate(np.array([[start_token(tok)]], dtype=np.int64), cfg.sample_len, temperature=1.0,
+                         rng=np.random.default_rng(cfg.seed))
+    model.train()
+    return tok.decode(out[0, 1:])

@@ -1,0 +1,54 @@
+"""The one list of layer pairs (npgpt/layers/registry.py, plus each family's PAIRS) against everything that
+derives from it or must mirror it: exports, files, derivation pages, tests, oracle cases, and the families."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+import npgpt
+from npgpt import families
+from npgpt.families import all_pairs
+from npgpt.layers.registry import PAIRS
+from npgpt.oracle.registry import CASES
+
+ROOT = Path(__file__).resolve().parents[1]
+NOT_PAIRS = {"__init__", "registry", "reductions"}  # modules of npgpt/layers that hold no pair
+
+
+@pytest.mark.parametrize("pair", all_pairs(), ids=lambda p: p.name)
+def test_each_pair_has_its_functions_file_page_and_test(pair):
+    module = importlib.import_module(pair.module_name)
+    assert callable(getattr(module, pair.forward)) and callable(getattr(module, pair.backward))
+    assert (ROOT / "docs" / "derivations" / f"{pair.name}.md").is_file()
+    assert (ROOT / "tests" / f"test_{pair.name}.py").is_file()
+
+
+def test_every_layer_module_is_registered_and_exported():
+    files = {p.stem for p in (ROOT / "npgpt" / "layers").glob("*.py")} - NOT_PAIRS
+    assert files == {p.name for p in PAIRS}
+    for p in PAIRS:
+        assert getattr(npgpt.layers, p.forward) is getattr(npgpt, p.forward)
+        assert p.forward in npgpt.layers.__all__ and p.backward in npgpt.layers.__all__
+
+
+def test_the_oracle_covers_every_pair():
+    """Each pair's forward is the forward of at least one golden-file case (attention_chunks is the chunked
+    schedule of sdpa's own call, covered through the models' cases)."""
+    covered = {str(c.forward).rsplit(".", 1)[-1] for c in CASES.values()}
+    missing = [p.name for p in all_pairs() if p.forward not in covered and p.name != "attention_chunks"]
+    assert not missing, f"pairs without an oracle case: {missing}"
+
+
+def test_pair_names_are_unique():
+    names = [p.name for p in all_pairs()]
+    assert len(names) == len(set(names))
+
+
+def test_every_family_is_complete():
+    for name, f in families.FAMILIES.items():
+        assert f.name == name and f.core.name == name and f.core.config_class is f.config_class
+        assert f.hf_model_types and all(families.model_types()[t] is f for t in f.hf_model_types)
+        assert families.family_of(f.config_class.__new__(f.config_class)) is f
