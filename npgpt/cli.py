@@ -114,7 +114,7 @@ def _run_sample(a: argparse.Namespace) -> int:
 
     _check_sample_args(a)
     ck = load_checkpoint(a.ckpt)
-    tok = stored_tokenizer(a.ckpt, ck)
+    tok = stored_tokenizer(a.ckpt, ck, sampling=True)  # every id the model can draw must decode
     if a.prompt is None:  # no --prompt: one start token, not printed (as train's closing sample)
         prompt, skip = np.array([start_token(tok)], dtype=np.int64), 1  # (1,)
     else:

@@ -60,6 +60,7 @@ from .optim import AdamW, clip_grad_norm, cosine_lr
 from .outdir import OutDir, describe_os_error, format_bytes
 from .parallel import blas_kernel_note
 from .tokenizers import BPETokenizer, encode_text, tokenizer_from_spec
+from .tokenizers.spec import check_learnable
 from ._checks import is_int
 
 Array = npt.NDArray[np.floating]
@@ -139,6 +140,9 @@ class TrainConfig:
             _check_int(name, getattr(self, name), minimum=0)
         if self.lr_decay_iters is not None:
             _check_int("lr_decay_iters", self.lr_decay_iters, minimum=1)
+            if self.lr_decay_iters < self.warmup_iters and not self.resume:  # resume keeps the run's schedule
+                raise ValueError(f"lr_decay_iters: expected at least warmup_iters={self.warmup_iters}, got "
+                                 f"{self.lr_decay_iters} (the decay would end before the warmup does)")
         for name in ("n_kv_head", "intermediate_size"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
@@ -377,7 +381,8 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
     elif init is not None:
         tok = init[1]
     else:  # bpe:VOCAB learns from (about) the training split only: the first 90% of the characters
-        tok = tokenizer_from_spec(cfg.tokenizer, content[:int(len(content) * (1.0 - VAL_FRACTION))], content)
+        tok = tokenizer_from_spec(cfg.tokenizer, content[:int(len(content) * (1.0 - VAL_FRACTION))], content, log)
+    check_learnable(tok, source)  # a text of one character (all NUL bytes: a binary file?) teaches nothing
     ids = encode_text(tok, content)  # (N,) compact ids
     del content
     train_ids, val_ids = split(ids, VAL_FRACTION)
