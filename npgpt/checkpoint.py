@@ -183,9 +183,10 @@ def stored_tokenizer(path: str | os.PathLike[str], ck: Checkpoint, sampling: boo
         raise ValueError(f"{path}: its tokenizer has {tok.vocab_size} tokens but the model's vocabulary only "
                          f"{V}; the file is damaged")
     if sampling and tok.vocab_size < V:
-        raise ValueError(f"{path}: its tokenizer has {tok.vocab_size} tokens but the model's vocabulary {V}: a "
-                         f"sample could draw ids {tok.vocab_size} to {V - 1}, which no token stands for; the file "
-                         f"was edited or is damaged")
+        n = tok.vocab_size
+        ids = f"id {n}" if n == V - 1 else f"ids {n} to {V - 1}"
+        raise ValueError(f"{path}: its tokenizer has {n} tokens but the model's vocabulary {V}: a sample could "
+                         f"draw {ids}, which no token stands for; the file was edited or is damaged")
     return tok
 
 
