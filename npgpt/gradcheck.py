@@ -182,6 +182,7 @@ def check_layer(
         wrt = [i for i, x in enumerate(inputs) if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)]
     if names is None:
         names = [f"inputs[{i}]" for i in range(len(inputs))]
+    _check_differentiable(inputs, wrt, names)
     low = [i for i in wrt if isinstance(inputs[i], np.ndarray) and np.issubdtype(inputs[i].dtype, np.floating)
            and np.finfo(inputs[i].dtype).eps > np.finfo(np.float64).eps]
     if low and not rtol_given:
@@ -201,6 +202,9 @@ def check_layer(
         if b is not None and not np.array_equal(b, x, equal_nan=True):
             raise GradcheckError(f"{names[i]}: forward modified this input in place")
     out = np.asarray(out)
+    if not np.issubdtype(out.dtype, np.inexact):  # zero finite differences would be blamed on the backward
+        raise ValueError(f"forward: returned {_a(out.dtype.name)} output; finite differences of an integer output "
+                         f"are all zero, so no gradient can be checked: return a floating-point output")
     d = rng.standard_normal(out.shape) if dout is None else np.asarray(dout, dtype=np.float64)
     d = d.astype(out.dtype)
     grads = backward(d if d.ndim else d[()], cache)
@@ -242,3 +246,22 @@ def check_layer(
         raise GradcheckError("gradient check failed for " + "; ".join(str(r) for r in failed)
                              + f"; tolerance rtol={rtol:g}, atol={abs_tol:.3g}{hint}")
     return results
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def _check_differentiable(inputs: Sequence[Any], wrt: Sequence[int], names: Sequence[str]) -> None:
+    """Something to differentiate: at least one input, and every wrt input floating point (an integer array
+    perturbed by h does not change, so its numerical gradient is zero whatever the backward says)."""
+    if not wrt:
+        kinds = sorted({np.asarray(x).dtype.name if isinstance(x, np.ndarray) else type(x).__name__
+                        for x in inputs})
+        raise ValueError(f"inputs: none is a floating-point array (got {', '.join(kinds) or 'no inputs'}), so there "
+                         f"is no gradient to check; pass float64 inputs (x.astype(np.float64))")
+    for i in wrt:
+        x = inputs[i]
+        if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.inexact):
+            raise ValueError(f"{names[i]}: {_a(x.dtype.name)} input has no gradient to check; pass it as float64 "
+                             f"(x.astype(np.float64)) or leave it out of wrt")

@@ -213,3 +213,17 @@ def test_non_finite_values_and_an_oversized_tokenizer_are_damage(tmp_path):
         stored_tokenizer(path, load_checkpoint(path))
     path = _save(tmp_path / "ok.npz", meta={"tokenizer": CharTokenizer("abcdefghijk").to_dict()})
     assert stored_tokenizer(path, load_checkpoint(path)).vocab_size == 11
+
+
+def test_a_tokenizer_smaller_than_the_model_is_refused_for_sampling(tmp_path):
+    """Issue 42, item 12: a sample may draw any of the model's ids, so a tokenizer with fewer is refused when
+    loading for sampling, naming the checkpoint (eval only encodes text, which such a tokenizer can)."""
+    from npgpt.training.checkpoint import stored_tokenizer
+    from npgpt.training.data import CharTokenizer
+    path = _save(tmp_path / "few.npz", meta={"tokenizer": CharTokenizer("abcdefghij").to_dict()})
+    ck = load_checkpoint(path)
+    assert stored_tokenizer(path, ck).vocab_size == 10
+    with pytest.raises(ValueError, match=r"few.npz: its tokenizer has 10 tokens but the model's vocabulary 11: a "
+                                         r"sample could draw id 10, which no token stands for; the file was "
+                                         r"edited or is damaged$"):
+        stored_tokenizer(path, ck, sampling=True)

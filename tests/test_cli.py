@@ -562,3 +562,81 @@ def test_output_into_a_closed_pipe_stops_quietly(work):
     err = p.stderr.read().decode()
     p.wait(timeout=120)
     assert p.returncode == 141 and err == "", err
+
+
+# ---------------------------------------------------------------------------------------------- issue 42
+
+@POSIX
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_42_7_a_device_is_refused_at_once(work, command):
+    """`npgpt train /dev/zero` read without end (12 GB in 23 s): now one line, before anything is built."""
+    if command == "eval":
+        assert npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", cwd=work).returncode == 0
+        args = ["eval", "out/ckpt.npz", "/dev/zero"]
+    else:
+        args = ["train", "/dev/zero", *TINY, "--max-iters", "2"]
+    t0 = time.time()
+    err = one_line_error(npgpt(*args, cwd=work, timeout=60))
+    assert err == "error: /dev/zero: a character device, not a regular file; expected a text file"
+    assert time.time() - t0 < 30
+    assert command == "eval" or not (work / "out").exists()
+
+
+@POSIX
+def test_42_7_a_pipe_is_still_read(work):
+    """`npgpt train /dev/stdin` fed by a pipe: a FIFO is read in bounded chunks, to its end."""
+    text = (work / "small.txt").read_text(encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "npgpt", "train", "/dev/stdin", *TINY, "--max-iters", "1"],
+                          cwd=work, env=ENV, capture_output=True, text=True, timeout=120, input=text)
+    assert proc.returncode == 0, proc.stderr
+    assert "data: /dev/stdin: 12,000 characters" in proc.stdout
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("a" * 3000, "error: one.txt: the text has a single distinct character ('a'): nothing can be learned from a "
+                 "vocabulary of one; train on a text with more than one character"),
+    ("\0" * 3000, "error: one.txt: the text has a single distinct character ('\\x00'): nothing can be learned from "
+                  "a vocabulary of one; the file is all NUL bytes: is it a binary file?"),
+], ids=["one-character", "nul-bytes"])
+def test_42_a_text_of_one_character(work, content, expected):
+    (work / "one.txt").write_text(content, encoding="utf-8")
+    err = one_line_error(npgpt("train", "one.txt", *TINY, "--max-iters", "2", cwd=work))
+    assert err == expected
+    assert not (work / "out").exists()
+
+
+def test_42_bpe_merges_that_run_out_are_named(work):
+    """bpe:10000000 on a small text stops where no pair repeats: a note says at how many ids, the run goes on."""
+    proc = npgpt("train", "small.txt", *TINY, "--max-iters", "1", "--tokenizer", "bpe:10000000", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("note: bpe:")]
+    assert len(notes) == 1, proc.stdout
+    V = load_checkpoint(work / "out" / "ckpt.npz").config.vocab_size
+    assert 256 < V < 10_000_000
+    assert notes[0] == (f"note: bpe:10000000: the merges ran out at {V} ids (no pair of tokens occurs twice more "
+                        f"in the training split); the vocabulary is {V}")
+
+
+def test_42_lr_decay_iters_below_warmup_iters(work):
+    err = one_line_error(npgpt("train", "small.txt", "--warmup-iters", "100", "--lr-decay-iters", "50", cwd=work))
+    assert err == ("error: lr_decay_iters: expected at least warmup_iters=100, got 50 (the decay would end "
+                   "before the warmup does)")
+    assert not (work / "out").exists()
+
+
+def test_42_12_sample_from_a_checkpoint_whose_tokenizer_is_too_small(work):
+    """A checkpoint whose tokenizer covers fewer ids than the model draws: refused when loading, naming the
+    file, before the sample's header is printed (it was `error: ids: token id 53 is out of range [0, 10)`)."""
+    from npgpt.training.checkpoint import save_checkpoint
+    from npgpt.training.data import CharTokenizer
+    assert npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", cwd=work).returncode == 0
+    ck = load_checkpoint(work / "out" / "ckpt.npz")
+    meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model_config", "model_family")}
+    meta["tokenizer"] = CharTokenizer("abcdefghij").to_dict()
+    save_checkpoint(work / "small" / "ckpt.npz", ck.params, ck.adam_m, ck.adam_v, ck.config, meta)
+    proc = npgpt("sample", "--ckpt", "small/ckpt.npz", "--num-samples", "1", "--max-new-tokens", "50", cwd=work)
+    err = one_line_error(proc)
+    assert proc.stdout == ""
+    V = ck.config.vocab_size
+    assert err == (f"error: small/ckpt.npz: its tokenizer has 10 tokens but the model's vocabulary {V}: a sample "
+                   f"could draw ids 10 to {V - 1}, which no token stands for; the file was edited or is damaged")

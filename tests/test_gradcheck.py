@@ -132,6 +132,30 @@ def test_wrong_number_or_shape_of_gradients():
         check_layer(_forward, lambda d, c: (_backward(d, c)[0], _backward(d, c)[1].T), [x, y], names=["x", "y"])
 
 
+def test_an_integer_output_is_named_not_the_backward():
+    """Issue 42, item 13: a forward whose output is integer (rounded, or cast) has zero finite differences,
+    so the backward was blamed ("analytic 3 vs numeric 0"); the output's dtype is the problem, and it is named."""
+    x, _ = _xy()
+    with pytest.raises(ValueError, match=r"^forward: returned an int64 output; finite differences of an integer "
+                                         r"output are all zero, so no gradient can be checked: return a "
+                                         r"floating-point output$"):
+        check_layer(lambda x: ((3 * x).astype(np.int64), None), lambda d, c: 3.0 * d, [x])
+    with pytest.raises(ValueError, match=r"^forward: returned a bool output"):
+        check_layer(lambda x: (x > 0, None), lambda d, c: 0.0 * d, [x])
+
+
+def test_integer_only_inputs_are_named():
+    """Issue 42, item 13: inputs of which none is floating point gave "backward returned 1 gradient(s),
+    expected 0"; the inputs are named, and so is an integer input chosen by wrt."""
+    k = np.arange(12).reshape(3, 4)
+    with pytest.raises(ValueError, match=r"^inputs: none is a floating-point array \(got int64\), so there is no "
+                                         r"gradient to check; pass float64 inputs \(x.astype\(np.float64\)\)$"):
+        check_layer(lambda k: (k * 2.0, None), lambda d, c: 2.0 * d, [k])
+    with pytest.raises(ValueError, match=r"^k: an int64 input has no gradient to check; pass it as float64 "
+                                         r"\(x.astype\(np.float64\)\) or leave it out of wrt$"):
+        check_layer(lambda k: (k * 2.0, None), lambda d, c: 2.0 * d, [k], wrt=[0], names=["k"])
+
+
 def test_forward_must_return_out_and_cache():
     """A forward returning three values (sdpa_forward's out, lse, cache) or a bare array is a one-line error
     saying what to wrap, not an unpacking error; the wrapped pair then passes."""

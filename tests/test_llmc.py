@@ -9,6 +9,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,60 @@ def test_bad_files(tmp_path):
     write_debug_state(tmp_path / "s.bin", m, x, y)
     other = GPTConfig(vocab_size=70, block_size=16, n_layer=1, n_head=2, n_embd=8)
     one_line(read_debug_state, tmp_path / "s.bin", other, match="bytes, expected .* for B=2, T=8 and this model")
+
+
+_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+# Each reader in a child process whose address space is capped at 2 GiB: a reader that reads an endless file
+# to its end dies there of MemoryError (a traceback) instead of eating the machine's memory.
+_BOUNDED = r"""
+import resource, sys, threading
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+from npgpt import GPTConfig, llmc
+path, reader = sys.argv[1], sys.argv[2]
+if len(sys.argv) > 3:  # a FIFO: a valid model header, then zeros without end
+    def feed():
+        try:
+            with open(path, "wb") as f:
+                f.write(bytes.fromhex(sys.argv[3]))
+                while True:
+                    f.write(bytes(1 << 20))
+        except (BrokenPipeError, ValueError):
+            pass
+    threading.Thread(target=feed, daemon=True).start()
+args = (GPTConfig(vocab_size=70, block_size=16, n_layer=2, n_head=2, n_embd=8),) if reader == "read_debug_state" \
+    else ()
+try:
+    getattr(llmc, reader)(path, *args)
+except ValueError as e:
+    print(e)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="POSIX devices")
+@pytest.mark.parametrize("reader", ["read_model", "read_model_config", "read_debug_state", "read_tokenizer"])
+def test_an_endless_file_is_refused_from_its_header(reader):
+    """Issue 42, item 8: read_model("/dev/zero") read the whole "file" before checking the 1024-byte header."""
+    proc = subprocess.run([sys.executable, "-c", _BOUNDED, "/dev/zero", reader], capture_output=True, text=True,
+                          timeout=120, env=_ENV)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
+    what = {"read_model": "model", "read_model_config": "model", "read_debug_state": "debug_state",
+            "read_tokenizer": "tokenizer"}[reader]
+    assert proc.stdout.startswith(f"/dev/zero: not an llm.c {what} file (magic 0, expected "), proc.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_a_pipe_longer_than_its_header_says_is_cut(tmp_path):
+    """A valid header followed by zeros without end (a FIFO): read only as far as the header's sizes."""
+    write_model(tmp_path / "m.bin", model32())
+    header = (tmp_path / "m.bin").read_bytes()[:1024]
+    want = (tmp_path / "m.bin").stat().st_size
+    os.mkfifo(tmp_path / "fifo")
+    proc = subprocess.run([sys.executable, "-c", _BOUNDED, tmp_path / "fifo", "read_model", header.hex()],
+                          capture_output=True, text=True, timeout=120,
+                          env=_ENV)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
+    assert proc.stdout.strip() == (f"{tmp_path / 'fifo'}: not a regular file, and longer than the {want} bytes "
+                                   f"its header calls for (a device or an endless pipe?)")
 
 
 def test_write_errors_leave_the_old_file(tmp_path):

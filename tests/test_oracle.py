@@ -313,6 +313,42 @@ def test_dump_out_naming_a_file_exit_2(tmp_path, capsys):
     assert one_line_error(res) == "error: afile: exists and is not a directory; --out must be a directory, not a file"
 
 
+def test_dump_never_overwrites_a_file_that_is_not_a_golden_file(tmp_path, capsys):
+    """Issue 42, item 11: `dump --out DIR` replaced an unrelated DIR/block.npz without a word.  A file of a
+    case's name that is not a golden file is refused, naming it, before anything is written; a previous
+    dump is replaced as before."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    np.savez(out / "block.npz", weights=np.arange(3.0))
+    (out / "notes.txt").write_text("keep\n")
+    before = (out / "block.npz").read_bytes()
+    res = run_cli("dump", "--out", "mine", cwd=tmp_path)
+    assert one_line_error(res) == ("error: mine/block.npz: exists and is not an npgpt golden file; nothing was "
+                                   "written: choose another --out directory, or move the file away")
+    assert (out / "block.npz").read_bytes() == before and sorted(p.name for p in out.iterdir()) == \
+        ["block.npz", "notes.txt"]
+    (out / "block.npz").unlink()
+    (out / "gpt_train.npz").mkdir()  # a directory of a case's name
+    assert one_line_error(cli(capsys, "dump", "--out", out)) == (
+        f"error: {out / 'gpt_train.npz'}: exists and is not an npgpt golden file; nothing was written: choose "
+        f"another --out directory, or move the file away")
+    (out / "gpt_train.npz").rmdir()
+    assert cli(capsys, "dump", "--out", out).returncode == 0  # unrelated files beside the cases are left alone
+    assert cli(capsys, "dump", "--out", out, "--seed", "1").returncode == 0  # a previous dump is replaced
+    assert (out / "notes.txt").read_text() == "keep\n" and load_case(out / "block.npz")[1]["seed"] == 1
+
+
+def test_dump_refuses_a_vocabulary_of_one(tmp_path, capsys):
+    """Issue 42: with --vocab 1 every softmax over the vocabulary is 1, so the cross-entropy cases would have
+    loss 0 and zero gradients, which docs/oracle.md promises never happen."""
+    res = cli(capsys, "dump", "--out", tmp_path / "v1", "--vocab", "1")
+    assert one_line_error(res) == ("error: vocab: expected at least 2, got 1 (with one token every cross-entropy "
+                                   "is 0 and its gradients vanish: the cases would be degenerate)")
+    assert not (tmp_path / "v1").exists()
+    with pytest.raises(ValueError, match="vocab: expected at least 2"):
+        dump_cases(tmp_path / "v1", vocab=1)
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
 def test_dump_into_a_read_only_directory_exit_2(tmp_path, capsys):
     rodir = tmp_path / "rodir"

@@ -210,6 +210,19 @@ def test_lm_head_that_differs_is_refused(tmp_path, fixture_tensors):
     expect_error(write_ckpt(tmp_path, t), "'lm_head.weight' is F32 (97, 4), expected a float tensor")
 
 
+def test_non_finite_weights_are_damage(tmp_path, fixture_tensors):
+    """Issue 42, item 9: a NaN (or inf) in a weight is a damaged file, named with its tensor, not a training
+    run that "diverges" at step 1 (as a BF16 file would store it, too)."""
+    t = dict(fixture_tensors)
+    t["h.1.mlp.c_fc.weight"] = t["h.1.mlp.c_fc.weight"].copy()
+    t["h.1.mlp.c_fc.weight"][2, 7] = np.nan
+    expect_error(write_ckpt(tmp_path / "nan", t), "model.safetensors: tensor 'h.1.mlp.c_fc.weight' holds "
+                 "non-finite values (NaN or inf); the file is damaged")
+    t = {**fixture_tensors, "ln_f.bias": np.full_like(fixture_tensors["ln_f.bias"], np.inf)}
+    expect_error(write_ckpt(tmp_path / "inf", t, dtypes={"ln_f.bias": "BF16"}),
+                 "tensor 'ln_f.bias' holds non-finite values")
+
+
 def test_missing_tensor_is_named(tmp_path, fixture_tensors):
     t = dict(fixture_tensors)
     del t["h.1.mlp.c_fc.bias"]

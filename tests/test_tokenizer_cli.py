@@ -161,6 +161,19 @@ def test_bad_init_from_directories(work, tiny_gpt2, tmp_path):
     assert (work / "keep" / "ckpt.npz").read_bytes() == b"previous run"  # nothing overwritten
 
 
+def test_init_from_weights_holding_nan(work, tmp_path):
+    """Issue 42, item 9: --init-from a directory whose weights hold NaN ended with exit 1 and "the train loss
+    is nan ... try a lower lr"; now the file is damaged, naming the tensor, exit 2, nothing written."""
+    model = GPT(GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=8), seed=0)
+    model.params["h.0.attn.c_proj.weight"][1, 2] = np.nan
+    save_gpt2_dir(model, gpt2_tok(), tmp_path / "nan_gpt2")
+    err = one_line_error(npgpt("train", "small.txt", "--max-iters", "2", "--init-from", tmp_path / "nan_gpt2",
+                               "--block-size", "16", "--out-dir", tmp_path / "out", cwd=work))
+    assert err == (f"error: {tmp_path / 'nan_gpt2' / 'model.safetensors'}: tensor 'h.0.attn.c_proj.weight' holds "
+                   f"non-finite values (NaN or inf); the file is damaged")
+    assert not (tmp_path / "out").exists()
+
+
 def test_eval_bad_input(work, tiny_gpt2, tmp_path):
     (tmp_path / "t.txt").write_text("hello there " * 10)
     assert "no such file or directory" in one_line_error(npgpt("eval", tmp_path / "nope", tmp_path / "t.txt",

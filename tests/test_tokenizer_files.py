@@ -167,6 +167,19 @@ def test_bad_tiktoken_files(tmp_path):
     one_line_error(load_tiktoken, bad, match="byte 0x.. has no single-byte token")
 
 
+def test_a_tiktoken_file_cut_in_the_middle_of_a_rank(tmp_path):
+    """Issue 42, item 10: a file cut in the middle of line 1750's number ("... 1749" -> "... 174") was
+    reported as a duplicate rank only; the last line of a file without its final newline says it may be cut."""
+    lines = open(TIKTOKEN_FILE, "rb").read().split(b"\n")
+    assert lines[1749].endswith(b" 1749")
+    bad = tmp_path / "cut.tiktoken"
+    bad.write_bytes(b"\n".join(lines[:1749] + [lines[1749][:-1]]))
+    one_line_error(load_tiktoken, bad, match=r"cut.tiktoken: line 1750: duplicate rank 174 \(also on line 175\) "
+                                              r"\(truncated file\?\)$")
+    bad.write_bytes(b"\n".join(lines[:1749] + [lines[1749][:-1]]) + b"\n")  # ends with a newline: not cut
+    one_line_error(load_tiktoken, bad, match=r"line 1750: duplicate rank 174 \(also on line 175\)$")
+
+
 def test_save_rejects_non_bpe(tmp_path):
     with pytest.raises(ValueError, match="tok: expected a BPETokenizer"):
         save_tokenizer("gpt2", tmp_path)  # type: ignore[arg-type]

@@ -14,9 +14,10 @@ from ..training.checkpoint import load_checkpoint, stored_tokenizer
 from ..training.outdir import BEST_NAME, CHECKPOINT_NAME
 
 
-def load_model_and_tokenizer(path: str | os.PathLike[str]) -> tuple[Model, Any]:
+def load_model_and_tokenizer(path: str | os.PathLike[str], sampling: bool = False) -> tuple[Model, Any]:
     """(model in eval mode, tokenizer) from a training checkpoint (.npz with its tokenizer) or a Hugging Face
-    directory (config.json, model.safetensors and tokenizer files) of any registered family."""
+    directory (config.json, model.safetensors and tokenizer files) of any registered family.  sampling: every
+    id the model can draw must decode (a checkpoint's tokenizer must cover its whole vocabulary)."""
     p = Path(path)
     if p.is_dir():
         found = [n for n in (BEST_NAME, CHECKPOINT_NAME) if (p / n).is_file()]
@@ -31,7 +32,7 @@ def load_model_and_tokenizer(path: str | os.PathLike[str]) -> tuple[Model, Any]:
         raise ValueError(f"{p}: no such file or directory (expected a checkpoint .npz or a Hugging Face directory "
                          f"of one of the families {', '.join(FAMILIES)})")
     ck = load_checkpoint(p)
-    tok = stored_tokenizer(p, ck)
+    tok = stored_tokenizer(p, ck, sampling=sampling)
     dtype = next(iter(ck.params.values())).dtype
     model = build_model(ck.config, dtype=dtype, init=False)
     for k, v in ck.params.items():

@@ -37,7 +37,7 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 
 def _run_sample(a: argparse.Namespace) -> int:
     _check_sample_args(a)
-    model, tok = load_model_and_tokenizer(a.ckpt)
+    model, tok = load_model_and_tokenizer(a.ckpt, sampling=True)  # every id the model can draw must decode
     if a.prompt is None:  # no --prompt: one start token, not printed (as train's closing sample)
         prompt, skip = np.array([start_token(tok)], dtype=np.int64), 1  # (1,)
     else:

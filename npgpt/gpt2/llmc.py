@@ -18,7 +18,8 @@ decoder table.  Every problem is a one-line ValueError.  Guide: docs/llmc.md
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import stat
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
@@ -125,34 +126,51 @@ def write_model(path: str | os.PathLike[str], model: GPT, padded_vocab_size: int
     _write(path, header, pack(model.params, c, Vp).astype("<f4"))
 
 
-def _read_header(path: str | os.PathLike[str], magic: int, what: str) -> tuple[bytes, npt.NDArray[np.int32]]:
+def _read_header(path: str | os.PathLike[str], magic: int, what: str,
+                 total: Callable[[npt.NDArray[np.int32]], int] | None = None) -> tuple[bytes, npt.NDArray[np.int32]]:
+    """(the file's bytes, its 256-int header).  The header is read and its magic checked first, so /dev/zero
+    or another kind of file is refused before the rest is read.  A regular file is then read to its end; a
+    pipe or device only as far as total(header), the bytes the header calls for (one more is an error)."""
     p = os.fspath(path)
     try:
         with open(p, "rb") as f:
-            data = f.read()
+            head = f.read(HEADER_BYTES)
+            if len(head) < HEADER_BYTES:
+                raise ValueError(f"{p}: {len(head)} bytes is shorter than llm.c's {HEADER_BYTES}-byte header "
+                                 f"(not an llm.c {what} file, or truncated)")
+            header = np.frombuffer(head, dtype="<i4")
+            if int(header[0]) != magic:
+                raise ValueError(f"{p}: not an llm.c {what} file (magic {int(header[0])}, expected {magic})")
+            if stat.S_ISREG(os.fstat(f.fileno()).st_mode) or total is None:
+                return head + f.read(), header
+            want = total(header)  # checks the header's fields first
+            rest = f.read(want - HEADER_BYTES + 1)
+            if HEADER_BYTES + len(rest) > want:
+                raise ValueError(f"{p}: not a regular file, and longer than the {want} bytes its header calls for "
+                                 f"(a device or an endless pipe?)")
+            return head + rest, header
     except FileNotFoundError:
         raise ValueError(f"{p}: no such file") from None
     except IsADirectoryError:
         raise ValueError(f"{p}: is a directory, expected an llm.c {what} file") from None
     except OSError as e:
         raise ValueError(f"{p}: cannot read ({e.strerror or e})") from None
-    if len(data) < HEADER_BYTES:
-        raise ValueError(f"{p}: {len(data)} bytes is shorter than llm.c's {HEADER_BYTES}-byte header "
-                         f"(not an llm.c {what} file, or truncated)")
-    header = np.frombuffer(data[:HEADER_BYTES], dtype="<i4")
-    if int(header[0]) != magic:
-        raise ValueError(f"{p}: not an llm.c {what} file (magic {int(header[0])}, expected {magic})")
-    return data, header
 
 
 def read_model_config(path: str | os.PathLike[str]) -> tuple[GPTConfig, int]:
     """(GPTConfig, padded vocab size) from a model file's header, with its size checked."""
     p = os.fspath(path)
-    data, h = _read_header(p, MODEL_MAGIC, "model")
+    data, h = _read_header(p, MODEL_MAGIC, "model", lambda h: _model_bytes(p, h))
     return _model_config(p, h, len(data))
 
 
-def _model_config(p: str, h: npt.NDArray[np.int32], size: int) -> tuple[GPTConfig, int]:
+def _model_bytes(p: str, h: npt.NDArray[np.int32]) -> int:
+    """The size of a model file with header h (checked)."""
+    config, Vp = _model_config(p, h, None)
+    return HEADER_BYTES + 4 * num_parameters(config, Vp)
+
+
+def _model_config(p: str, h: npt.NDArray[np.int32], size: int | None) -> tuple[GPTConfig, int]:
     version = int(h[1])
     if version != MODEL_VERSION:
         extra = " (version 5 is bfloat16)" if version == 5 else ""
@@ -165,7 +183,7 @@ def _model_config(p: str, h: npt.NDArray[np.int32], size: int) -> tuple[GPTConfi
     if Vp < V:
         raise ValueError(f"{p}: bad header (padded_vocab_size {Vp} < vocab_size {V})")
     want = HEADER_BYTES + 4 * num_parameters(config, Vp)
-    if size != want:
+    if size is not None and size != want:
         raise ValueError(f"{p}: {size} bytes, expected {want} for the header's shapes (maxT={maxT}, V={V}, "
                          f"L={L}, NH={NH}, C={C}, Vp={Vp}){' (truncated?)' if size < want else ''}")
     return config, Vp
@@ -174,7 +192,7 @@ def _model_config(p: str, h: npt.NDArray[np.int32], size: int) -> tuple[GPTConfi
 def read_model(path: str | os.PathLike[str], dtype: npt.DTypeLike = np.float32) -> GPT:
     """A GPT (eval mode) from an llm.c version-3 model file; the padding rows of wte are dropped."""
     p = os.fspath(path)
-    data, h = _read_header(p, MODEL_MAGIC, "model")
+    data, h = _read_header(p, MODEL_MAGIC, "model", lambda h: _model_bytes(p, h))
     config, Vp = _model_config(p, h, len(data))
     flat = np.frombuffer(data, dtype="<f4", offset=HEADER_BYTES)  # (num_parameters,)
     params, _ = unpack(flat, config, Vp)
@@ -214,16 +232,22 @@ def read_debug_state(path: str | os.PathLike[str], config: GPTConfig, padded_voc
                      ) -> DebugState:
     """Read a debug_state file written for a model of this config (llm.c's reader also needs the model)."""
     p = os.fspath(path)
-    data, h = _read_header(p, STATE_MAGIC, "debug_state")
-    if int(h[1]) != STATE_VERSION:
-        raise ValueError(f"{p}: llm.c debug_state version {int(h[1])} is not supported; only version {STATE_VERSION}")
-    B, T = int(h[2]), int(h[3])
     V = config.vocab_size
     Vp = padded_vocab(V) if padded_vocab_size is None else padded_vocab_size
     P = num_parameters(config, Vp)
-    if B < 1 or T < 1:
-        raise ValueError(f"{p}: bad header (B={B}, T={T})")
-    want = HEADER_BYTES + 4 * (2 * B * T + B * T * V + 1 + P)
+
+    def state_bytes(h: npt.NDArray[np.int32]) -> int:
+        if int(h[1]) != STATE_VERSION:
+            raise ValueError(f"{p}: llm.c debug_state version {int(h[1])} is not supported; only version "
+                             f"{STATE_VERSION}")
+        B, T = int(h[2]), int(h[3])
+        if B < 1 or T < 1:
+            raise ValueError(f"{p}: bad header (B={B}, T={T})")
+        return HEADER_BYTES + 4 * (2 * B * T + B * T * V + 1 + P)
+
+    data, h = _read_header(p, STATE_MAGIC, "debug_state", state_bytes)
+    want = state_bytes(h)
+    B, T = int(h[2]), int(h[3])
     if len(data) != want:
         raise ValueError(f"{p}: {len(data)} bytes, expected {want} for B={B}, T={T} and this model "
                          f"({P} parameters){' (truncated?)' if len(data) < want else ''}")
@@ -260,7 +284,7 @@ def write_tokenizer(path: str | os.PathLike[str], tok: Any) -> None:
 def read_tokenizer(path: str | os.PathLike[str]) -> tuple[list[bytes], int]:
     """(token bytes by id, eot id) from llm.c's tokenizer file (versions 1 and 2)."""
     p = os.fspath(path)
-    data, h = _read_header(p, TOKENIZER_MAGIC, "tokenizer")
+    data, h = _read_header(p, TOKENIZER_MAGIC, "tokenizer", lambda h: HEADER_BYTES + 256 * max(int(h[2]), 0))
     version, V = int(h[1]), int(h[2])
     if version not in (1, 2):
         raise ValueError(f"{p}: llm.c tokenizer version {version} is not supported; only 1 and 2")

@@ -145,7 +145,8 @@ def from_pretrained(path: str | os.PathLike[str], dtype: npt.DTypeLike = np.floa
 
     Names may carry the `transformer.` prefix; a `lm_head.weight` must equal wte (npgpt's head is tied);
     the attention-mask buffers h.N.attn.bias (1, 1, n, n) and h.N.attn.masked_bias are ignored.  Any float
-    dtype (F64/F32/F16/BF16) is converted to `dtype`.  Missing, unexpected or misshapen tensors are errors.
+    dtype (F64/F32/F16/BF16) is converted to `dtype`.  Missing, unexpected or misshapen tensors, and NaN or
+    inf in a weight (a damaged file), are errors.
     """
     path = os.fspath(path)
     dtype = float_dtype("dtype", dtype)
@@ -204,6 +205,8 @@ def from_pretrained(path: str | os.PathLike[str], dtype: npt.DTypeLike = np.floa
         model = GPT(config, dtype=dtype, init=False)  # every entry is overwritten below
         for key, name in found.items():
             f.read_into(name, model.params[key])  # views into the flat buffer, filled in place
+            if not np.isfinite(model.params[key]).all():  # a trained model holds none: the file was damaged
+                raise bad(f"tensor {name!r} holds non-finite values (NaN or inf); the file is damaged")
     return model.eval()
 
 

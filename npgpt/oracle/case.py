@@ -59,6 +59,9 @@ def sizes(options: Mapping[str, Any]) -> Sizes:
     s = {**DEFAULT_SHAPES, **options}
     for name, value in s.items():
         positive_int(name, value)
+    if s["vocab"] < 2:  # one token: every softmax over the vocabulary is 1, every cross-entropy 0
+        raise ValueError(f"vocab: expected at least 2, got {s['vocab']} (with one token every cross-entropy is 0 "
+                         f"and its gradients vanish: the cases would be degenerate)")
     if s["channels"] % s["heads"]:
         raise ValueError(f"channels: expected a multiple of heads={s['heads']}, got {s['channels']}")
     return Sizes(int(s["batch"]), int(s["seq"]), int(s["channels"]), int(s["heads"]), int(s["vocab"]),

@@ -18,7 +18,7 @@ from ..training.checkpoint import is_training_checkpoint
 from .case import Arrays, OracleError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "TOLERANCES", "FINAL_TOLERANCES", "default_tolerance", "tolerance_meta",
-           "write_npz", "meta_array", "load_case"]
+           "write_npz", "meta_array", "load_case", "is_golden_file"]
 
 FORMAT = "npgpt-oracle"
 FORMAT_VERSION = 1
@@ -73,6 +73,18 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 def meta_array(meta: Mapping[str, Any]) -> np.ndarray:
     return np.array(json.dumps(meta, separators=(", ", ": ")), dtype="<U")  # 0-d, UTF-32LE in the .npy
+
+
+def is_golden_file(path: str | Path) -> bool:
+    """True when path is a zip whose `meta` entry says format npgpt-oracle (only that entry is read; False
+    for anything else, unreadable or not a file): what `dump` may replace."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("meta.npy") as member:
+            m = np.lib.format.read_array(member, allow_pickle=False)
+        meta = json.loads(str(m[()])) if m.dtype.kind == "U" and m.ndim == 0 else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
 def load_case(path: str | Path) -> tuple[Arrays, dict[str, Any] | None]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..io.atomic import atomic_write
+from ..io.textfile import read_user_bytes
 from .bpe import EOT, BPETokenizer, parse_merges
 from .byte_unicode import encode_bytes
 
@@ -30,14 +31,7 @@ MERGES_HEADER = "#version: 0.2"
 
 
 def _read(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a directory, expected a file") from None
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+    data = read_user_bytes(path, what="a file")  # a device (/dev/zero) refused, a pipe read up to a cap
     if not data:
         raise ValueError(f"{path}: file is empty")
     return data
@@ -126,20 +120,25 @@ def read_tiktoken_ranks(path: str | os.PathLike[str]) -> dict[bytes, int]:
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines = lines[:-1]
+    cut = not data.endswith(b"\n")  # a last line without its newline may be cut anywhere, even mid-number
+
+    def bad(n: int, msg: str, last_only: bool = False) -> ValueError:
+        hint = n == len(lines) and (cut or last_only)
+        return ValueError(f"{p}: line {n}: {msg}" + (" (truncated file?)" if hint else ""))
+
     for n, line in enumerate(lines, start=1):
         fields = line.split()
         if len(fields) != 2 or not fields[1].isdigit():
-            raise ValueError(f"{p}: line {n}: expected 'base64 rank', got {line[:60]!r}"
-                             + (" (truncated file?)" if n == len(lines) else ""))
+            raise bad(n, f"expected 'base64 rank', got {line[:60]!r}", last_only=True)
         try:
             token = base64.b64decode(fields[0], validate=True)
         except (binascii.Error, ValueError):
-            raise ValueError(f"{p}: line {n}: {fields[0][:40]!r} is not base64") from None
+            raise bad(n, f"{fields[0][:40]!r} is not base64") from None
         rank = int(fields[1])
         if token in ranks:
-            raise ValueError(f"{p}: line {n}: token {token!r} already has rank {ranks[token]}")
+            raise bad(n, f"token {token!r} already has rank {ranks[token]}")
         if rank in seen:
-            raise ValueError(f"{p}: line {n}: duplicate rank {rank} (also on line {seen[rank]})")
+            raise bad(n, f"duplicate rank {rank} (also on line {seen[rank]})")
         ranks[token] = rank
         seen[rank] = n
     return ranks

@@ -170,14 +170,21 @@ def _open_npz(path: Path, f: Any) -> Any:
     return z
 
 
-def stored_tokenizer(path: str | os.PathLike[str], ck: Checkpoint) -> Tokenizer:
-    """The tokenizer a training checkpoint holds, checked against its model: at most vocab_size ids."""
+def stored_tokenizer(path: str | os.PathLike[str], ck: Checkpoint, sampling: bool = False) -> Tokenizer:
+    """The tokenizer a training checkpoint holds, checked against its model: at most vocab_size ids, and with
+    sampling=True exactly vocab_size (a sample may draw any id the model has, and each must decode)."""
     if "tokenizer" not in ck.meta:
         raise ValueError(f"{path}: the checkpoint has no tokenizer (not written by npgpt train)")
     tok = tokenizer_from_dict(ck.meta["tokenizer"])
-    if tok.vocab_size > ck.config.vocab_size:
+    V = ck.config.vocab_size
+    if tok.vocab_size > V:
         raise ValueError(f"{path}: its tokenizer has {tok.vocab_size} tokens but the model's vocabulary only "
-                         f"{ck.config.vocab_size}; the file is damaged")
+                         f"{V}; the file is damaged")
+    if sampling and tok.vocab_size < V:
+        n = tok.vocab_size
+        ids = f"id {n}" if n == V - 1 else f"ids {n} to {V - 1}"
+        raise ValueError(f"{path}: its tokenizer has {n} tokens but the model's vocabulary {V}: a sample could "
+                         f"draw {ids}, which no token stands for; the file was edited or is damaged")
     return tok
 
 

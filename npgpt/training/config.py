@@ -91,6 +91,9 @@ class TrainConfig:
             _check_int(name, getattr(self, name), minimum=0)
         if self.lr_decay_iters is not None:
             _check_int("lr_decay_iters", self.lr_decay_iters, minimum=1)
+            if self.lr_decay_iters < self.warmup_iters and not self.resume:  # resume keeps the run's schedule
+                raise ValueError(f"lr_decay_iters: expected at least warmup_iters={self.warmup_iters}, got "
+                                 f"{self.lr_decay_iters} (the decay would end before the warmup does)")
         for name in ("n_kv_head", "intermediate_size"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)

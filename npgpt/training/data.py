@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._checks import is_int
+from ..io.textfile import read_user_bytes
 
 __all__ = ["BatchSampler", "IntArray", "bundled_corpus_path", "load_text", "split"]
 
@@ -33,18 +34,9 @@ IntArray = npt.NDArray[np.int64]
 
 def load_text(path: str | os.PathLike[str]) -> str:
     """The UTF-8 text of a file.  Every problem is a one-line ValueError naming the path: missing, a
-    directory, unreadable, empty, or not UTF-8 (with the byte offset of the first bad byte)."""
+    directory, a device, unreadable, empty, or not UTF-8 (with the byte offset of the first bad byte)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ValueError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{p}: is a directory, expected a text file") from None
-    except OSError as e:
-        if p.is_dir():
-            raise ValueError(f"{p}: is a directory, expected a text file") from None
-        raise ValueError(f"{p}: cannot read ({e.strerror or e})") from None
+    data = read_user_bytes(p)  # a device (/dev/zero) refused, a pipe read in chunks up to a cap
     if not data:
         raise ValueError(f"{p}: file is empty")
     try:

@@ -21,6 +21,7 @@ from ..families import build_model, family_of, load_dir, param_count
 from ..optim import AdamW
 from ..runtime.parallel import blas_kernel_note
 from ..tokenizers import encode_text, tokenizer_from_spec
+from ..tokenizers.spec import check_learnable
 from ..tokenizers.protocol import Tokenizer, tokenizer_from_dict
 from .config import VAL_FRACTION, TrainConfig, _field_default
 from .data import BatchSampler, bundled_corpus_path, load_text, split
@@ -52,7 +53,8 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
     elif init is not None:
         tok = init[1]
     else:  # bpe:VOCAB learns from (about) the training split only: the first 90% of the characters
-        tok = tokenizer_from_spec(cfg.tokenizer, content[:int(len(content) * (1.0 - VAL_FRACTION))], content)
+        tok = tokenizer_from_spec(cfg.tokenizer, content[:int(len(content) * (1.0 - VAL_FRACTION))], content, log)
+    check_learnable(tok, source)  # a text of one character (all NUL bytes: a binary file?) teaches nothing
     train_ids, val_ids = _split_ids(cfg, encode_text(tok, content))
     del content
     if init is not None:
