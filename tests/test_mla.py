@@ -313,7 +313,8 @@ def test_golden_transformers_float64(case):
 ])
 def test_live_transformers(family, fields):
     """Live: transformers on new shapes, float64 with its float32 islands patched (1e-12 / 1e-11); stock
-    transformers (islands left) is off by float32 round-off only, and visibly so."""
+    transformers (islands left) is off by float32 round-off only, and visibly so; in float32, npgpt and stock
+    transformers agree to float32 round-off in the output and every gradient."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     mk = _fixture_module()
@@ -324,6 +325,16 @@ def test_live_transformers(family, fields):
     stock = mk.hf_run(family, config, a, float64_islands=False)
     out, _ = mla_forward(a["x"], p, config, a["cos"], a["sin"])
     assert 1e-12 < _rel(out, stock["out"]) < 1e-5
+    # float32 against stock float32 transformers (nothing patched, attention through torch SDPA): round-off only
+    ref32 = mk.hf_run(family, config, a, dtype="float32")
+    f32 = {k: v.astype(np.float32) for k, v in a.items() if v.dtype == np.float64}
+    out32, cache32 = mla_forward(f32["x"], {k[2:]: v for k, v in f32.items() if k.startswith("p.")}, config,
+                                 f32["cos"], f32["sin"])
+    dx32, g32 = mla_backward(f32["dout"], cache32)
+    assert out32.dtype == np.float32 and _rel(out32, ref32["out"]) < 1e-5
+    assert _rel(dx32, ref32["grad.x"]) < 1e-5
+    for name in p:
+        assert _rel(g32[name], ref32["grad." + name]) < 1e-5, name
 
 
 def test_live_golden_is_reproducible():
