@@ -19,7 +19,8 @@ from .._checks import float_array, is_int, real_number, upstream
 
 Array = npt.NDArray[np.floating]
 
-ROPE_TYPES = ("default", "linear", "llama3")  # the Hugging Face rope_scaling types computed here
+ROPE_TYPES = ("default", "linear", "llama3")  # the types rope_inv_freq computes (no seq_len, attention factor 1)
+SCALING_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3")  # rope_frequencies: all of HF's
 
 
 class RopeCache(NamedTuple):
@@ -76,16 +77,32 @@ def rope_inv_freq(rotary_dim: int, theta: float = 10000.0,
     return np.where(medium, (1.0 - smooth) * scaled / factor + smooth * scaled, scaled)  # (R/2,)
 
 
+def rope_frequencies(rotary_dim: int, theta: float, scaling: Mapping[str, Any] | None,
+                     seq_len: int | None = None) -> tuple[npt.NDArray[np.float64], float]:
+    """(inv_freq (R/2,) float64, attention_factor) for any Hugging Face rope_type, as transformers computes them.
+
+    scaling: HF's rope_scaling / rope_parameters (None = default); seq_len: the sequence length the tables
+    are for (only "dynamic" and "longrope" read it).  See docs/derivations/rope_scaling.md.
+    """
+    kind = "default" if not isinstance(scaling, Mapping) else scaling.get("rope_type", scaling.get("type", "default"))
+    if kind in ROPE_TYPES or kind not in SCALING_TYPES:
+        return rope_inv_freq(rotary_dim, theta, scaling), 1.0
+    raise NotImplementedError(f"rope_scaling: rope_type {kind!r} is not implemented yet")
+
+
 def rope_tables(positions: npt.NDArray[np.integer], inv_freq: npt.NDArray[np.float64],
-                dtype: npt.DTypeLike) -> tuple[Array, Array]:
-    """cos and sin of positions * inv_freq, (T, R/2) for positions (T,) or (B, 1, T, R/2) for (B, T).
+                dtype: npt.DTypeLike, attention_factor: float = 1.0) -> tuple[Array, Array]:
+    """cos and sin of positions * inv_freq, times attention_factor, (T, R/2) for (T,) or (B, 1, T, R/2) for (B, T).
 
     Angles in float64, then rounded once to dtype.  See docs/derivations/rope.md.
     """
     angle = positions.astype(np.float64)[..., None] * inv_freq  # (T, R/2) or (B, T, R/2)
     if angle.ndim == 3:
         angle = angle[:, None]  # (B, 1, T, R/2): broadcast over heads
-    return np.cos(angle).astype(dtype), np.sin(angle).astype(dtype)
+    cos, sin = np.cos(angle), np.sin(angle)  # (T, R/2) or (B, 1, T, R/2) float64
+    if attention_factor != 1.0:  # yarn / longrope: scales q.k by attention_factor^2 (rope_scaling.md)
+        cos, sin = cos * attention_factor, sin * attention_factor
+    return cos.astype(dtype), sin.astype(dtype)
 
 
 def _pairs(rotary_dim: int, interleaved: bool) -> tuple[slice, slice]:
