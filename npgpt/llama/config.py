@@ -137,6 +137,9 @@ class LlamaConfig:
         if self.qk_norm is not None and self.norm_kind != "rmsnorm":
             raise ValueError(f"qk_norm: is an RMSNorm of q and k (norm_kind='rmsnorm'), got norm_kind="
                              f"{self.norm_kind!r}")
+        if self.mlp_kind == "plain" and self.activation not in ("gelu", "gelu_tanh"):
+            raise ValueError(f"hidden_act: a plain MLP is implemented with GELU (gelu, gelu_new, "
+                             f"gelu_pytorch_tanh), got {self.hidden_act!r}")
         factor = self.partial_rotary_factor
         number("partial_rotary_factor")
         if factor == 1.0 and self.head_size % 2:

@@ -35,6 +35,17 @@ COPY_LIMIT_BYTES = 1 << 30  # generate makes decode_weights' copies only up to t
 # model sends every token through forward_cached instead, whose per-token overhead matters less there
 
 
+def supports(config: LlamaConfig) -> bool:
+    """Whether the one-token step below implements every variant this config selects (else generate sends
+    each token through forward_cached, the training forward with the KV cache)."""
+    plain = LlamaConfig(vocab_size=config.vocab_size, n_layer=config.n_layer, n_head=config.n_head,
+                        n_kv_head=config.n_kv_head, n_embd=config.n_embd, intermediate_size=config.intermediate_size,
+                        head_dim=config.head_dim, block_size=config.block_size, rms_norm_eps=config.rms_norm_eps,
+                        rope_theta=config.rope_theta, rope_scaling=config.rope_scaling,
+                        tie_word_embeddings=config.tie_word_embeddings, hidden_act=config.hidden_act)
+    return config == plain
+
+
 class DecodeWeights(NamedTuple):
     """One layer's input projections laid out for a one-row product h @ W (made by decode_weights)."""
 
