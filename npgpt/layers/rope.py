@@ -2,7 +2,8 @@
 
 out_a = x_a cos - x_b sin;  out_b = x_b cos + x_a sin  for every pair (a, b) of the first rotary_dim channels;
 pairs are (i, i + R/2) in the half-split layout (HF Llama, GPT-NeoX) or (2i, 2i + 1) interleaved (GPT-J, Meta).
-Forward x (B, H, T, D) -> out (B, H, T, D); backward dout -> dx, the inverse rotation.
+Forward x (B, H, T, D) -> out (B, H, T, D); backward dout -> dx, the transposed rotation.
+Frequencies for every HF rope_type (rope_frequencies): docs/derivations/rope_scaling.md.
 Derivation: docs/derivations/rope.md
 """
 
@@ -33,7 +34,6 @@ _TYPE_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "longrope": (("short_factor", "long_factor"), ("original_max_position_embeddings", "factor", "attention_factor")),
     "llama3": (("factor", "low_freq_factor", "high_freq_factor"), ("original_max_position_embeddings",)),
 }
-_NEEDS_OLD_CTX = ("yarn", "longrope", "llama3")
 
 
 class RopeCache(NamedTuple):
@@ -264,13 +264,13 @@ def rope_tables(positions: npt.NDArray[np.integer], inv_freq: npt.NDArray[np.flo
                 dtype: npt.DTypeLike, attention_factor: float = 1.0) -> tuple[Array, Array]:
     """cos and sin of positions * inv_freq, times attention_factor, (T, R/2) for (T,) or (B, 1, T, R/2) for (B, T).
 
-    Angles in float64, then rounded once to dtype.  See docs/derivations/rope.md.
+    Angles in float64, then rounded once to dtype.  See docs/derivations/rope.md, rope_scaling.md (S13).
     """
     angle = positions.astype(np.float64)[..., None] * inv_freq  # (T, R/2) or (B, T, R/2)
     if angle.ndim == 3:
         angle = angle[:, None]  # (B, 1, T, R/2): broadcast over heads
     cos, sin = np.cos(angle), np.sin(angle)  # (T, R/2) or (B, 1, T, R/2) float64
-    if attention_factor != 1.0:  # yarn / longrope: scales q.k by attention_factor^2 (rope_scaling.md)
+    if attention_factor != 1.0:  # (S13) yarn / longrope: q.k scaled by attention_factor^2
         cos, sin = cos * attention_factor, sin * attention_factor
     return cos.astype(dtype), sin.astype(dtype)
 
