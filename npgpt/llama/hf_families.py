@@ -41,6 +41,9 @@ IGNORED = frozenset({
     "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens",
     "_attn_implementation_autoset", "_commit_hash", "pretraining_tp", "gradient_checkpointing",
 })
+# special token ids: save_pretrained writes a loaded checkpoint's back, and null for a model made here (the
+# families' own defaults are token ids of vocabularies a small model may not have)
+TOKEN_IDS_NONE: dict[str, Any] = {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
 # tensors some checkpoints store that are buffers, not parameters (their suffixes)
 BUFFER_SUFFIXES = (".rotary_emb.inv_freq", ".attention.bias", ".attention.masked_bias", "rotary_emb.inv_freq")
 
@@ -519,7 +522,7 @@ def _base_out(config: LlamaConfig, arch: str, model_type: str, dtype: npt.DTypeL
             "hidden_size": config.n_embd, "intermediate_size": config.intermediate_size,
             "head_dim": config.head_size, "tie_word_embeddings": config.tie_word_embeddings,
             "hidden_act": config.hidden_act, "rope_parameters": _rope_out(config), "attention_dropout": 0.0,
-            "dtype": np.dtype(dtype).name, "torch_dtype": np.dtype(dtype).name}
+            "dtype": np.dtype(dtype).name, "torch_dtype": np.dtype(dtype).name, **TOKEN_IDS_NONE}
 
 
 def _llama_like_out(arch: str, model_type: str, fields: Callable[[LlamaConfig], dict[str, Any]]
@@ -542,7 +545,10 @@ def _window_out(config: LlamaConfig) -> dict[str, Any]:
 
 def _gemma2_out(config: LlamaConfig) -> dict[str, Any]:
     scale = config.attention_scale if config.attention_scale is not None else config.head_size ** -0.5
-    return {"hidden_activation": config.hidden_act, "query_pre_attn_scalar": scale ** -2,
+    scalar = scale ** -2
+    if abs(scalar - round(scalar)) > 1e-9 * scalar:  # transformers' Gemma 2/3 configs take an integer only
+        raise ValueError(f"attention_scale: Gemma's query_pre_attn_scalar = scale^-2 = {scalar!r} is not an integer")
+    return {"hidden_activation": config.hidden_act, "query_pre_attn_scalar": int(round(scalar)),
             "attn_logit_softcapping": config.attn_logit_softcapping,
             "final_logit_softcapping": config.final_logit_softcapping, "sliding_window": config.sliding_window,
             "layer_types": list(config.layer_types or ["full_attention"] * config.n_layer),
@@ -603,7 +609,7 @@ def falcon_out(config: LlamaConfig, dtype: npt.DTypeLike = np.float32) -> dict[s
          "activation": config.hidden_act, "rope_parameters": _rope_out(config), "alibi": False,
          "bias": config.attention_bias, "parallel_attn": parallel, "new_decoder_architecture": new_arch,
          "multi_query": kv == 1 and not new_arch, "num_kv_heads": kv, "attention_dropout": 0.0,
-         "hidden_dropout": 0.0, "dtype": np.dtype(dtype).name}
+         "hidden_dropout": 0.0, "dtype": np.dtype(dtype).name, **TOKEN_IDS_NONE}
     if new_arch:
         d["num_ln_in_parallel_attn"] = 1 if shared else 2
     return d

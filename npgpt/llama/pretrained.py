@@ -24,14 +24,15 @@ from ..atomic import atomic_write
 from ..safetensors import FLOAT_NAMES, SafetensorsFile, save_safetensors
 from .._checks import float_dtype
 from .config import LlamaConfig
-from .hf_families import BUFFER_SUFFIXES, FAMILIES, HFFamily, family_for, family_of
+from .hf_families import BUFFER_SUFFIXES, FAMILIES, TOKEN_IDS_NONE, HFFamily, family_for, family_of
 from .model import Llama
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 
-_FAMILY: weakref.WeakKeyDictionary[Llama, str] = weakref.WeakKeyDictionary()  # loaded model -> its family
+# a loaded model -> its family's name and the checkpoint's special token ids (written back by save_pretrained)
+_FAMILY: weakref.WeakKeyDictionary[Llama, tuple[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
 def config_from_hf(d: Mapping[str, Any], where: str = CONFIG_NAME) -> LlamaConfig:
@@ -43,6 +44,12 @@ def config_to_hf(config: LlamaConfig, dtype: npt.DTypeLike = np.float32, family:
                  ) -> dict[str, Any]:
     """The config.json transformers reads back as this LlamaConfig (family: its name, or the first that fits)."""
     return _family(config, family).config_to_hf(config, dtype)
+
+
+def family_of_model(model: Llama) -> HFFamily:
+    """The family a model was loaded from (from_pretrained), else the first that expresses its config."""
+    loaded = _FAMILY.get(model)
+    return FAMILIES[loaded[0]] if loaded is not None else family_of(model.config)
 
 
 def _family(config: LlamaConfig, family: str | None) -> HFFamily:
@@ -170,7 +177,7 @@ def from_pretrained(path: str | os.PathLike[str], dtype: npt.DTypeLike = np.floa
     model = Llama(config, dtype=dtype, init=False)
     for name, p in model.params.items():
         p[...] = weights[name]
-    _FAMILY[model] = fam.name
+    _FAMILY[model] = (fam.name, {k: d[k] for k in TOKEN_IDS_NONE if k in d})
     return model.eval()
 
 
@@ -188,8 +195,11 @@ def save_pretrained(model: Llama, path: str | os.PathLike[str], family: str | No
         raise ValueError(f"model: expected a Llama, got {type(model).__name__}")
     path = os.fspath(path)
     config = model.config
-    fam = _family(config, family if family is not None else _FAMILY.get(model))
+    loaded_name, token_ids = _FAMILY.get(model, (None, {}))
+    fam = _family(config, family if family is not None else loaded_name)
     d = fam.config_to_hf(config, model.dtype)
+    if fam.name == loaded_name:
+        d.update(token_ids)
     try:
         back = fam.config_from_hf(json.loads(json.dumps(d)), CONFIG_NAME)
     except ValueError as e:
