@@ -5,6 +5,7 @@ tests/fixtures/make_rope_scaling_fixture.py), the same numbers live from transfo
 properties that hold whatever transformers does (linear = positions / s, YaRN's limits, dynamic's base, ...).
 """
 
+import importlib
 import importlib.util
 import json
 import math
@@ -361,3 +362,85 @@ def test_missing_original_context_is_max_position_embeddings():
         a = rope_frequencies(8, 1e4, params, 100, max_position_embeddings=64)
         b = rope_frequencies(8, 1e4, without, 100, max_position_embeddings=64)
         assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+
+
+# ---------------------------------------------------------------------------------------------- families
+
+def _family(name):
+    """(transformers config, module name, rotary class, how npgpt reads the config: theta, R, scaling, layout)."""
+    import transformers as tr
+    short = [1.0 + 0.05 * i for i in range(6)]
+    long = [1.0 + 1.5 * i for i in range(6)]
+    return {
+        # Phi-3-mini-128k: longrope, original_max_position_embeddings at the top of config.json, "su" = longrope
+        "phi3": (tr.Phi3Config(hidden_size=48, num_attention_heads=4, max_position_embeddings=256,
+                               original_max_position_embeddings=32,
+                               rope_scaling={"type": "su", "short_factor": short, "long_factor": long}),
+                 "phi3", "Phi3RotaryEmbedding",
+                 (10000.0, 12, {"rope_type": "longrope", "short_factor": short, "long_factor": long,
+                                "original_max_position_embeddings": 32}, False)),
+        # GPT-NeoX: rotary_pct (default 0.25) and rotary_emb_base
+        "gpt_neox": (tr.GPTNeoXConfig(hidden_size=64, num_attention_heads=2, rotary_pct=0.25, rotary_emb_base=500.0),
+                     "gpt_neox", "GPTNeoXRotaryEmbedding", (500.0, 8, None, False)),
+        # Phi-2: partial_rotary_factor (default 0.5) at the top of config.json
+        "phi": (tr.PhiConfig(hidden_size=64, num_attention_heads=2, partial_rotary_factor=0.4),
+                "phi", "PhiRotaryEmbedding", (10000.0, 12, None, False)),
+        # gpt-oss: no rope_scaling in config.json means YaRN s = 32 (truncate false), theta 150000
+        "gpt_oss": (tr.GptOssConfig(hidden_size=64, num_attention_heads=2, head_dim=32, max_position_embeddings=64),
+                    "gpt_oss", "GptOssRotaryEmbedding",
+                    (150000.0, 32, {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                    "truncate": False, "original_max_position_embeddings": 4096}, False)),
+        # Cohere: pairs (2i, 2i + 1), theta default 500000
+        "cohere": (tr.CohereConfig(hidden_size=64, num_attention_heads=2), "cohere", "CohereRotaryEmbedding",
+                   (500000.0, 32, None, True)),
+        # Qwen2.5 with YaRN switched on by the user (rope_scaling of an older config.json)
+        "qwen2": (tr.Qwen2Config(hidden_size=64, num_attention_heads=2, max_position_embeddings=128, rope_theta=1e6,
+                                 rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}),
+                  "qwen2", "Qwen2RotaryEmbedding",
+                  (1e6, 32, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}, False)),
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["phi3", "gpt_neox", "phi", "gpt_oss", "cohere", "qwen2"])
+@pytest.mark.parametrize("top", [20, 40, 100])
+def test_family_rotary_matches_transformers(name, top):
+    """Live: a family's rotary module + apply_rotary_pos_emb (float32) equals rope_forward with the settings its
+    config selects (theta, R = int(D * partial factor), scaling, layout); positions up to `top` cross Phi-3's
+    L = 32 (short -> long factors)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    config, module, rotary, (theta, R, scaling, interleaved) = _family(name)
+    modeling = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
+    emb = getattr(modeling, rotary)(config)
+    D = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    rng = np.random.default_rng(top)
+    q = rand(rng, 2, 3, 5, D).astype(np.float32)
+    pos = np.sort(rng.integers(0, top, size=(2, 5)), axis=1)
+    cos, sin = emb(torch.zeros(1, dtype=torch.float32), torch.from_numpy(pos))
+    qr = q[..., :R] if name == "phi" else q  # PhiAttention splits off the pass-through channels itself
+    want, _ = modeling.apply_rotary_pos_emb(torch.from_numpy(qr), torch.from_numpy(qr), cos, sin)
+    if name == "phi":
+        want = torch.cat([want, torch.from_numpy(q[..., R:])], dim=-1)
+    got, _ = rope_forward(q, positions=pos, theta=theta, rotary_dim=R, interleaved=interleaved, scaling=scaling,
+                          max_position_embeddings=config.max_position_embeddings)
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=2e-6 + 1e-7 * top)  # HF: float32 angles
+
+
+def test_gemma3_layer_types_select_their_rope():
+    """Live: Gemma 3's full-attention layers use rope_theta (default 1e6) with rope_scaling; its sliding layers
+    rope_local_base_freq (default 1e4) without scaling."""
+    torch = pytest.importorskip("torch")
+    tr = pytest.importorskip("transformers")
+    from transformers.models.gemma3 import modeling_gemma3 as mg
+    config = tr.Gemma3TextConfig(hidden_size=64, num_attention_heads=2, head_dim=32, num_hidden_layers=2,
+                                 layer_types=["sliding_attention", "full_attention"],
+                                 rope_scaling={"rope_type": "linear", "factor": 8.0})
+    emb = mg.Gemma3RotaryEmbedding(config)
+    q = rand(np.random.default_rng(0), 1, 2, 4, 32).astype(np.float32)
+    pos = np.array([[0, 7, 20, 50]])
+    for layer_type, theta, scaling in (("full_attention", 1e6, {"rope_type": "linear", "factor": 8.0}),
+                                       ("sliding_attention", 1e4, None)):
+        cos, sin = emb(torch.zeros(1), torch.from_numpy(pos), layer_type)
+        want, _ = mg.apply_rotary_pos_emb(torch.from_numpy(q), torch.from_numpy(q), cos, sin)
+        got, _ = rope_forward(q, positions=pos, theta=theta, scaling=scaling)
+        np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-4)
