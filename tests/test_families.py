@@ -291,3 +291,37 @@ def test_live_transformers_loads_our_save(tmp_path, name):
     ours32, _, _ = llama_forward(model32.params, model32.config, e["idx"])
     assert rel(ours32, theirs32) <= 2e-5
     assert math.isfinite(rel(ours32, ours))
+
+
+# ------------------------------------------------------------------------------------------- the parity table
+
+def _live_worst_gradient(name):
+    """The worst relative error over every gradient against live transformers (float64 end to end)."""
+    import torch
+    import transformers as tr
+    mk = _fixture_script()
+    e = expected(name)
+    hf = _hf_load(torch, tr, ROOT / name, mk)
+    with mk.float64_everywhere():
+        ref = mk.run(hf, e["idx"], e["targets"])
+    model = load(name)
+    _, _, cache = llama_forward(model.params, model.config, e["idx"], e["targets"])
+    grads = hf_grads(model, llama_backward(cache))
+    aliases = family_of_model(model).aliases
+    return max(rel(g, ref["grad." + next((a for a, b in aliases.items() if b == k), k)]) for k, g in grads.items())
+
+
+if __name__ == "__main__":  # python tests/test_families.py: the table docs/families.md quotes
+    try:
+        import torch  # noqa: F401
+        live = True
+    except ImportError:
+        live = False
+    print("| family | logits | loss | worst gradient | greedy equal | float32 logits vs stock |")
+    print("|---|---|---|---|---|---|")
+    for name in NAMES:
+        lg, ls, gr, eq, f32 = parity(name)
+        if live:
+            gr = max(gr, _live_worst_gradient(name))
+        print(f"| {name} | {lg:.1e} | {ls:.1e} | {gr:.1e}{'' if live else ' (stored)'} | {'yes' if eq else 'NO'} "
+              f"| {f32:.1e} |")

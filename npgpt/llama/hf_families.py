@@ -762,8 +762,9 @@ def _register(fam: HFFamily) -> None:
 
 
 for _name, _arch, _cfg, _out in (
-        ("llama", "LlamaForCausalLM", llama_config, lambda c: {"attention_bias": c.attention_bias,
-                                                               "mlp_bias": c.mlp_bias}),
+        ("llama", "LlamaForCausalLM", llama_config,  # + the rope in transformers 4's spelling too
+         lambda c: {"attention_bias": c.attention_bias, "mlp_bias": c.mlp_bias, "rope_theta": float(c.rope_theta),
+                    "rope_scaling": c.rope_scaling}),
         ("mistral", "MistralForCausalLM", mistral_config, lambda c: {"sliding_window": c.sliding_window}),
         ("qwen2", "Qwen2ForCausalLM", qwen2_config, _window_out),
         ("qwen3", "Qwen3ForCausalLM", qwen3_config, lambda c: {**_window_out(c), "attention_bias": c.attention_bias}),
