@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..layers.rope import rope_inv_freq
+from ..layers.rope import rope_frequencies
 from .._checks import is_py_int, is_real
 
 # HF hidden_act values -> the gated unit's activation (npgpt/layers/swiglu.py)
@@ -39,7 +39,8 @@ class LlamaConfig:
     head_dim: int | None = None  # D; None means n_embd // n_head
     rms_norm_eps: float = 1e-6  # eps of every RMSNorm
     rope_theta: float = 10000.0  # RoPE base
-    rope_scaling: dict[str, Any] | None = None  # HF rope_scaling (linear, llama3); None = plain RoPE
+    rope_scaling: dict[str, Any] | None = None  # HF rope_scaling, any rope_type (layers/rope.py's
+    # rope_frequencies: linear, dynamic, yarn, longrope, llama3); None = plain RoPE
     tie_word_embeddings: bool = False  # lm_head shares embed_tokens' weight (Llama 3.2 1B/3B do)
     hidden_act: str = "silu"  # the MLP's activation (HF names): silu = SwiGLU in a gated MLP
     # --- the variants after Llama (defaults = Llama) ---
@@ -90,7 +91,8 @@ class LlamaConfig:
         if self.hidden_act not in HIDDEN_ACTS:
             raise ValueError(f"hidden_act: expected one of {', '.join(HIDDEN_ACTS)}, got {self.hidden_act!r}")
         self._check_variants()
-        rope_inv_freq(self.rotary_dim, self.rope_theta, self.rope_scaling)  # theta and rope_scaling errors
+        rope_frequencies(self.rotary_dim, self.rope_theta, self.rope_scaling,
+                         max_position_embeddings=self.block_size)  # theta and rope_scaling errors
 
     def _check_variants(self) -> None:
         """The post-Llama fields: each error names its field."""
@@ -151,7 +153,7 @@ class LlamaConfig:
         if R < 2 or R % 2:
             raise ValueError(f"partial_rotary_factor: int(head_dim * factor) = {R} must be an even number >= 2")
         if self.rope_local_theta is not None:
-            rope_inv_freq(R, self.rope_local_theta)  # its errors name theta
+            rope_frequencies(R, self.rope_local_theta, None)  # its errors name theta
             number("rope_local_theta")
         if self.sliding_window is not None and (not is_py_int(self.sliding_window) or self.sliding_window < 1):
             raise ValueError(f"sliding_window: expected a positive integer or None, got {self.sliding_window!r}")

@@ -96,7 +96,8 @@ def layer_tables(config: LlamaConfig, start: int, T: int, dtype: npt.DTypeLike) 
         if local not in made:
             theta = config.rope_local_theta if local and config.rope_local_theta is not None else config.rope_theta
             scaling = None if local else config.rope_scaling
-            inv_freq, factor = rope_frequencies(R, theta, scaling, seq_len=start + T)  # (R/2,) float64
+            inv_freq, factor = rope_frequencies(R, theta, scaling, seq_len=start + T,
+                                                max_position_embeddings=config.block_size)  # (R/2,) float64
             made[local] = rope_tables(positions, inv_freq, dtype, factor)  # (T, R/2) each
         out.append(made[local])
     return out
