@@ -325,3 +325,71 @@ if __name__ == "__main__":  # python tests/test_families.py: the table docs/fami
             gr = max(gr, _live_worst_gradient(name))
         print(f"| {name} | {lg:.1e} | {ls:.1e} | {gr:.1e}{'' if live else ' (stored)'} | {'yes' if eq else 'NO'} "
               f"| {f32:.1e} |")
+
+
+# ------------------------------------------------------------------------------------------- live variants
+
+VARIANTS = {  # other settings of the families, built by transformers live: (fixture family, config changes)
+    "falcon_40b": ("falcon", {"new_decoder_architecture": True, "num_kv_heads": 2, "num_ln_in_parallel_attn": 2,
+                              "bias": True}),
+    "falcon_new_one_norm": ("falcon", {"new_decoder_architecture": True, "num_kv_heads": 2,
+                                       "num_ln_in_parallel_attn": 1}),
+    "falcon_mha_parallel": ("falcon", {"multi_query": False, "tie_word_embeddings": False}),
+    "falcon_sequential_mq": ("falcon", {"parallel_attn": False}),
+    "falcon_sequential_mha": ("falcon", {"parallel_attn": False, "multi_query": False}),
+    "gpt_neox_sequential": ("gpt_neox", {"use_parallel_residual": False, "attention_bias": False}),
+    "stablelm_parallel": ("stablelm", {"use_parallel_residual": True, "use_qkv_bias": False}),
+    "phi3_window_longrope": ("phi3", {"sliding_window": 3, "original_max_position_embeddings": 16,
+                                      "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0,
+                                                          "partial_rotary_factor": 0.75,
+                                                          "short_factor": [1.0, 1.5, 2.0],
+                                                          "long_factor": [2.0, 3.0, 4.0]}}),
+    "smollm3_windows": ("smollm3", {"use_sliding_window": True, "sliding_window": 3, "layer_types": None}),
+    "granite_biases": ("granite", {"attention_bias": True, "mlp_bias": True}),
+    "olmo2_biases": ("olmo2", {"attention_bias": True}),
+    "gemma2_no_softcaps": ("gemma2", {"attn_logit_softcapping": None, "final_logit_softcapping": None}),
+    "gemma3_plain_rope": ("gemma3", {"rope_parameters": {
+        "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}}),
+    "mistral_no_window": ("mistral", {"sliding_window": None}),
+    "qwen3_biases_windows": ("qwen3", {"attention_bias": True, "use_sliding_window": True, "sliding_window": 3,
+                                       "max_window_layers": 1, "layer_types": None}),
+    "llama_dynamic": ("llama_bias_yarn", {"attention_bias": False, "mlp_bias": True, "max_position_embeddings": 8,
+                                          "rope_parameters": {"rope_type": "dynamic", "factor": 2.0,
+                                                              "rope_theta": 1e4}}),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_live_family_variants(tmp_path, variant):
+    """Live: transformers builds the variant (float64 end to end, random non-degenerate weights) and saves it;
+    npgpt loads it to the same logits and loss (1e-12) and gradients (1e-11), and saves what transformers reads
+    back to the same logits."""
+    torch = pytest.importorskip("torch")
+    tr = pytest.importorskip("transformers")
+    mk = _fixture_script()
+    family, changes = VARIANTS[variant]
+    cfg_cls, model_cls, kw = mk.FAMILIES[family]
+    kw = {**kw, **changes}
+    rng = np.random.default_rng(sum(map(ord, variant)))
+    idx, targets = rng.integers(0, mk.V, size=(2, 8)), rng.integers(0, mk.V, size=(2, 8))
+    with mk.float64_everywhere():
+        config = getattr(tr, cfg_cls)(**{**mk.COMMON, **{k: v for k, v in kw.items() if v is not None or
+                                                          k not in ("layer_types",)}})
+        config._attn_implementation = "eager"
+        hf = getattr(tr, model_cls)(config).to(torch.float64).eval()
+        mk.fill(hf, family, rng)
+        ref = mk.run(hf, idx, targets)
+    mk.save_dir(hf, str(tmp_path / "hf"))
+    model = from_pretrained(tmp_path / "hf", dtype=np.float64)
+    logits, loss, cache = llama_forward(model.params, model.config, idx, targets)
+    assert rel(logits, ref["logits"]) <= 1e-12 and rel(loss, ref["loss"]) <= 1e-12
+    grads = hf_grads(model, llama_backward(cache))
+    aliases = family_of_model(model).aliases
+    for k, g in grads.items():
+        assert rel(g, ref["grad." + next((a for a, b in aliases.items() if b == k), k)]) <= 1e-11, k
+    save_pretrained(model, tmp_path / "ours")
+    back = _hf_load(torch, tr, tmp_path / "ours", mk)
+    with mk.float64_everywhere(), torch.no_grad():
+        theirs = back(input_ids=torch.from_numpy(idx)).logits.numpy()
+    assert rel(logits, theirs) <= 1e-12

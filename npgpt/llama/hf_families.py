@@ -69,6 +69,11 @@ class _Fields:
             return self.defaults.get(key, default)
         return value
 
+    def nullable(self, key: str, default: Any = None) -> Any:
+        """The value, where an explicit null means None (a softcap or window switched off); absent: default."""
+        self.used.add(key)
+        return self.d[key] if key in self.d else default
+
     def flag(self, key: str, default: bool = False) -> bool:
         value = self.get(key, default)
         if not isinstance(value, bool):
@@ -142,9 +147,9 @@ def _rope(f: _Fields, layer_type: str | None = None) -> tuple[float, dict[str, A
     for key, value in (("rope_theta", theta), ("partial_rotary_factor", partial)):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise f.bad(f"{field_name}.{key}: expected a number, got {_show(value)}")
-    if kind == "longrope" and "original_max_position_embeddings" not in rope and f.has(
-            "original_max_position_embeddings"):
-        rope["original_max_position_embeddings"] = f.get("original_max_position_embeddings")  # Phi-3's place
+    top = f.get("original_max_position_embeddings")  # Phi-3 keeps the pretraining length outside the rope dict
+    if kind in ("llama3", "yarn", "longrope") and top is not None:
+        rope["original_max_position_embeddings"] = top  # and transformers lets it win over the dict's
     plain = kind == "default" and set(rope) <= {"rope_type", "type"}
     return float(theta), (None if plain else rope), float(partial)
 
@@ -181,7 +186,7 @@ def _qwen_window(f: _Fields, n_layer: int) -> tuple[int | None, tuple[str, ...] 
     """Qwen2/Qwen3/SmolLM3: sliding_window only counts with use_sliding_window; layer_types (or
     max_window_layers) says which layers slide."""
     use = f.flag("use_sliding_window", False)
-    window = f.get("sliding_window") if use else None
+    window = f.nullable("sliding_window", 4096) if use else None  # transformers' default when the key is absent
     f.get("sliding_window")
     if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
         raise f.bad(f"sliding_window: expected a positive integer, got {_show(window)}")
@@ -267,8 +272,7 @@ def llama_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
 
 def mistral_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
     def extra(f: _Fields, kw: dict[str, Any]) -> None:
-        window = f.get("sliding_window")
-        kw["sliding_window"] = window  # every layer slides (MistralModel's mask); None: full attention
+        kw["sliding_window"] = f.nullable("sliding_window", 4096)  # every layer slides; null: full attention
     return _llama_like(d, where, "mistral", {**_LLAMA_DEFAULTS, "num_key_value_heads": 8,
                                              "max_position_embeddings": 131072}, extra)
 
@@ -317,9 +321,9 @@ def _gemma2_like(f: _Fields, kw: dict[str, Any], version: int) -> None:
     f.get("hidden_act")  # transformers' Gemma 2/3 read hidden_activation only
     kw["hidden_act"] = act
     kw["attention_scale"] = float(f.get("query_pre_attn_scalar", 256)) ** -0.5
-    kw["attn_logit_softcapping"] = f.get("attn_logit_softcapping", 50.0 if version == 2 else None)
-    kw["final_logit_softcapping"] = f.get("final_logit_softcapping", 30.0 if version == 2 else None)
-    window = f.get("sliding_window", 4096)
+    kw["attn_logit_softcapping"] = f.nullable("attn_logit_softcapping", 50.0 if version == 2 else None)
+    kw["final_logit_softcapping"] = f.nullable("final_logit_softcapping", 30.0 if version == 2 else None)
+    window = f.nullable("sliding_window", 4096)
     n = kw["n_layer"]
     pattern = f.get("sliding_window_pattern", f.get("_sliding_window_pattern", 2 if version == 2 else 6))
     if f.has("layer_types"):
@@ -361,8 +365,7 @@ def gemma3_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
 
 def phi3_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
     def extra(f: _Fields, kw: dict[str, Any]) -> None:
-        kw["sliding_window"] = f.get("sliding_window")  # every layer (Phi3Model's mask)
-        f.get("original_max_position_embeddings")  # read by longrope (folded into rope_scaling)
+        kw["sliding_window"] = f.get("sliding_window")  # every layer (Phi3Model's mask); null or absent: none
     return _llama_like(d, where, "phi3", {**_LLAMA_DEFAULTS, "rms_norm_eps": 1e-5}, extra, partial_ok=True)
 
 
@@ -771,8 +774,9 @@ for _name, _arch, _cfg, _out in (
         ("gemma", "GemmaForCausalLM", gemma_config, lambda c: {"attention_bias": c.attention_bias}),
         ("gemma2", "Gemma2ForCausalLM", gemma2_config, _gemma2_out),
         ("gemma3_text", "Gemma3ForCausalLM", gemma3_config, _gemma3_out),
-        ("phi3", "Phi3ForCausalLM", phi3_config, lambda c: {"sliding_window": c.sliding_window,
-                                                            "original_max_position_embeddings": c.block_size}),
+        ("phi3", "Phi3ForCausalLM", phi3_config, lambda c: {
+            "sliding_window": c.sliding_window, "original_max_position_embeddings":
+            (c.rope_scaling or {}).get("original_max_position_embeddings", c.block_size)}),
         ("olmo2", "Olmo2ForCausalLM", olmo2_config, lambda c: {"attention_bias": c.attention_bias}),
         ("smollm3", "SmolLM3ForCausalLM", smollm3_config,
          lambda c: {**_window_out(c), "attention_bias": c.attention_bias, "mlp_bias": c.mlp_bias,
