@@ -393,3 +393,69 @@ def test_live_family_variants(tmp_path, variant):
     with mk.float64_everywhere(), torch.no_grad():
         theirs = back(input_ids=torch.from_numpy(idx)).logits.numpy()
     assert rel(logits, theirs) <= 1e-12
+
+
+# ------------------------------------------------------------------------------------------- older spellings
+
+HUB_STYLE = {  # config.json as transformers 4.x wrote them for released models (shapes shrunk)
+    "pythia": ({"architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu",
+                "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 128, "layer_norm_eps": 1e-05,
+                "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": 4,
+                "num_hidden_layers": 2, "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": False,
+                "torch_dtype": "float16", "transformers_version": "4.24.0", "use_cache": True,
+                "use_parallel_residual": True, "vocab_size": 96},
+               {"partial_rotary_factor": 0.25, "rope_theta": 10000.0, "parallel_residual": True, "mlp_kind": "plain"}),
+    "phi2": ({"architectures": ["PhiForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 50256,
+              "embd_pdrop": 0.0, "eos_token_id": 50256, "hidden_act": "gelu_new", "hidden_size": 64,
+              "initializer_range": 0.02, "intermediate_size": 128, "layer_norm_eps": 1e-05,
+              "max_position_embeddings": 2048, "model_type": "phi", "num_attention_heads": 4, "num_hidden_layers": 2,
+              "num_key_value_heads": 4, "partial_rotary_factor": 0.4, "qk_layernorm": False, "resid_pdrop": 0.1,
+              "rope_scaling": None, "rope_theta": 10000.0, "tie_word_embeddings": False, "torch_dtype": "float16",
+              "transformers_version": "4.37.0", "use_cache": True, "vocab_size": 96},
+             {"partial_rotary_factor": 0.4, "lm_head_bias": True, "parallel_shared_norm": True}),
+    "falcon7b": ({"alibi": False, "apply_residual_connection_post_layernorm": False,
+                  "architectures": ["FalconForCausalLM"], "attention_dropout": 0.0, "bias": False, "bos_token_id": 11,
+                  "eos_token_id": 11, "hidden_dropout": 0.0, "hidden_size": 32, "initializer_range": 0.02,
+                  "layer_norm_epsilon": 1e-05, "model_type": "falcon", "multi_query": True,
+                  "new_decoder_architecture": False, "num_attention_heads": 4, "num_hidden_layers": 2,
+                  "parallel_attn": True, "torch_dtype": "bfloat16", "transformers_version": "4.27.4",
+                  "use_cache": True, "vocab_size": 96},
+                 {"n_kv_head": 1, "intermediate_size": 128, "tie_word_embeddings": True, "block_size": 2048}),
+    "gemma3_1b": ({"architectures": ["Gemma3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+                   "attn_logit_softcapping": None, "cache_implementation": "hybrid", "final_logit_softcapping": None,
+                   "head_dim": 16, "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 32,
+                   "initializer_range": 0.02, "intermediate_size": 64, "max_position_embeddings": 32768,
+                   "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 7,
+                   "num_key_value_heads": 1, "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+                   "rope_local_base_freq": 10000, "rope_scaling": None, "rope_theta": 1000000,
+                   "sliding_window": 512, "sliding_window_pattern": 6, "torch_dtype": "bfloat16", "use_cache": True,
+                   "vocab_size": 96},
+                  {"rope_theta": 1e6, "rope_local_theta": 1e4, "attention_scale": 1 / 16, "sliding_window": 512,
+                   "layer_types": ("sliding_attention",) * 5 + ("full_attention", "sliding_attention")}),
+    "phi3_128k": ({"architectures": ["Phi3ForCausalLM"], "hidden_size": 32, "intermediate_size": 64,
+                   "max_position_embeddings": 131072, "model_type": "phi3", "num_attention_heads": 4,
+                   "num_hidden_layers": 2, "num_key_value_heads": 4, "original_max_position_embeddings": 4096,
+                   "rms_norm_eps": 1e-05, "rope_scaling": {"long_factor": [1.0, 2.0, 3.0, 4.0],
+                                                           "short_factor": [1.0, 1.5, 1.5, 2.0], "type": "su"},
+                   "rope_theta": 10000.0, "sliding_window": 262144, "vocab_size": 96},
+                  {"rope_scaling": {"long_factor": [1.0, 2.0, 3.0, 4.0], "short_factor": [1.0, 1.5, 1.5, 2.0],
+                                    "rope_type": "longrope", "original_max_position_embeddings": 4096},
+                   "sliding_window": 262144}),
+    "smollm3": ({"architectures": ["SmolLM3ForCausalLM"], "hidden_size": 32, "intermediate_size": 64,
+                 "model_type": "smollm3", "num_attention_heads": 4, "num_hidden_layers": 4, "num_key_value_heads": 2,
+                 "no_rope_layer_interval": 2, "use_sliding_window": True, "sliding_window": 3, "vocab_size": 96},
+                {"no_rope_layers": (1, 0, 1, 0), "sliding_window": 3,
+                 "layer_types": ("full_attention", "sliding_attention") * 2}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HUB_STYLE))
+def test_older_config_spellings(name):
+    """Released models' config.json in transformers 4's spelling (rotary_pct, rope_theta + rope_scaling, Phi-3's
+    "su", Gemma 3's rope_local_base_freq and sliding_window_pattern, SmolLM3's intervals) map as transformers 5
+    reads them."""
+    from npgpt.llama.pretrained import config_from_hf
+    d, want = HUB_STYLE[name]
+    config = config_from_hf(d, "config.json")
+    for key, value in want.items():
+        assert getattr(config, key) == value, key

@@ -32,6 +32,7 @@ IGNORED = frozenset({
     "name_or_path", "id2label", "label2id", "problem_type", "output_hidden_states", "output_attentions",
     "return_dict", "chunk_size_feed_forward", "is_encoder_decoder", "is_decoder", "tokenizer_class",
     "classifier_dropout", "attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "auto_map",
+    "attention_probs_dropout_prob", "hidden_dropout_prob",
     "add_cross_attention", "tie_encoder_decoder", "prefix", "task_specific_params", "finetuning_task",
     "cross_attention_hidden_size", "pruned_heads", "torchscript", "use_return_dict", "tf_legacy_loss",
     "use_bfloat16", "bad_words_ids", "begin_suppress_tokens", "max_length", "min_length", "do_sample",
@@ -110,7 +111,8 @@ def _rope(f: _Fields, layer_type: str | None = None) -> tuple[float, dict[str, A
     layer_type, its entry for that kind of layer) or the older rope_theta + rope_scaling (+ partial_rotary_factor,
     GPT-NeoX's rotary_pct / rotary_emb_base) spelling; both given must agree."""
     legacy_keys = ("rope_theta", "rope_scaling", "partial_rotary_factor", "rotary_pct", "rotary_emb_base")
-    legacy = {k: f.get(k) for k in legacy_keys if f.has(k)}
+    f.used.update(legacy_keys)
+    legacy = {k: f.d[k] for k in legacy_keys if f.d.get(k) is not None}
     theta0 = legacy.get("rope_theta", legacy.get("rotary_emb_base", f.defaults.get("rope_theta", 10000.0)))
     partial0 = legacy.get("partial_rotary_factor", legacy.get("rotary_pct"))
     field_name = "rope_parameters"
@@ -182,9 +184,10 @@ def _layer_types(f: _Fields, n_layer: int, window: int | None) -> tuple[str, ...
     return tuple(lt) if "sliding_attention" in lt else None
 
 
-def _qwen_window(f: _Fields, n_layer: int) -> tuple[int | None, tuple[str, ...] | None]:
-    """Qwen2/Qwen3/SmolLM3: sliding_window only counts with use_sliding_window; layer_types (or
-    max_window_layers) says which layers slide."""
+def _qwen_window(f: _Fields, n_layer: int, slides: Callable[[int], bool] | None = None
+                 ) -> tuple[int | None, tuple[str, ...] | None]:
+    """Qwen2/Qwen3/SmolLM3: sliding_window only counts with use_sliding_window; layer_types (else Qwen's
+    max_window_layers: layers from it on slide; SmolLM3's `slides`: the layers without RoPE) says which slide."""
     use = f.flag("use_sliding_window", False)
     window = f.nullable("sliding_window", 4096) if use else None  # transformers' default when the key is absent
     f.get("sliding_window")
@@ -200,7 +203,8 @@ def _qwen_window(f: _Fields, n_layer: int) -> tuple[int | None, tuple[str, ...] 
         f.get("max_window_layers")
         return None, None
     first = f.get("max_window_layers", 28)
-    lt_derived = tuple("sliding_attention" if i >= first else "full_attention" for i in range(n_layer))
+    slide = slides if slides is not None else (lambda i: i >= first)
+    lt_derived = tuple("sliding_attention" if slide(i) else "full_attention" for i in range(n_layer))
     return window, lt_derived if "sliding_attention" in lt_derived else None
 
 
@@ -337,7 +341,8 @@ def _gemma2_like(f: _Fields, kw: dict[str, Any], version: int) -> None:
 
 def gemma2_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
     return _llama_like(d, where, "gemma2", {**_GEMMA_DEFAULTS},
-                       lambda f, kw: _gemma2_like(f, kw, 2), ignored=("cache_implementation",))
+                       lambda f, kw: _gemma2_like(f, kw, 2),
+                       ignored=("cache_implementation", "sliding_window_size"))  # the latter: unread in 5.x
 
 
 def gemma3_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
@@ -360,12 +365,20 @@ def gemma3_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
         kw.update(rope_theta=theta if rope is not None else kw["rope_theta"], rope_scaling=scaling,
                   partial_rotary_factor=partial, rope_local_theta=local_theta)
     return _llama_like(d, where, "gemma3_text", {**_GEMMA_DEFAULTS, "rope_theta": 1000000.0},
-                       extra, ignored=("cache_implementation", "final_logit_softcapping_unused"))
+                       extra, ignored=("cache_implementation", "rope_local_base_freq"))
 
 
 def phi3_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
     def extra(f: _Fields, kw: dict[str, Any]) -> None:
         kw["sliding_window"] = f.get("sliding_window")  # every layer (Phi3Model's mask); null or absent: none
+        scaling = kw["rope_scaling"]
+        if scaling is not None and scaling.get("rope_type", scaling.get("type")) in ("su", "yarn", "longrope"):
+            # transformers' Phi-3 reads the old names "su" and "yarn" as longrope, with the top-level
+            # original_max_position_embeddings (its config class's default 4096 when absent)
+            scaling = {k: v for k, v in scaling.items() if k != "type"}
+            scaling["rope_type"] = "longrope"
+            scaling["original_max_position_embeddings"] = f.get("original_max_position_embeddings", 4096)
+            kw["rope_scaling"] = scaling
     return _llama_like(d, where, "phi3", {**_LLAMA_DEFAULTS, "rms_norm_eps": 1e-5}, extra, partial_ok=True)
 
 
@@ -388,7 +401,7 @@ def smollm3_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
         if not isinstance(nr, list) or len(nr) != n or any(v not in (0, 1) for v in nr):
             raise f.bad(f"no_rope_layers: expected a list of {n} (num_hidden_layers) entries 0 or 1, got {_show(nr)}")
         kw["no_rope_layers"] = None if all(nr) else tuple(int(v) for v in nr)
-        kw["sliding_window"], kw["layer_types"] = _qwen_window(f, n)
+        kw["sliding_window"], kw["layer_types"] = _qwen_window(f, n, lambda i: not nr[i])
         if kw["layer_types"] is None:
             kw["sliding_window"] = None
     return _llama_like(d, where, "smollm3", {**_LLAMA_DEFAULTS, "tie_word_embeddings": True}, extra)
@@ -458,6 +471,8 @@ def falcon_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
             f.d[new] = f.d[old]
         f.get(old)
     _no(f, "alibi", "ALiBi position biases; npgpt's decoder has RoPE")
+    _no(f, "apply_residual_connection_post_layernorm", "transformers' Falcon does not read it either; the "
+        "residual is the layer's input")
     new_arch = f.flag("new_decoder_architecture", False)
     multi_query = f.flag("multi_query", True)
     parallel = f.flag("parallel_attn", True)
