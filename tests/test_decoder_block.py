@@ -313,3 +313,99 @@ def test_config_round_trips_through_dict():
     d = config.to_dict()
     d["layer_types"] = list(d["layer_types"])  # as JSON gives it back
     assert LlamaConfig.from_dict(d) == config
+
+
+# ------------------------------------------------------------------------------------------- live transformers
+
+def _family_script():
+    """tests/fixtures/make_families_fixtures.py (DEC-FAM's): the families' tiny HF configs, `build`, `fill`
+    and `float64_everywhere` (transformers' float32 islands made float64)."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "make_families_fixtures", Path(__file__).parent / "fixtures" / "make_families_fixtures.py")
+    mk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mk)
+    return mk
+
+
+# block styles: a family of the fixture script, with config overrides for styles it does not build
+LIVE_STYLES = {
+    "qwen3": ("qwen3", {}), "gemma2": ("gemma2", {}), "gemma3": ("gemma3", {}), "olmo2": ("olmo2", {}),
+    "gpt_neox": ("gpt_neox", {}), "phi2": ("phi", {}), "falcon": ("falcon", {}),
+    "falcon_new_arch": ("falcon", {"new_decoder_architecture": True, "num_kv_heads": 2, "bias": True}),
+    "smollm3": ("smollm3", {}), "granite": ("granite", {}), "stablelm": ("stablelm", {}),
+    "stablelm_parallel": ("stablelm", {"use_parallel_residual": True}),
+    "mistral_window": ("mistral", {}), "qwen2": ("qwen2", {}), "gemma": ("gemma", {}), "phi3": ("phi3", {}),
+    "llama_bias_yarn": ("llama_bias_yarn", {}),
+}
+
+
+def _hf_layers(model):
+    for path in ("model.layers", "transformer.h", "gpt_neox.layers"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return obj
+    raise AssertionError("no decoder layers found")
+
+
+@pytest.mark.parametrize("style", sorted(LIVE_STYLES))
+def test_live_layers_equal_transformers_decoder_layers(style):
+    """Each HF decoder layer of a tiny float64 model (every float32 island of transformers made float64) against
+    ours on the same input: the output to 1e-12 and dx and every parameter's gradient to 1e-11 (relative to
+    the tensor's largest element; measured ~1e-15).  The layer's own inputs -- hidden states, mask, RoPE
+    tables -- are captured from HF's forward; the tables on our side come from core.layer_tables."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from npgpt.llama.core import layer_params, layer_tables
+    from npgpt.llama.hf_families import family_for
+    mk = _family_script()
+    family, overrides = LIVE_STYLES[style]
+    cfg_cls, model_cls, kw = mk.FAMILIES[family]
+    rng = np.random.default_rng(5)
+    B, T = 2, 8
+    with mk.float64_everywhere():
+        hf_config = getattr(transformers, cfg_cls)(**{**mk.COMMON, **kw, **overrides})
+        hf_config._attn_implementation = "eager"
+        model = getattr(transformers, model_cls)(hf_config).to(torch.float64).eval()
+        state = mk.fill(model, family, rng)
+        layers = _hf_layers(model)
+        captured = []
+        hooks = [layer.register_forward_pre_hook(lambda m, a, k, i=i: captured.append((i, a, k)), with_kwargs=True)
+                 for i, layer in enumerate(layers)]
+        with torch.no_grad():
+            model(input_ids=torch.from_numpy(rng.integers(0, mk.V, size=(B, T))), use_cache=False)
+        for h in hooks:
+            h.remove()
+        d = model.config.to_dict()
+        fam = family_for(d, "config.json")
+        config = fam.config_from_hf(d, "config.json")
+        params = fam.weights_from_hf(lambda n: state[n], state.keys(), config)
+        tables = layer_tables(config, 0, T, np.float64)
+        for i, args, kwargs in captured:
+            kwargs = dict(kwargs)
+            hs = args[0] if args else kwargs.pop("hidden_states")
+            x = hs.detach().clone().requires_grad_(True)
+            layers[i].zero_grad()
+            out = layers[i](x, *args[1:], **kwargs)
+            out = out[0] if isinstance(out, tuple) else out
+            dout = rng.standard_normal(tuple(out.shape))
+            out.backward(torch.from_numpy(dout))
+            cos, sin = tables[i] or (None, None)
+            ours, cache = block.llama_layer_forward(x.detach().numpy(), layer_params(params, i, config), config,
+                                                    cos, sin, window=config.layer_window(i))
+            dx, g = block.llama_layer_backward(dout, cache)
+            assert rel(ours, out.detach().numpy()) <= 1e-12, (style, i)
+            assert rel(dx, x.grad.numpy()) <= 1e-11, (style, i)
+            full = {k: np.zeros(s) for k, s in param_shapes(config).items()}
+            full.update({f"model.layers.{i}.{k}": v for k, v in g.items()})
+            hf_grads = fam.weights_to_hf(full, config)  # fused tensors' gradients joined as HF stores them
+            prefix = fam.layer_prefix.format(i=i)
+            names = [n for n, _ in layers[i].named_parameters()]
+            assert names
+            for n, p in layers[i].named_parameters():
+                assert rel(hf_grads[prefix + n], p.grad.numpy()) <= 1e-11, (style, i, n)
