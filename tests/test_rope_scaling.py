@@ -444,3 +444,36 @@ def test_gemma3_layer_types_select_their_rope():
         want, _ = mg.apply_rotary_pos_emb(torch.from_numpy(q), torch.from_numpy(q), cos, sin)
         got, _ = rope_forward(q, positions=pos, theta=theta, scaling=scaling)
         np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-4)
+
+
+def test_longrope_through_the_decoder_matches_transformers_generate(tmp_path):
+    """Live, end to end: a tiny float64 Llama with longrope (L = 16), greedy from a 10-token prompt past L.
+    With a KV cache both transformers and npgpt keep the prompt's keys rotated with the short factors once the
+    long ones take over; without one both re-rotate everything.  The two runs differ (this seed shows it), and
+    each equals its transformers counterpart."""
+    torch = pytest.importorskip("torch")
+    tr = pytest.importorskip("transformers")
+    from npgpt.llama.generate import generate
+    from npgpt.llama.pretrained import from_pretrained
+    torch.manual_seed(1)  # seeds 1-3 of 0-7 tell the cached run from the uncached one; all 8 agree with HF
+    params = {"rope_type": "longrope", "short_factor": [1.0, 1.2, 1.5, 2.0], "long_factor": [1.0, 3.0, 6.0, 12.0],
+              "original_max_position_embeddings": 16, "rope_theta": 10000.0}
+    cfg = tr.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         rope_parameters=params, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    hf = tr.LlamaForCausalLM(cfg).double().eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0, 0.3)
+    hf.save_pretrained(tmp_path)
+    hf.generation_config.eos_token_id = None  # run all 20 steps
+    ours = from_pretrained(tmp_path, dtype=np.float64)
+    prompt = np.random.default_rng(5).integers(3, 50, size=(1, 10))
+    runs = {}
+    for use_cache in (True, False):
+        with torch.no_grad():
+            want = hf.generate(torch.from_numpy(prompt), max_new_tokens=20, do_sample=False, use_cache=use_cache)
+        got = generate(ours.params, ours.config, prompt, 20, temperature=0.0, use_cache=use_cache)
+        assert got.tolist() == want.tolist(), f"use_cache={use_cache}"
+        runs[use_cache] = got.tolist()
+    assert runs[True] != runs[False]  # the cache's short-rotated keys matter here
