@@ -459,3 +459,21 @@ def test_older_config_spellings(name):
     config = config_from_hf(d, "config.json")
     for key, value in want.items():
         assert getattr(config, key) == value, key
+
+
+def test_live_tied_config_with_a_different_head_matches_transformers(tmp_path):
+    """Live: the untied reading of a tied config with a different stored head is what transformers computes."""
+    torch = pytest.importorskip("torch")
+    tr = pytest.importorskip("transformers")
+    mk = _fixture_script()
+    path = _copy(tmp_path)
+    tensors = load_safetensors(path / "model.safetensors")
+    head = np.random.default_rng(1).standard_normal(tensors["model.embed_tokens.weight"].shape)
+    save_safetensors(path / "model.safetensors", {**tensors, "lm_head.weight": head})
+    idx = expected("qwen3")["idx"]
+    ours, _, _ = llama_forward(from_pretrained(path, dtype=np.float64).params,
+                               from_pretrained(path, dtype=np.float64).config, idx)
+    hf = _hf_load(torch, tr, path, mk)
+    with mk.float64_everywhere(), torch.no_grad():
+        theirs = hf(input_ids=torch.from_numpy(idx)).logits.numpy()
+    assert rel(ours, theirs) <= 1e-12
