@@ -477,3 +477,51 @@ def test_live_tied_config_with_a_different_head_matches_transformers(tmp_path):
     with mk.float64_everywhere(), torch.no_grad():
         theirs = hf(input_ids=torch.from_numpy(idx)).logits.numpy()
     assert rel(ours, theirs) <= 1e-12
+
+
+# ------------------------------------------------------------------------------------------- block styles
+
+def _style(family):
+    from npgpt.llama.hf_families import style_config
+    kv = {"gpt_neox": 4, "falcon": 1}.get(family, 2)
+    return style_config(family, vocab_size=11, block_size=8, n_layer=4, n_head=4, n_kv_head=kv, n_embd=32,
+                        intermediate_size=24)
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3_text", "olmo2", "gemma2", "smollm3", "gpt_neox", "phi",
+                                    "falcon", "stablelm", "granite", "mistral"])
+def test_block_style_trains_and_saves_as_its_family(tmp_path, family):
+    """A model in a family's block style (style_config, for --arch) trains with AdamW in float32 (a fixed
+    batch's loss halves) and save_pretrained writes it as that family, read back bit-exactly."""
+    from npgpt.optim import AdamW
+    config = _style(family)
+    model = Llama(config, seed=0, dtype=np.float32)
+    opt = AdamW(model.params, lr=1e-2, weight_decay=0.0)
+    rng = np.random.default_rng(0)
+    idx, targets = rng.integers(0, 11, size=(4, 8)), rng.integers(0, 11, size=(4, 8))
+    losses = []
+    for _ in range(60):
+        _, loss = model.forward(idx, targets)
+        opt.step(model.backward())
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+    save_pretrained(model, tmp_path)
+    want = "llama" if family == "phi3" else family
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == want
+    back = from_pretrained(tmp_path)
+    assert np.array_equal(back.flat_params, model.flat_params)
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3_text", "olmo2", "gemma2", "smollm3", "phi", "falcon"])
+def test_live_block_style_saves_what_transformers_reads(tmp_path, family):
+    """Live: a fresh model in a family's style, saved, gives transformers our float32 logits."""
+    torch = pytest.importorskip("torch")
+    tr = pytest.importorskip("transformers")
+    model = Llama(_style(family), seed=3, dtype=np.float32)
+    save_pretrained(model, tmp_path)
+    hf = tr.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32, attn_implementation="eager")
+    idx = np.array([[1, 2, 3, 4, 5, 6, 7, 8]])
+    ours, _ = model.forward(idx)
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.from_numpy(idx)).logits.numpy()
+    assert rel(ours, theirs) <= 2e-5

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -850,14 +850,78 @@ def family_for(d: Mapping[str, Any], where: str) -> HFFamily:
     return fam
 
 
+def same_config(a: LlamaConfig, b: LlamaConfig) -> bool:
+    """a == b, reading attention_scale None as the 1/sqrt(D) it means (Gemma and Granite write it out) and
+    no_rope_layers of all 1 as None (RoPE everywhere)."""
+    def explicit(c: LlamaConfig) -> LlamaConfig:
+        if c.attention_scale is None:
+            c = replace(c, attention_scale=c.head_size ** -0.5)
+        if c.no_rope_layers is not None and all(c.no_rope_layers):
+            c = replace(c, no_rope_layers=None)
+        return c
+    return explicit(a) == explicit(b)
+
+
 def family_of(config: LlamaConfig) -> HFFamily:
     """The first family whose config.json says exactly this config (Llama first): for save_pretrained of a
     model made with --arch or LlamaConfig(...) rather than loaded."""
     for fam in FAMILIES.values():
         try:
-            if fam.config_from_hf(fam.config_to_hf(config, np.float32), "config") == config:
+            if same_config(fam.config_from_hf(fam.config_to_hf(config, np.float32), "config"), config):
                 return fam
         except ValueError:
             continue
     raise ValueError("config: no Hugging Face family npgpt writes expresses this LlamaConfig "
                      "(see docs/families.md for which fields each family has)")
+
+
+# ------------------------------------------------------------------------------------------- block styles
+
+def style_config(family: str, **shapes: Any) -> LlamaConfig:
+    """A LlamaConfig with the given shapes (vocab_size, block_size, n_layer, n_head, n_kv_head, n_embd,
+    intermediate_size, head_dim, ...) in the block style of a family, for training from scratch (--arch):
+    the fields its transformers model fixes (norms, QK-norm, biases, RoPE layout, windows, multipliers), with
+    the family's usual values where it has a knob.  save_pretrained writes it as that family."""
+    if family not in FAMILIES:
+        raise ValueError(f"family: expected one of {', '.join(FAMILIES)}, got {family!r}")
+    n_layer = shapes.get("n_layer", LlamaConfig.n_layer)
+    block = shapes.get("block_size", LlamaConfig.block_size)
+    C = shapes.get("n_embd", LlamaConfig.n_embd)
+    window = max(1, block // 4)
+    layernorm: dict[str, Any] = {"norm_kind": "layernorm", "norm_bias": True}
+    styles: dict[str, dict[str, Any]] = {
+        "llama": {},
+        "mistral": {"sliding_window": window},
+        "qwen2": {"attention_bias": True},
+        "qwen3": {"qk_norm": "head"},
+        "gemma": {"norm_offset": 1.0, "embedding_multiplier": math.sqrt(C), "hidden_act": "gelu_pytorch_tanh",
+                  "tie_word_embeddings": True},
+        "gemma2": {"norm_offset": 1.0, "embedding_multiplier": math.sqrt(C), "hidden_act": "gelu_pytorch_tanh",
+                   "tie_word_embeddings": True, "norm_placement": "sandwich", "attn_logit_softcapping": 50.0,
+                   "final_logit_softcapping": 30.0, "sliding_window": window,
+                   "layer_types": tuple("sliding_attention" if (i + 1) % 2 else "full_attention"
+                                        for i in range(n_layer))},
+        "gemma3_text": {"norm_offset": 1.0, "embedding_multiplier": math.sqrt(C), "hidden_act": "gelu_pytorch_tanh",
+                        "tie_word_embeddings": True, "norm_placement": "sandwich", "qk_norm": "head",
+                        "rope_theta": 1e6, "rope_local_theta": 1e4, "sliding_window": window,
+                        "layer_types": tuple("sliding_attention" if (i + 1) % 6 else "full_attention"
+                                             for i in range(n_layer))},
+        "phi3": {},
+        "olmo2": {"norm_placement": "post", "qk_norm": "full"},
+        "smollm3": {"tie_word_embeddings": True,
+                    "no_rope_layers": tuple(int((i + 1) % 4 != 0) for i in range(n_layer))},
+        "granite": {"attention_scale": 1.0 / (C // shapes.get("n_head", LlamaConfig.n_head)),  # Granite 3.0 2B's
+                    "embedding_multiplier": 12.0, "residual_multiplier": 0.22, "logits_scaling": 8.0},
+        "stablelm": {**layernorm, "partial_rotary_factor": 0.25, "attention_bias": True},
+        "gpt_neox": {**layernorm, "parallel_residual": True, "partial_rotary_factor": 0.25, "attention_bias": True,
+                     "o_bias": True, "mlp_bias": True, "mlp_kind": "plain", "hidden_act": "gelu"},
+        "phi": {**layernorm, "parallel_residual": True, "parallel_shared_norm": True, "partial_rotary_factor": 0.5,
+                "attention_bias": True, "o_bias": True, "mlp_bias": True, "mlp_kind": "plain",
+                "lm_head_bias": True, "hidden_act": "gelu_new"},
+        "falcon": {**layernorm, "parallel_residual": True, "parallel_shared_norm": True, "mlp_kind": "plain",
+                   "hidden_act": "gelu", "tie_word_embeddings": True},
+    }
+    style = styles[family]
+    if style.get("layer_types") is not None and "sliding_attention" not in style["layer_types"]:
+        style = {**style, "layer_types": None, "sliding_window": None}
+    return LlamaConfig(**{**style, **shapes})

@@ -24,7 +24,7 @@ from ..atomic import atomic_write
 from ..safetensors import FLOAT_NAMES, SafetensorsFile, save_safetensors
 from .._checks import float_dtype
 from .config import LlamaConfig
-from .hf_families import BUFFER_SUFFIXES, FAMILIES, TOKEN_IDS_NONE, HFFamily, family_for, family_of
+from .hf_families import BUFFER_SUFFIXES, FAMILIES, TOKEN_IDS_NONE, HFFamily, family_for, family_of, same_config
 from .model import Llama
 
 CONFIG_NAME = "config.json"
@@ -204,7 +204,7 @@ def save_pretrained(model: Llama, path: str | os.PathLike[str], family: str | No
         back = fam.config_from_hf(json.loads(json.dumps(d)), CONFIG_NAME)
     except ValueError as e:
         raise ValueError(f"family: {fam.name} cannot express this model's config ({e})") from None
-    if back != config:
+    if not same_config(back, config):
         raise ValueError(f"family: {fam.name} cannot express this model's config (field "
                          f"{_first_difference(config, back)})")
     tensors = fam.weights_to_hf(dict(model.params), config)
