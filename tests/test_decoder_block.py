@@ -196,9 +196,10 @@ def test_window_convention():
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_core_finite_differences_every_tensor(variant):
-    """Every element of every parameter of a tiny two-layer model in this variant against central differences
-    of the loss (a -100 target included): embeddings' multiplier, final norm, head bias, final softcap,
-    logits scaling and tied heads with the block's variants."""
+    """Every parameter tensor of a tiny two-layer model in this variant against central differences of the
+    loss (a -100 target included): each element of the vectors (norms, biases, sinks), and each matrix along
+    three random directions (its elements one by one are the block test's and the embedding's).  Covers the
+    embeddings' multiplier, the final norm, the head's bias, the final softcap, logits scaling, tied heads."""
     config = tiny_config(variant)
     rng = np.random.default_rng(7)
     params = random_params(config, rng)
@@ -208,12 +209,25 @@ def test_core_finite_differences_every_tensor(variant):
     _, _, cache = llama_forward(params, config, idx, targets)
     grads = llama_backward(cache)
     assert list(grads) == list(params)
+
+    def loss_at(name, x):
+        return float(llama_forward({**params, name: x}, config, idx, targets)[1])
+
     for name, p in params.items():
-        def loss_of(x, name=name):
-            return llama_forward({**params, name: x}, config, idx, targets)[1], None
-        num = numerical_gradient(loss_of, [p], 0, np.asarray(1.0), h=1e-5)
-        err = np.max(np.abs(grads[name] - num) / np.maximum(np.abs(num), 1e-4))
-        assert err <= 1e-6, name
+        if p.ndim == 1:
+            num = numerical_gradient(lambda x, name=name: (llama_forward({**params, name: x}, config, idx,
+                                                                          targets)[1], None),
+                                     [p], 0, np.asarray(1.0), h=1e-5)
+            err = np.max(np.abs(grads[name] - num) / np.maximum(np.abs(num), 1e-4))
+            assert err <= 1e-6, name
+            continue
+        for _ in range(3):
+            u = rng.standard_normal(p.shape)
+            h = 1e-5
+            num = (8 * (loss_at(name, p + h * u) - loss_at(name, p - h * u))
+                   - (loss_at(name, p + 2 * h * u) - loss_at(name, p - 2 * h * u))) / (12 * h)  # O(h^4)
+            ana = float(np.sum(grads[name] * u))
+            assert abs(ana - num) <= 1e-7 * max(1.0, abs(num)), (name, ana, num)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
