@@ -201,6 +201,13 @@ def test_shard_index_naming_a_missing_file(tmp_path):
         from_pretrained(path)
 
 
+def test_reads_says_which_directories_this_loader_takes(tmp_path):
+    from npgpt.llama.pretrained import reads
+    assert all(reads(ROOT / name) for name in NAMES + LOADERS)
+    assert not reads(Path(__file__).parent / "fixtures" / "tiny_gpt2")
+    assert not reads(tmp_path) and not reads(tmp_path / "nothing")
+
+
 def test_no_weights_and_no_config(tmp_path):
     path = _copy(tmp_path)
     (path / "model.safetensors").unlink()

@@ -11,7 +11,7 @@ The road from GPT-2 to these families, field by field: docs/families.md
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -697,12 +697,15 @@ class HFFamily:
     def weights_from_hf(self, get: Callable[[str], np.ndarray], names: Iterable[str],
                         config: LlamaConfig) -> dict[str, np.ndarray]:
         """{canonical name: array} from the HF tensors get(name) returns (names: those the checkpoint has)."""
+        return dict(self.iter_weights_from_hf(get, names, config))
+
+    def iter_weights_from_hf(self, get: Callable[[str], np.ndarray], names: Iterable[str],
+                             config: LlamaConfig) -> Iterator[tuple[str, np.ndarray]]:
+        """weights_from_hf one HF tensor at a time (a loader copies each part out before the next is read)."""
         have = set(names)
-        out: dict[str, np.ndarray] = {}
         for r in self.rules(config):
             hf = r.hf if r.hf in have else next((a for a, b in self.aliases.items() if b == r.hf and a in have), r.hf)
-            out.update(_split(r, get(hf), config))
-        return out
+            yield from _split(r, get(hf), config).items()
 
     def weights_to_hf(self, params: Mapping[str, np.ndarray], config: LlamaConfig) -> dict[str, np.ndarray]:
         """{HF name: array} for save_pretrained: the canonical tensors renamed and fused as HF stores them."""

@@ -60,6 +60,17 @@ def _family(config: LlamaConfig, family: str | None) -> HFFamily:
     return FAMILIES[family]
 
 
+def reads(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a directory whose config.json names a family this loader reads (for a package-wide
+    from_pretrained that dispatches on model_type; anything unreadable is False, and the loader's own
+    errors then come from whichever loader is chosen)."""
+    try:
+        mt = _read_json(os.fspath(path)).get("model_type")
+    except (ValueError, OSError):
+        return False
+    return any(mt in fam.model_types for fam in FAMILIES.values())
+
+
 def _read_json(path: str) -> dict[str, Any]:
     where = os.path.join(path, CONFIG_NAME)
     try:
@@ -173,10 +184,12 @@ def from_pretrained(path: str | os.PathLike[str], dtype: npt.DTypeLike = np.floa
         if info.shape != shape:
             raise ValueError(f"{files[stored]}: tensor {stored!r} has shape {info.shape}, expected {shape} for "
                              f"{CONFIG_NAME}")
-    weights = fam.weights_from_hf(lambda hf: _read(files, stored_as[hf]), set(stored_as), config)
     model = Llama(config, dtype=dtype, init=False)
-    for name, p in model.params.items():
-        p[...] = weights[name]
+    filled = set()
+    for name, x in fam.iter_weights_from_hf(lambda hf: _read(files, stored_as[hf]), set(stored_as), config):
+        model.params[name][...] = x  # one stored tensor in memory at a time, besides the model
+        filled.add(name)
+    assert filled == set(model.params), "hf_families: the rules must cover every parameter"
     _FAMILY[model] = (fam.name, {k: d[k] for k in TOKEN_IDS_NONE if k in d})
     return model.eval()
 
