@@ -423,3 +423,35 @@ def test_live_layers_equal_transformers_decoder_layers(style):
             assert names
             for n, p in layers[i].named_parameters():
                 assert rel(hf_grads[prefix + n], p.grad.numpy()) <= 1e-11, (style, i, n)
+
+
+@pytest.mark.parametrize("style", ["llama", "qwen3", "gemma3", "olmo2"])
+def test_block_styles_train_from_scratch(style):
+    """config.block_style's new-model settings (what `--arch qwen3/gemma3/olmo2` builds): initialised by
+    init_params (Gemma's (1 + w) norms at w = 0), AdamW lowers a fixed batch's loss; float32 throughout."""
+    from npgpt.llama.config import block_style
+    from npgpt.optim import AdamW
+    base = {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 16,
+            "intermediate_size": 24, "tie_word_embeddings": False}
+    config = LlamaConfig(**{**base, **block_style(style, 2, 16, 4, 8)})
+    model = Llama(config, seed=0, dtype=np.float32)
+    if config.norm_offset:
+        assert all(np.all(model.params[k] == 0.0) for k in model.params if k.endswith("norm.weight"))
+    opt = AdamW(model.params, lr=1e-2, weight_decay=0.0)
+    rng = np.random.default_rng(0)
+    idx, targets = rng.integers(0, 11, size=(4, 8)), rng.integers(0, 11, size=(4, 8))
+    losses = []
+    for _ in range(25):
+        _, loss = model.forward(idx, targets)
+        opt.step(model.backward())
+        losses.append(float(loss))
+        assert loss.dtype == np.float32
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_block_style_errors():
+    from npgpt.llama.config import block_style
+    with pytest.raises(ValueError, match="^arch: "):
+        block_style("mamba", 2, 16, 4, 8)
+    assert block_style("gemma3", 7, 16, 4, 8)["layer_types"] == ("sliding_attention",) * 5 + (
+        "full_attention", "full_attention")

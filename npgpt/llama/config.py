@@ -25,6 +25,34 @@ MLP_KINDS = ("gated", "plain")  # down(act(gate) * up) (Llama) or down(act(up)) 
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
+BLOCK_STYLES = ("llama", "qwen3", "gemma3", "olmo2")  # block_style's names: training from scratch (--arch)
+
+
+def block_style(name: str, n_layer: int, n_embd: int, head_dim: int, block_size: int) -> dict[str, Any]:
+    """The LlamaConfig fields that give a new model the block of `name` (its shapes are the caller's):
+
+    qwen3: per-head QK-norm, RoPE base 1e6.  gemma3: (1 + w) RMSNorms in a sandwich, per-head QK-norm, GeGLU,
+    embeddings times sqrt(C), scale 1/sqrt(D), five sliding-window layers (W = block_size // 2, local RoPE
+    base 1e4) per global one (base 1e6, the last layer always global as in Gemma 3's pattern of 6), tied
+    head.  olmo2: post-norm with QK-norm over the whole projection, RoPE base 5e5.  llama: none.
+    """
+    if name == "llama":
+        return {}
+    if name == "qwen3":
+        return {"qk_norm": "head", "rope_theta": 1e6}
+    if name == "olmo2":
+        return {"norm_placement": "post", "qk_norm": "full", "rope_theta": 5e5}
+    if name == "gemma3":
+        types = tuple("full_attention" if (i + 1) % 6 == 0 or i == n_layer - 1 else "sliding_attention"
+                      for i in range(n_layer))
+        return {"norm_offset": 1.0, "norm_placement": "sandwich", "qk_norm": "head",
+                "hidden_act": "gelu_pytorch_tanh", "embedding_multiplier": math.sqrt(n_embd),
+                "attention_scale": head_dim ** -0.5, "layer_types": types,
+                "sliding_window": max(1, block_size // 2), "rope_theta": 1e6, "rope_local_theta": 1e4,
+                "tie_word_embeddings": True}
+    raise ValueError(f"arch: expected one of {', '.join(BLOCK_STYLES)}, got {name!r}")
+
+
 @dataclass(frozen=True)
 class LlamaConfig:
     """Model shapes.  The defaults are HF LlamaConfig's (Llama 2 7B's shapes)."""
