@@ -145,7 +145,9 @@ def _edit_config(path, **changes):
     ("qwen3", {"model_type": "mixtral"}, "model_type is 'mixtral'"),
     ("qwen3", {"architectures": ["LlamaForCausalLM"]}, "architectures is"),
     ("qwen3", {"some_new_knob": 3}, "some_new_knob: a qwen3 config field npgpt does not implement"),
-    ("qwen3", {"rope_parameters": {"rope_type": "su", "rope_theta": 1e4}}, "rope_type 'su'"),
+    ("qwen3", {"rope_parameters": {"rope_type": "su", "rope_theta": 1e4}}, "rope_parameters: rope_type 'su'"),
+    ("qwen3", {"rope_parameters": _DROP, "rope_theta": 1e4, "rope_scaling": {"type": "su"}},
+     "rope_scaling: rope_type 'su'"),
     ("qwen2", {"use_sliding_window": False}, "layer_types: names sliding_attention layers but use_sliding_window"),
     ("qwen2", {"layer_types": ["full_attention", "chunked_attention"]}, "layer_types: \"chunked_attention\""),
     ("mistral", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}},
@@ -160,7 +162,8 @@ def _edit_config(path, **changes):
     ("phi", {"qk_layernorm": True}, "qk_layernorm True is not supported by npgpt"),
     ("olmo2", {"hidden_act": "relu"}, "hidden_act 'relu' is not supported"),
     ("gpt_neox", {"rope_theta": 500.0}, "rope_theta=500.0 contradicts rope_parameters"),
-    ("qwen3", {"num_key_value_heads": 3}, "n_head: expected a multiple of n_kv_head=3"),
+    ("qwen3", {"num_key_value_heads": 3}, "n_head: expected a multiple of n_kv_head=3, got 4 \\(config.json's "
+                                           "num_attention_heads\\)"),
     ("qwen3", {"num_hidden_layers": 1, "layer_types": _DROP}, "unexpected tensor"),
     ("qwen3", {"vocab_size": 97}, "has shape"),
 ])

@@ -55,6 +55,7 @@ class _Fields:
     def __init__(self, d: Mapping[str, Any], where: str, family: str, defaults: Mapping[str, Any]) -> None:
         self.d, self.where, self.family, self.defaults = dict(d), where, family, defaults
         self.used: set[str] = set()
+        self.rope_field = "rope_parameters"  # where this config keeps its rope settings (for error messages)
 
     def bad(self, msg: str) -> ValueError:
         return ValueError(f"{self.where}: {msg}")
@@ -118,7 +119,7 @@ def _rope(f: _Fields, layer_type: str | None = None) -> tuple[float, dict[str, A
     field_name = "rope_parameters"
     rope = f.get("rope_parameters")
     if rope is None:  # transformers < 5
-        field_name = "rope_scaling"
+        field_name = f.rope_field = "rope_scaling"
         scaling = legacy.get("rope_scaling") or {}
         if not isinstance(scaling, Mapping):
             raise f.bad(f"rope_scaling: expected a JSON object, got {_show(scaling)}")
@@ -222,12 +223,23 @@ def _no(f: _Fields, key: str, why: str, default: Any = False) -> None:
     f.refuse_if(key, lambda v: v in (False, None, 0, 0.0), why, default)
 
 
+# LlamaConfig's field -> the config.json key it comes from (for its errors, which name its own fields)
+_HF_NAME = {"n_head": "num_attention_heads", "n_kv_head": "num_key_value_heads", "n_embd": "hidden_size",
+            "n_layer": "num_hidden_layers", "block_size": "max_position_embeddings"}
+
+
 def _make(f: _Fields, **kw: Any) -> LlamaConfig:
-    """LlamaConfig(**kw), its own errors prefixed with the file."""
+    """LlamaConfig(**kw), its own errors prefixed with the file (and the config.json key they come from)."""
     try:
         return LlamaConfig(**kw)
     except (ValueError, NotImplementedError) as e:
-        raise f.bad(str(e).replace("\n", " ")) from None
+        msg = str(e).replace("\n", " ")
+        head = msg.split(":", 1)[0]
+        if head.startswith("rope_scaling"):
+            msg = f.rope_field + msg[len("rope_scaling"):]
+        elif head in _HF_NAME:
+            msg += f" (config.json's {_HF_NAME[head]})"
+        raise f.bad(msg) from None
 
 
 # ------------------------------------------------------------------------------------------- config mappings
@@ -423,8 +435,8 @@ def stablelm_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
     kw.update(intermediate_size=f.get("intermediate_size"), rms_norm_eps=_eps(f, "layer_norm_eps"),
               tie_word_embeddings=f.flag("tie_word_embeddings", False), hidden_act=f.get("hidden_act", "silu"),
               norm_kind="layernorm", norm_bias=True, attention_bias=f.flag("use_qkv_bias", False))
-    _no(f, "qk_layernorm", "StableLM's per-head LayerNorms of q and k (one weight set per head) are not a "
-                           "QK-norm npgpt has")
+    _no(f, "qk_layernorm", "StableLM's q/k LayerNorms keep one weight set per head, a QK-norm npgpt does "
+                           "not have")
     parallel = f.flag("use_parallel_residual", False)
     kw.update(parallel_residual=parallel, parallel_shared_norm=parallel)
     theta, scaling, partial = _rope(f)
@@ -457,7 +469,7 @@ def phi_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
               hidden_act=f.get("hidden_act", "gelu_new"), norm_kind="layernorm", norm_bias=True,
               attention_bias=True, o_bias=True, mlp_bias=True, mlp_kind="plain", lm_head_bias=True,
               parallel_residual=True, parallel_shared_norm=True)
-    _no(f, "qk_layernorm", "Phi's LayerNorms of q and k (with biases) are not a QK-norm npgpt has")
+    _no(f, "qk_layernorm", "Phi's q/k LayerNorms have biases, a QK-norm npgpt does not have")
     theta, scaling, partial = _rope(f)
     kw.update(rope_theta=theta, rope_scaling=scaling, partial_rotary_factor=partial)
     f.finish()
