@@ -10,6 +10,7 @@ The road from GPT-2 to these families, field by field: docs/families.md
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -98,7 +99,7 @@ class _Fields:
 
 
 def _show(value: Any) -> str:
-    import json
+    """A config value as config.json spells it (for messages)."""
     try:
         return json.dumps(value)
     except (TypeError, ValueError):
@@ -107,7 +108,8 @@ def _show(value: Any) -> str:
 
 # ------------------------------------------------------------------------------------------- shared readers
 
-def _rope(f: _Fields, layer_type: str | None = None) -> tuple[float, dict[str, Any] | None, float]:
+def _rope(f: _Fields, layer_type: str | None = None, theta_default: float | None = None
+          ) -> tuple[float, dict[str, Any] | None, float]:
     """(theta, rope_scaling or None, partial_rotary_factor) from rope_parameters (transformers >= 5; with
     layer_type, its entry for that kind of layer) or the older rope_theta + rope_scaling (+ partial_rotary_factor,
     GPT-NeoX's rotary_pct / rotary_emb_base) spelling; both given must agree."""
@@ -143,7 +145,7 @@ def _rope(f: _Fields, layer_type: str | None = None) -> tuple[float, dict[str, A
             if not same:
                 raise f.bad(f"{key}={_show(value)} contradicts rope_parameters={_show(rope)}")
     rope = dict(rope)
-    theta = rope.pop("rope_theta", theta0)
+    theta = rope.pop("rope_theta", theta0 if theta_default is None else theta_default)
     partial = rope.pop("partial_rotary_factor", partial0 if partial0 is not None
                        else f.defaults.get("partial_rotary_factor", 1.0))
     kind = rope.get("rope_type", rope.get("type", "default"))
@@ -364,7 +366,8 @@ def gemma3_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
         rope = f.get("rope_parameters")
         if isinstance(rope, Mapping) and ("full_attention" in rope or "sliding_attention" in rope):
             theta, scaling, partial = _rope(f, "full_attention")
-            local_theta, local_scaling, local_partial = _rope(f, "sliding_attention")
+            local_theta, local_scaling, local_partial = _rope(  # a missing local base: transformers' 10 000
+                f, "sliding_attention", float(f.get("rope_local_base_freq", 10000.0)))
             if local_scaling is not None:
                 raise f.bad(f"rope_parameters.sliding_attention: rope_type "
                             f"{_show(local_scaling.get('rope_type'))} is not supported by npgpt (the local "
@@ -374,8 +377,8 @@ def gemma3_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
         else:  # transformers < 5: rope_theta (+ rope_scaling) global, rope_local_base_freq local
             theta, scaling, partial = kw["rope_theta"], kw["rope_scaling"], kw["partial_rotary_factor"]
             local_theta = float(f.get("rope_local_base_freq", 10000.0))
-        kw.update(rope_theta=theta if rope is not None else kw["rope_theta"], rope_scaling=scaling,
-                  partial_rotary_factor=partial, rope_local_theta=local_theta)
+        kw.update(rope_theta=theta, rope_scaling=scaling, partial_rotary_factor=partial,
+                  rope_local_theta=local_theta)
     return _llama_like(d, where, "gemma3_text", {**_GEMMA_DEFAULTS, "rope_theta": 1000000.0},
                        extra, ignored=("cache_implementation", "rope_local_base_freq"))
 
