@@ -66,6 +66,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
 ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2": ("gpt2", {}),
     "llama": ("llama", {}),
+    "qwen3": ("llama", {"style": "qwen3"}),  # per-head QK-norm
+    "gemma3": ("llama", {"style": "gemma3"}),  # (1 + w) sandwich norms, QK-norm, GeGLU, 5 sliding : 1 global
+    "olmo2": ("llama", {"style": "olmo2"}),  # post-norm, QK-norm over the whole projection
 }
 
 

@@ -7,26 +7,32 @@ generate call (decode_weights): q, k and v side by side as one (C, (Hq + 2 Hkv) 
 one (C, 2F), so a layer makes four weight products instead of seven, along rows BLAS streams faster, and
 rotates its query and key heads in one RoPE call.  generate skips the copies (and the step) above
 COPY_LIMIT_BYTES.
-tests/test_llama_decode.py holds this step to forward_cached (float64, 1e-12) on random models.
+Every variant of the configurable decoder runs here too (norm slots, QK-norm, biases, partial / per-layer /
+no RoPE, windows, softcaps, sinks, multipliers, a plain MLP), through the same kernels as the block: a window
+by slicing the cached keys, a softcap or sinks through sdpa.py's pair on the one query row.
+tests/test_llama_decode.py holds this step to forward_cached (float64, 1e-12) on random models;
+tests/test_decoder_block.py in every variant.
 Walkthrough: docs/llama.md ("The one-token step").
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from ..layers.gelu import _gelu_forward
 from ..layers.rmsnorm import _rmsnorm_forward
-from ..layers.rope import _rope_forward, rope_inv_freq, rope_tables
+from ..layers.rope import _rope_forward
+from ..layers.sdpa import _sdpa_forward
+from ..layers.softcap import _softcap_forward
 from ..layers.softmax import _softmax_forward
 from ..layers.swiglu import _swiglu_forward
-from .block import KVSlot
+from .block import KVSlot, _layer_options, _norm_forward, norm_slots
 from .config import LlamaConfig
-from .core import head_weight
+from .core import head_weight, layer_tables
 
 Array = npt.NDArray[np.floating]
 
@@ -35,11 +41,16 @@ COPY_LIMIT_BYTES = 1 << 30  # generate makes decode_weights' copies only up to t
 # model sends every token through forward_cached instead, whose per-token overhead matters less there
 
 
+def supports(config: LlamaConfig) -> bool:
+    """Whether the one-token step implements every variant this config selects: all of them."""
+    return isinstance(config, LlamaConfig)
+
+
 class DecodeWeights(NamedTuple):
     """One layer's input projections laid out for a one-row product h @ W (made by decode_weights)."""
 
     qkv: Array  # (C, (Hq + 2 Hkv) D) [q_proj; k_proj; v_proj]^T, contiguous
-    gate_up: Array  # (C, 2F) [gate_proj; up_proj]^T, contiguous
+    gate_up: Array  # (C, 2F) [gate_proj; up_proj]^T, contiguous; (C, F) up_proj^T for a plain MLP
 
 
 def decode_weights(params: Mapping[str, Array], config: LlamaConfig) -> list[DecodeWeights]:
@@ -49,18 +60,19 @@ def decode_weights(params: Mapping[str, Array], config: LlamaConfig) -> list[Dec
     faster than along the stored C-long ones (docs/llama.md).  The copies hold the five matrices again.
     """
     out = []
+    mlp = ("gate", "up") if config.mlp_kind == "gated" else ("up",)
     for i in range(config.n_layer):
         p = f"model.layers.{i}."
         qkv = np.concatenate([params[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]).T  # (C, (Hq+2Hkv) D)
-        gate_up = np.concatenate([params[p + "mlp.gate_proj.weight"], params[p + "mlp.up_proj.weight"]]).T  # (C, 2F)
+        gate_up = np.concatenate([params[p + f"mlp.{n}_proj.weight"] for n in mlp]).T  # (C, 2F) or (C, F)
         out.append(DecodeWeights(np.ascontiguousarray(qkv), np.ascontiguousarray(gate_up)))
     return out
 
 
 def decode_weights_nbytes(config: LlamaConfig, dtype: npt.DTypeLike) -> int:
-    """The bytes decode_weights' copies take: (Hq + 2 Hkv) D C + 2 F C numbers a layer."""
+    """The bytes decode_weights' copies take: (Hq + 2 Hkv) D C + 2 F C numbers a layer (F C when plain)."""
     D, C, F = config.head_size, config.n_embd, config.intermediate_size
-    per_layer = (config.n_head + 2 * config.n_kv_head) * D * C + 2 * F * C
+    per_layer = (config.n_head + 2 * config.n_kv_head) * D * C + (2 if config.mlp_kind == "gated" else 1) * F * C
     return config.n_layer * per_layer * np.dtype(dtype).itemsize
 
 
@@ -73,28 +85,93 @@ def _decode_step(params: Mapping[str, Array], config: LlamaConfig, tokens: npt.N
     B = tokens.shape[0]
     Hq, Hkv, D, F = config.n_head, config.n_kv_head, config.head_size, config.intermediate_size
     G = Hq // Hkv  # query heads per kv head
-    eps = float(config.rms_norm_eps)
-    scale = 1.0 / math.sqrt(D)  # Python float: float32 stays float32
+    eps, offset = float(config.rms_norm_eps), float(config.norm_offset)
+    slots = norm_slots(config)  # Llama: input_layernorm, post_attention_layernorm
+    rm = config.residual_multiplier
     dtype = params["model.embed_tokens.weight"].dtype
-    inv_freq = rope_inv_freq(D, config.rope_theta, config.rope_scaling)  # (D/2,) float64
-    cos, sin = rope_tables(np.arange(t, t + 1), inv_freq, dtype)  # (1, D/2) this position's angles
+    tables = layer_tables(config, t, 1, dtype)  # per layer (cos, sin) (1, R/2) of position t, or None
     x = params["model.embed_tokens.weight"][tokens]  # (B, C) a new array: the residual stream
+    if config.embedding_multiplier != 1.0:
+        x *= config.embedding_multiplier  # rounded to x's dtype, as the forward does
     for i in range(config.n_layer):
         p = f"model.layers.{i}."
-        h, _ = _rmsnorm_forward(x, params[p + "input_layernorm.weight"], eps, 0.0, "input")  # (B, C)
-        qkv = h @ weights[i].qkv  # (B, (Hq + 2 Hkv) D) the three projections in one product
-        heads = qkv[:, :(Hq + Hkv) * D].reshape(B, Hq + Hkv, 1, D)  # (B, Hq + Hkv, 1, D) query and key heads
-        qk, _ = _rope_forward(heads, cos, sin, D, False)  # (B, Hq + Hkv, 1, D) both rotated to position t at once
-        kv[i].k[:, :, t] = qk[:, Hq:, 0]  # append this position's rotated key and its value
+
+        def norm(z: Array, name: str | None, p: str = p) -> Array:
+            return z if name is None else _norm_forward(z, params, p + name, config)[0]
+
+        h = norm(x, slots.attn_in)  # (B, C)
+        qkv: Array = h @ weights[i].qkv  # (B, (Hq + 2 Hkv) D) the three projections in one product
+        if config.attention_bias:
+            for j, n in enumerate((Hq, Hkv, Hkv)):  # each bias onto its own columns
+                a0 = (0, Hq, Hq + Hkv)[j] * D
+                qkv[:, a0:a0 + n * D] += params[p + f"self_attn.{'qkv'[j]}_proj.bias"]
+        q: Array = qkv[:, :Hq * D]  # (B, Hq D) a view
+        k: Array = qkv[:, Hq * D:(Hq + Hkv) * D]  # (B, Hkv D)
+        if config.qk_norm == "full":  # OLMo 2: over all heads' channels
+            q, _ = _rmsnorm_forward(q, params[p + "self_attn.q_norm.weight"], eps, offset, "input")  # (B, Hq D)
+            k, _ = _rmsnorm_forward(k, params[p + "self_attn.k_norm.weight"], eps, offset, "input")  # (B, Hkv D)
+        heads: Array
+        if config.qk_norm is None:
+            heads = qkv[:, :(Hq + Hkv) * D].reshape(B, Hq + Hkv, 1, D)  # (B, Hq + Hkv, 1, D) query and key heads
+        else:
+            heads = np.concatenate([q, k], axis=1).reshape(B, Hq + Hkv, 1, D)  # (B, Hq + Hkv, 1, D)
+        if config.qk_norm == "head":  # Qwen3, Gemma 3: each head over its D channels
+            qh, _ = _rmsnorm_forward(heads[:, :Hq], params[p + "self_attn.q_norm.weight"], eps, offset, "input")
+            kh, _ = _rmsnorm_forward(heads[:, Hq:], params[p + "self_attn.k_norm.weight"], eps, offset, "input")
+            heads = np.concatenate([qh, kh], axis=1)  # (B, Hq + Hkv, 1, D)
+        if tables[i] is not None:  # both rotated to position t at once (no RoPE in SmolLM3's NoPE layers)
+            cos, sin = tables[i]  # type: ignore[misc]
+            heads, _ = _rope_forward(heads, cos, sin, config.rotary_dim, config.rope_interleaved)
+        kv[i].k[:, :, t] = heads[:, Hq:, 0]  # append this position's rotated key and its value
         kv[i].v[:, :, t] = qkv[:, (Hq + Hkv) * D:].reshape(B, Hkv, D)
-        qg = qk[:, :Hq].reshape(B, Hkv, G, D) * scale  # (B, Hkv, G, D) the G query heads of each kv head as rows
-        att = qg @ kv[i].k[:, :, :t + 1].swapaxes(-1, -2)  # (B, Hkv, G, t+1) one position sees every key
-        att, _ = _softmax_forward(att)  # (B, Hkv, G, t+1) rows sum to 1
-        y = (att @ kv[i].v[:, :, :t + 1]).reshape(B, Hq * D)  # (B, Hkv, G, D) -> (B, Hq D) heads in order
-        x += y @ params[p + "self_attn.o_proj.weight"].T  # (B, C) first residual add, in place
-        h, _ = _rmsnorm_forward(x, params[p + "post_attention_layernorm.weight"], eps, 0.0, "input")  # (B, C)
-        gu = h @ weights[i].gate_up  # (B, 2F) gate and up in one product
-        a, _ = _swiglu_forward(gu[:, :F], gu[:, F:], config.activation)  # (B, F) act(gate) * up
-        x += a @ params[p + "mlp.down_proj.weight"].T  # (B, C) second residual add
-    xf, _ = _rmsnorm_forward(x, params["model.norm.weight"], eps, 0.0, "input")  # (B, C)
-    return xf @ head_weight(params, config).T  # (B, V)
+        opts = _layer_options(config, config.layer_window(i))
+        first = 0 if opts.window is None or opts.window[0] is None else max(0, t - opts.window[0])  # window
+        keys, values = kv[i].k[:, :, first:t + 1], kv[i].v[:, :, first:t + 1]  # (B, Hkv, n, D) the visible ones
+        y: Array
+        if opts.softcap is None and not config.attention_sinks:
+            qg = heads[:, :Hq].reshape(B, Hkv, G, D) * opts.scale  # (B, Hkv, G, D) the G query heads as rows
+            att = qg @ keys.swapaxes(-1, -2)  # (B, Hkv, G, n) one position sees every visible key
+            att, _ = _softmax_forward(att)  # (B, Hkv, G, n) rows sum to 1
+            y = (att @ values).reshape(B, Hq * D)  # (B, Hkv, G, D) -> (B, Hq D) heads in order
+        else:  # Gemma 2's softcap, gpt-oss's sinks: sdpa.py's pair on the one query row
+            yq, _, _ = _sdpa_forward(np.ascontiguousarray(heads[:, :Hq]), keys, values,
+                                     params.get(p + "self_attn.sinks"), None, opts)  # (B, Hq, 1, D)
+            y = yq.reshape(B, Hq * D)  # (B, Hq D)
+        a = y @ params[p + "self_attn.o_proj.weight"].T  # (B, C)
+        if config.o_bias:
+            a += params[p + "self_attn.o_proj.bias"]
+        a = norm(a, slots.attn_out)  # (B, C) post-norm, sandwich
+        if rm != 1.0:
+            a *= rm  # Granite
+        if config.parallel_residual:  # the MLP reads x (its own norm) or h (a shared norm) beside the attention
+            h = h if slots.mlp_in is None else norm(x, slots.mlp_in)  # (B, C)
+            x += a
+        else:
+            x += a  # (B, C) first residual add, in place
+            h = norm(x, slots.mlp_in)  # (B, C)
+        gu: Array = h @ weights[i].gate_up  # (B, 2F) gate and up in one product; (B, F) up alone when plain
+        if config.mlp_bias:
+            if config.mlp_kind == "gated":
+                gu[:, :F] += params[p + "mlp.gate_proj.bias"]
+            gu[:, -F:] += params[p + "mlp.up_proj.bias"]
+        act: Array
+        if config.mlp_kind == "gated":
+            act, _ = _swiglu_forward(gu[:, :F], gu[:, F:], config.activation)  # (B, F) act(gate) * up
+        else:
+            act, _ = _gelu_forward(gu, "erf" if config.activation == "gelu" else "tanh")  # (B, F)
+        m = act @ params[p + "mlp.down_proj.weight"].T  # (B, C)
+        if config.mlp_bias:
+            m += params[p + "mlp.down_proj.bias"]
+        m = norm(m, slots.mlp_out)  # (B, C)
+        if rm != 1.0:
+            m *= rm
+        x += m  # (B, C) second residual add
+    xf, _ = _norm_forward(x, params, "model.norm", config)  # (B, C)
+    logits: Array = xf @ head_weight(params, config).T  # (B, V)
+    if config.lm_head_bias:
+        logits += params["lm_head.bias"]
+    if config.logits_scaling != 1.0:
+        logits /= config.logits_scaling
+    if config.final_logit_softcapping is not None:
+        logits, _ = _softcap_forward(logits, float(config.final_logit_softcapping))  # (B, V)
+    return logits

@@ -1,16 +1,20 @@
-"""Hugging Face LlamaForCausalLM directories: config.json + model.safetensors (or a sharded index).
+"""Hugging Face directories of every family npgpt's decoder covers: config.json + model.safetensors (or a
+sharded index), F64/F32/F16/BF16 stored.
 
-`model = from_pretrained("path/to/llama")` builds a Llama from the config and copies the weights in;
-`save_pretrained(model, dir)` writes a directory that transformers' LlamaForCausalLM.from_pretrained loads.
-nn.Linear's (out, in) layout is kept as is: npgpt's Llama parameters are HF's tensors, names and all.
-Walkthrough: docs/llama.md
+`model = from_pretrained("path/to/qwen3")` picks the family by config.json's model_type (hf_families.py),
+maps its config to a LlamaConfig (refusing every field npgpt does not implement, one line naming it), reads
+and splits the tensors into npgpt's canonical names; `save_pretrained(model, dir)` writes the family's own
+config.json and tensor names, which transformers loads to the same logits.
+Walkthrough: docs/llama.md; the families: docs/families.md
 """
 
 from __future__ import annotations
 
 import json
 import os
+import weakref
 from collections.abc import Mapping
+from dataclasses import fields, replace
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -18,93 +22,58 @@ import numpy.typing as npt
 
 from ..io.atomic import atomic_write
 from ..io.safetensors import FLOAT_NAMES, SafetensorsFile, save_safetensors
-from .config import HIDDEN_ACTS, LlamaConfig
-from .core import param_shapes
-from .model import Llama
 from .._checks import float_dtype
+from .config import LlamaConfig
+from .hf_families import BUFFER_SUFFIXES, FAMILIES, TOKEN_IDS_NONE, HFFamily, family_for, family_of, same_config
+from .model import Llama
 
 CONFIG_NAME = "config.json"
-MODEL_TYPES = ("llama",)  # the config.json model_type values this loader reads (families.py)
+# the config.json model_type values this loader reads (npgpt.families dispatches on them)
+MODEL_TYPES: tuple[str, ...] = tuple(m for f in FAMILIES.values() for m in f.model_types)
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-# LlamaConfig's defaults, used (as transformers does) for keys a config.json leaves out
-HF_DEFAULTS: dict[str, Any] = {
-    "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": None, "head_dim": None, "hidden_act": "silu",
-    "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
-    "attention_bias": False, "mlp_bias": False,
-}
-_ROTARY_BUFFER = ".self_attn.rotary_emb.inv_freq"  # old checkpoints stored this buffer: not a parameter
+
+# a loaded model -> its family's name and the checkpoint's special token ids (written back by save_pretrained)
+_FAMILY: weakref.WeakKeyDictionary[Llama, tuple[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
 def config_from_hf(d: Mapping[str, Any], where: str = CONFIG_NAME) -> LlamaConfig:
-    """LlamaConfig from a HF Llama config dict; refuse what npgpt's Llama would compute differently.
+    """LlamaConfig from a HF config dict of any family npgpt reads; one-line refusals name the field."""
+    return family_for(d, where).config_from_hf(d, where)
 
-    Reads the rope settings from `rope_parameters` (transformers >= 5) or `rope_theta` + `rope_scaling`.
-    """
-    def bad(msg: str) -> ValueError:
-        return ValueError(f"{where}: {msg}")
 
-    if not isinstance(d, Mapping):
-        raise bad(f"expected a JSON object, got {type(d).__name__}")
-    if d.get("model_type") != "llama":
-        raise bad(f"model_type is {d.get('model_type')!r}, expected 'llama' (a LlamaForCausalLM checkpoint)")
-    archs = d.get("architectures")
-    if archs is not None and "LlamaForCausalLM" not in archs:
-        raise bad(f"architectures is {archs!r}, expected ['LlamaForCausalLM']")
-    c = {**HF_DEFAULTS, **d}
-    for field in ("attention_bias", "mlp_bias"):
-        if c[field]:
-            raise bad(f"{field} is true: npgpt's Llama has no biases")
-    if c["hidden_act"] not in HIDDEN_ACTS:
-        raise bad(f"hidden_act {c['hidden_act']!r} is not supported (supported: {', '.join(HIDDEN_ACTS)})")
-    rope = d.get("rope_parameters")
-    field = "rope_parameters"
-    if rope is None:  # transformers < 5: rope_theta at the top, rope_scaling beside it
-        rope = {"rope_theta": d.get("rope_theta", 10000.0), **(d.get("rope_scaling") or {})}
-        field = "rope_scaling"
-    if not isinstance(rope, Mapping):
-        raise bad(f"{field}: expected a JSON object, got {type(rope).__name__}")
-    rope = dict(rope)
-    theta = rope.pop("rope_theta", d.get("rope_theta", 10000.0))
-    kind = rope.get("rope_type", rope.get("type", "default"))
-    if rope.pop("partial_rotary_factor", 1.0) != 1.0:
-        raise bad(f"{field}: partial_rotary_factor != 1 is not a Llama setting")
-    scaling = None if kind == "default" else rope
-    n_head = c["num_attention_heads"]
-    head_dim = c["head_dim"]
-    if head_dim is not None and isinstance(n_head, int) and n_head and head_dim * n_head == c["hidden_size"]:
-        head_dim = None  # the default, written out by newer transformers
+def config_to_hf(config: LlamaConfig, dtype: npt.DTypeLike = np.float32, family: str | None = None
+                 ) -> dict[str, Any]:
+    """The config.json transformers reads back as this LlamaConfig (family: its name, or the first that fits)."""
+    return _family(config, family).config_to_hf(config, dtype)
+
+
+def family_of_model(model: Llama) -> HFFamily:
+    """The family a model was loaded from (from_pretrained), else the first that expresses its config."""
+    loaded = _FAMILY.get(model)
+    return FAMILIES[loaded[0]] if loaded is not None else family_of(model.config)
+
+
+def _family(config: LlamaConfig, family: str | None) -> HFFamily:
+    if family is None:
+        return family_of(config)
+    if family not in FAMILIES:
+        raise ValueError(f"family: expected one of {', '.join(FAMILIES)}, got {family!r}")
+    return FAMILIES[family]
+
+
+def reads(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a directory whose config.json names a family this loader reads (for a package-wide
+    from_pretrained that dispatches on model_type; anything unreadable is False, and the loader's own
+    errors then come from whichever loader is chosen)."""
     try:
-        return LlamaConfig(
-            vocab_size=c["vocab_size"], block_size=c["max_position_embeddings"], n_layer=c["num_hidden_layers"],
-            n_head=n_head, n_kv_head=c["num_key_value_heads"] or n_head, n_embd=c["hidden_size"],
-            intermediate_size=c["intermediate_size"], head_dim=head_dim, rms_norm_eps=c["rms_norm_eps"],
-            rope_theta=theta, rope_scaling=scaling, tie_word_embeddings=c["tie_word_embeddings"],
-            hidden_act=c["hidden_act"])
-    except ValueError as e:
-        msg = str(e).replace("rope_scaling", field) if field == "rope_parameters" else str(e)
-        raise bad(msg) from None
+        mt = _read_json(os.fspath(path)).get("model_type")
+    except (ValueError, OSError):
+        return False
+    return any(mt in fam.model_types for fam in FAMILIES.values())
 
 
-def config_to_hf(config: LlamaConfig, dtype: npt.DTypeLike = np.float32) -> dict[str, Any]:
-    """The config.json transformers' LlamaForCausalLM reads back as this LlamaConfig (rope in both spellings)."""
-    rope = {"rope_type": "default", "rope_theta": float(config.rope_theta), **(config.rope_scaling or {})}
-    d: dict[str, Any] = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": config.vocab_size,
-        "max_position_embeddings": config.block_size, "num_hidden_layers": config.n_layer,
-        "num_attention_heads": config.n_head, "num_key_value_heads": config.n_kv_head,
-        "hidden_size": config.n_embd, "intermediate_size": config.intermediate_size,
-        "head_dim": config.head_size, "rms_norm_eps": float(config.rms_norm_eps),
-        "rope_parameters": rope, "rope_theta": float(config.rope_theta), "rope_scaling": config.rope_scaling,
-        "tie_word_embeddings": config.tie_word_embeddings, "hidden_act": config.hidden_act,
-        "attention_bias": False, "mlp_bias": False, "attention_dropout": 0.0,
-        "dtype": np.dtype(dtype).name, "torch_dtype": np.dtype(dtype).name,
-    }
-    return d
-
-
-def _read_config(path: str) -> LlamaConfig:
+def _read_json(path: str) -> dict[str, Any]:
     where = os.path.join(path, CONFIG_NAME)
     try:
         with open(where, encoding="utf-8") as f:
@@ -113,7 +82,11 @@ def _read_config(path: str) -> LlamaConfig:
         raise ValueError(f"{path}: no {CONFIG_NAME}") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    return config_from_hf(d, where)
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}: not UTF-8 text") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
+    return d
 
 
 def _weight_files(path: str) -> dict[str, str]:
@@ -127,14 +100,14 @@ def _weight_files(path: str) -> dict[str, str]:
     try:
         with open(index, encoding="utf-8") as f:
             weight_map = json.load(f)["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise ValueError(f"{index}: expected JSON with a 'weight_map' object") from None
     if not isinstance(weight_map, Mapping):
         raise ValueError(f"{index}: weight_map: expected an object of tensor name -> file")
     files: dict[str, str] = {}
-    for shard in sorted(set(weight_map.values())):
-        shard_path = os.path.join(path, str(shard))
-        if os.path.basename(str(shard)) != str(shard) or not os.path.isfile(shard_path):
+    for shard in sorted(set(map(str, weight_map.values()))):
+        shard_path = os.path.join(path, shard)
+        if os.path.basename(shard) != shard or not os.path.isfile(shard_path):
             raise ValueError(f"{index}: shard {shard!r} is not a file in {path}")
         with SafetensorsFile(shard_path) as f:
             for name in f:
@@ -146,49 +119,115 @@ def _weight_files(path: str) -> dict[str, str]:
     return files
 
 
-def from_pretrained(path: str | os.PathLike[str], dtype: npt.DTypeLike = np.float32) -> Llama:
-    """A Llama (in eval mode) from a HF LlamaForCausalLM directory; any float dtype is converted to `dtype`.
+def _read(files: Mapping[str, str], name: str) -> np.ndarray:
+    """One stored tensor as a float array (BF16 widened), refusing integer dtypes and NaN/inf entries."""
+    with SafetensorsFile(files[name]) as f:
+        info = f.info(name)
+        if info.dtype not in FLOAT_NAMES:
+            raise ValueError(f"{files[name]}: tensor {name!r} has dtype {info.dtype}; expected F64, F32, F16 or BF16")
+        x = f.get(name)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{files[name]}: tensor {name!r} has NaN or infinite entries")
+    return x
 
-    Missing, unexpected or misshapen tensors are one-line errors naming the tensor; a GPT-2 (or any other
-    model_type) directory is refused by config.json's model_type.
+
+def _tied_head(fam: HFFamily, config: LlamaConfig, files: Mapping[str, str], names: set[str]) -> LlamaConfig:
+    """tie_word_embeddings with a stored head: transformers (5.x) ties them when the two are equal and keeps
+    both, untied, when they differ; so do we."""
+    if not config.tie_word_embeddings:
+        return config
+    head_hf = fam.top.get("lm_head.weight", "lm_head.weight")
+    stored = next((n for n in (head_hf, *[a for a, b in fam.aliases.items() if b == head_hf]) if n in names), None)
+    if stored is None:
+        return config
+    embed = fam.top.get("model.embed_tokens.weight", "model.embed_tokens.weight")
+    if embed in files and np.array_equal(_read(files, stored), _read(files, embed)):
+        names.discard(stored)
+        return config
+    return replace(config, tie_word_embeddings=False)
+
+
+def from_pretrained(path: str | os.PathLike[str], dtype: npt.DTypeLike = np.float32) -> Llama:
+    """A Llama (in eval mode) from a Hugging Face directory of any family in hf_families.FAMILIES; the stored
+    floats (F64, F32, F16, BF16) are converted to `dtype`.
+
+    Every refusal is one line naming the file and the field or tensor: an unsupported family or config field,
+    a shard index naming a missing file, missing, unexpected or misshapen tensors, NaN or infinite weights.
     """
     path = os.fspath(path)
     dtype = float_dtype("dtype", dtype)
     if not os.path.isdir(path):
         raise ValueError(f"{path}: not a directory (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
-    config = _read_config(path)
+    where = os.path.join(path, CONFIG_NAME)
+    d = _read_json(path)
+    fam = family_for(d, where)
+    config = fam.config_from_hf(d, where)
     files = _weight_files(path)
-    shapes = param_shapes(config)
-    names = {n for n in files if not n.endswith(_ROTARY_BUFFER)}
-    if config.tie_word_embeddings:
-        names.discard("lm_head.weight")  # some tied checkpoints store the head too; the embedding is used
-    unexpected, missing = names - set(shapes), set(shapes) - names
+    names = {n for n in files if not n.endswith(BUFFER_SUFFIXES)}
+    config = _tied_head(fam, config, files, names)
+    expected = fam.hf_shapes(config)
+    stored_as = {n: n for n in names}
+    for alias, hf in fam.aliases.items():  # e.g. GPT-NeoX's head: embed_out (on disk) or lm_head (in memory)
+        if alias in names and hf in expected and hf not in names:
+            stored_as[hf] = stored_as.pop(alias)
+    unexpected, missing = set(stored_as) - set(expected), set(expected) - set(stored_as)
     if unexpected:
-        raise ValueError(f"{path}: unexpected tensor(s) {sorted(unexpected)[:5]} (not part of a LlamaForCausalLM "
+        raise ValueError(f"{path}: unexpected tensor(s) {sorted(unexpected)[:5]} (not part of a {fam.name} model "
                          f"with num_hidden_layers={config.n_layer}, tie_word_embeddings={config.tie_word_embeddings})")
     if missing:
         raise ValueError(f"{path}: missing tensor(s) {sorted(missing)[:5]}")
+    for hf, shape in expected.items():
+        stored = stored_as[hf]
+        with SafetensorsFile(files[stored]) as f:
+            info = f.info(stored)
+        if info.dtype not in FLOAT_NAMES:
+            raise ValueError(f"{files[stored]}: tensor {stored!r} has dtype {info.dtype}; expected F64, F32, F16 or "
+                             f"BF16")
+        if info.shape != shape:
+            raise ValueError(f"{files[stored]}: tensor {stored!r} has shape {info.shape}, expected {shape} for "
+                             f"{CONFIG_NAME}")
     model = Llama(config, dtype=dtype, init=False)
-    for key in shapes:
-        with SafetensorsFile(files[key]) as f:
-            info = f.info(key)
-            if info.dtype not in FLOAT_NAMES:
-                raise ValueError(f"{files[key]}: tensor {key!r} has dtype {info.dtype}; expected F64, F32, F16 or BF16")
-            if info.shape != shapes[key]:
-                raise ValueError(f"{files[key]}: tensor {key!r} has shape {info.shape}, expected {shapes[key]} "
-                                 f"for {CONFIG_NAME}")
-            f.read_into(key, model.params[key])
+    filled = set()
+    for name, x in fam.iter_weights_from_hf(lambda hf: _read(files, stored_as[hf]), set(stored_as), config):
+        model.params[name][...] = x  # one stored tensor in memory at a time, besides the model
+        filled.add(name)
+    assert filled == set(model.params), "hf_families: the rules must cover every parameter"
+    _FAMILY[model] = (fam.name, {k: d[k] for k in TOKEN_IDS_NONE if k in d})
     return model.eval()
 
 
-def save_pretrained(model: Llama, path: str | os.PathLike[str]) -> None:
-    """Write config.json and model.safetensors (HF names and layout, in the model's dtype) into `path`."""
+def _first_difference(a: LlamaConfig, b: LlamaConfig) -> str:
+    return next((f.name for f in fields(a) if getattr(a, f.name) != getattr(b, f.name)), "?")
+
+
+def save_pretrained(model: Llama, path: str | os.PathLike[str], family: str | None = None) -> None:
+    """Write config.json and model.safetensors (the family's names and layout, in the model's dtype).
+
+    family: a name in hf_families.FAMILIES; default the family the model was loaded from, else the first
+    that expresses its config (plain Llama first).  A config the family cannot say is refused, nothing written.
+    """
     if not isinstance(model, Llama):
         raise ValueError(f"model: expected a Llama, got {type(model).__name__}")
     path = os.fspath(path)
+    config = model.config
+    loaded_name, token_ids = _FAMILY.get(model, (None, {}))
+    fam = _family(config, family if family is not None else loaded_name)
+    d = fam.config_to_hf(config, model.dtype)
+    if fam.name == loaded_name:
+        d.update(token_ids)
+    try:
+        back = fam.config_from_hf(json.loads(json.dumps(d)), CONFIG_NAME)
+    except ValueError as e:
+        raise ValueError(f"family: {fam.name} cannot express this model's config ({e})") from None
+    if not same_config(back, config):
+        raise ValueError(f"family: {fam.name} cannot express this model's config (field "
+                         f"{_first_difference(config, back)})")
+    tensors = fam.weights_to_hf(dict(model.params), config)
+    text = json.dumps(d, indent=2, sort_keys=True) + "\n"
     os.makedirs(path, exist_ok=True)
-    save_safetensors(os.path.join(path, WEIGHTS_NAME), dict(model.params), metadata={"format": "pt"})
-    text = json.dumps(config_to_hf(model.config, model.dtype), indent=2, sort_keys=True) + "\n"
+    save_safetensors(os.path.join(path, WEIGHTS_NAME), {k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                     metadata={"format": "pt"})
+
     def write(fh: BinaryIO) -> None:
         fh.write(text.encode("utf-8"))
 
