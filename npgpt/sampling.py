@@ -88,12 +88,13 @@ def decode_loop(idx: npt.NDArray[np.integer], block_size: int, max_new_tokens: i
                 full: Callable[[npt.NDArray[np.int64]], Array], new_cache: Callable[[int], Any],
                 cached: Callable[[npt.NDArray[np.int64], Any], Array], *, temperature: float = 1.0,
                 top_k: int | None = None, top_p: float | None = None, rng: np.random.Generator | None = None,
-                use_cache: bool = True,
-                on_token: Callable[[npt.NDArray[np.int64]], object] | None = None) -> npt.NDArray[np.int64]:
+                use_cache: bool = True, on_token: Callable[[npt.NDArray[np.int64]], object] | None = None,
+                vocab_limit: int | None = None) -> npt.NDArray[np.int64]:
     """The sampling loop every model family shares: full(window) -> logits (B, T, V) without a cache;
     new_cache(B) and cached(window, kv) -> logits for the window's positions with one.  The cache is
     (re)filled at the first step and whenever the block_size window slides; otherwise one new position.
-    on_token(ids (B,)), if given, sees each step's new tokens as soon as they are drawn (streamed output)."""
+    on_token(ids (B,)), if given, sees each step's new tokens as soon as they are drawn (streamed output).
+    vocab_limit: draw only ids below it (a model whose vocabulary is padded past its tokenizer's ids)."""
     seq = idx.astype(np.int64)  # (B, T)
     kv: Any = None
     for _ in range(max_new_tokens):
@@ -105,7 +106,7 @@ def decode_loop(idx: npt.NDArray[np.integer], block_size: int, max_new_tokens: i
             logits = cached(window, kv)
         else:
             logits = cached(window[:, -1:], kv)  # one new position
-        nxt = sample_next(logits[:, -1], temperature, top_k, top_p, rng)  # (B,)
+        nxt = sample_next(logits[:, -1, :vocab_limit], temperature, top_k, top_p, rng)  # (B,)
         seq = np.concatenate([seq, nxt[:, None]], axis=1)  # (B, T + 1)
         if on_token is not None:
             on_token(nxt)

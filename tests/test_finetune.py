@@ -93,7 +93,7 @@ def test_unsupported_family(tiny_dir, tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     cfg["model_type"] = "mamba"
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"config.json: model_type 'mamba' is not supported \(supported: gpt2, llama"):
+    with pytest.raises(ValueError, match=r"config.json: model_type 'mamba' is not supported \(supported: "):
         load_gpt2_dir(d)
 
 

@@ -52,7 +52,8 @@ def _run_sample(a: argparse.Namespace) -> int:
         stream.write(prompt[skip:])
     out = model.generate(idx, a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
                          rng=np.random.default_rng(a.seed),
-                         on_token=None if stream is None else stream.write)  # (N, T + max_new_tokens)
+                         on_token=None if stream is None else stream.write,
+                         vocab_limit=tok.vocab_size)  # (N, T + max_new_tokens): only ids the tokenizer has
     if stream is not None:
         stream.close()
     else:

@@ -57,7 +57,8 @@ def forward_cached(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDAr
 def generate(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np.integer], max_new_tokens: int,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              rng: np.random.Generator | None = None, use_cache: bool = True,
-             on_token: Callable[[npt.NDArray[np.int64]], object] | None = None) -> npt.NDArray[np.int64]:
+             on_token: Callable[[npt.NDArray[np.int64]], object] | None = None,
+             vocab_limit: int | None = None) -> npt.NDArray[np.int64]:
     """Append max_new_tokens tokens to idx (B, T) and return the (B, T + max_new_tokens) result.
 
     With use_cache (default) each new token runs one position through the model; without it every step is a
@@ -76,7 +77,7 @@ def generate(params: Mapping[str, Array], config: GPTConfig, idx: npt.NDArray[np
                        new_cache=lambda B: KVCache(config, B, dtype),
                        cached=lambda window, kv: _cached_logits(params, config, window, kv, proj_t),
                        temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, use_cache=use_cache,
-                       on_token=on_token)
+                       on_token=on_token, vocab_limit=vocab_limit)
 
 
 def decode_step(params: Mapping[str, Array], config: GPTConfig, tokens: npt.NDArray[np.integer],

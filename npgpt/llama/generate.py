@@ -51,7 +51,8 @@ def forward_cached(params: Mapping[str, Array], config: LlamaConfig, idx: npt.ND
 def generate(params: Mapping[str, Array], config: LlamaConfig, idx: npt.NDArray[np.integer], max_new_tokens: int,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              rng: np.random.Generator | None = None, use_cache: bool = True,
-             on_token: Callable[[npt.NDArray[np.int64]], object] | None = None) -> npt.NDArray[np.int64]:
+             on_token: Callable[[npt.NDArray[np.int64]], object] | None = None,
+             vocab_limit: int | None = None) -> npt.NDArray[np.int64]:
     """Append max_new_tokens tokens to idx (B, T); KV-cached by default (same logits as full forwards).
     on_token(ids (B,)) sees each step's new tokens as they are drawn, as in npgpt.gpt2.generate."""
     token_ids("idx", idx, config.vocab_size)
@@ -68,7 +69,7 @@ def generate(params: Mapping[str, Array], config: LlamaConfig, idx: npt.NDArray[
                        new_cache=lambda B: LlamaKVCache(config, B, dtype),
                        cached=lambda window, kv: _cached_logits(params, config, window, kv, weights),
                        temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, use_cache=use_cache,
-                       on_token=on_token)
+                       on_token=on_token, vocab_limit=vocab_limit)
 
 
 def _cached_logits(params: Mapping[str, Array], config: LlamaConfig, window: npt.NDArray[np.int64],

@@ -121,8 +121,10 @@ class Model:
     def generate(self, idx: npt.NDArray[np.integer], max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None,
                  rng: np.random.Generator | None = None, use_cache: bool = True,
-                 on_token: Callable[[npt.NDArray[np.int64]], object] | None = None) -> npt.NDArray[np.int64]:
+                 on_token: Callable[[npt.NDArray[np.int64]], object] | None = None,
+                 vocab_limit: int | None = None) -> npt.NDArray[np.int64]:
         """Append max_new_tokens sampled tokens to idx (B, T) with the family's KV-cached decoder; on_token(ids
-        (B,)) sees each step's new tokens as they are drawn."""
+        (B,)) sees each step's new tokens as they are drawn; only ids below vocab_limit are drawn."""
         return self.CORE.generate(self.params, self.config, idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, rng=rng, use_cache=use_cache, on_token=on_token)
+                                  top_p=top_p, rng=rng, use_cache=use_cache, on_token=on_token,
+                                  vocab_limit=vocab_limit)

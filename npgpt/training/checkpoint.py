@@ -172,7 +172,8 @@ def _open_npz(path: Path, f: Any) -> Any:
 
 def stored_tokenizer(path: str | os.PathLike[str], ck: Checkpoint, sampling: bool = False) -> Tokenizer:
     """The tokenizer a training checkpoint holds, checked against its model: at most vocab_size ids, and with
-    sampling=True exactly vocab_size (a sample may draw any id the model has, and each must decode)."""
+    sampling=True exactly vocab_size for a run trained from scratch (its vocabulary is its tokenizer's; a
+    fine-tuned model may be padded past its tokenizer, and samples then draw only the tokenizer's ids)."""
     if "tokenizer" not in ck.meta:
         raise ValueError(f"{path}: the checkpoint has no tokenizer (not written by npgpt train)")
     tok = tokenizer_from_dict(ck.meta["tokenizer"])
@@ -180,7 +181,8 @@ def stored_tokenizer(path: str | os.PathLike[str], ck: Checkpoint, sampling: boo
     if tok.vocab_size > V:
         raise ValueError(f"{path}: its tokenizer has {tok.vocab_size} tokens but the model's vocabulary only "
                          f"{V}; the file is damaged")
-    if sampling and tok.vocab_size < V:
+    fine_tuned = isinstance(ck.meta.get("train_config"), dict) and ck.meta["train_config"].get("init_from")
+    if sampling and tok.vocab_size < V and not fine_tuned:
         n = tok.vocab_size
         ids = f"id {n}" if n == V - 1 else f"ids {n} to {V - 1}"
         raise ValueError(f"{path}: its tokenizer has {n} tokens but the model's vocabulary {V}: a sample could "

@@ -88,6 +88,6 @@ def _plot(run: _Run) -> Path | None:
 def _sample(model: Model, tok: Tokenizer, cfg: TrainConfig) -> str:
     model.eval()
     out = model.generate(np.array([[start_token(tok)]], dtype=np.int64), cfg.sample_len, temperature=1.0,
-                         rng=np.random.default_rng(cfg.seed))
+                         rng=np.random.default_rng(cfg.seed), vocab_limit=tok.vocab_size)
     model.train()
     return tok.decode(out[0, 1:])
