@@ -5,7 +5,7 @@
     python examples/sample.py --ckpt run1/best.npz --prompt "ROMEO:" --num-samples 2 --max-new-tokens 300 \\
         --temperature 0.8 --top-k 20 --seed 7
 
-The same as `npgpt sample ...` (npgpt/cli.py), for a source checkout.  Bad input gives a one-line
+The same as `npgpt sample ...` (npgpt/cli/), for a source checkout.  Bad input gives a one-line
 "error: ..." on stderr and exit status 2.  Guide: docs/training.md
 """
 

@@ -6,7 +6,7 @@
     python examples/train_char_gpt.py --resume               # continue out/ckpt.npz after Ctrl-C
     python examples/train_char_gpt.py --resume --max-iters 5000   # extend a finished run
 
-The same as `npgpt train ...` (npgpt/cli.py), for a source checkout: one --flag per field of
+The same as `npgpt train ...` (npgpt/cli/), for a source checkout: one --flag per field of
 npgpt.training.TrainConfig.  Bad input gives a one-line "error: ..." on stderr and exit status 2; a diverging
 loss exit status 1; Ctrl-C or SIGTERM saves and exits with 130 / 143.  Guide: docs/training.md
 """

@@ -1,4 +1,4 @@
-"""python -m npgpt: the npgpt command (npgpt/cli.py)."""
+"""python -m npgpt: the npgpt command (npgpt/cli/)."""
 
 import sys
 
