@@ -63,6 +63,22 @@ def token_ids(name: str, idx: Any, vocab_size: int, ndim: int | None = 2) -> np.
     return idx
 
 
+def token_batch(idx: Any, targets: Any, vocab_size: int, block_size: int, ignore_index: int | None = None) -> None:
+    """A model forward's inputs: idx (B, T) ids in [0, vocab_size) with 1 <= T <= block_size; targets None, or
+    ids of idx's shape (ignore_index, when given, too).  Each error names its argument."""
+    idx = token_ids("idx", idx, vocab_size)
+    B, T = idx.shape
+    if not 1 <= T <= block_size:
+        raise ValueError(f"idx: sequence length {T} must be between 1 and block_size={block_size}")
+    if targets is None:
+        return
+    if isinstance(targets, np.ndarray) and ignore_index is not None:
+        targets = np.where(targets == ignore_index, 0, targets)  # an ignored target is any id
+    targets = token_ids("targets", targets, vocab_size, ndim=None)
+    if targets.shape != idx.shape:
+        raise ValueError(f"targets: expected shape {idx.shape} (same as idx), got {targets.shape}")
+
+
 def is_int(value: Any) -> bool:
     """True for a Python or NumPy integer, False for anything else, bools included (True is not a size)."""
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import float_array, generator, param_dict, token_ids
+from .._checks import token_batch, float_array, generator, param_dict
 from .config import GPTConfig
 from .block import (BLOCK_PARAM_NAMES, BLOCK_WEIGHT_NAMES, BlockCache, _block_backward, _block_forward,
                            block_param_shapes)
@@ -102,17 +102,10 @@ def gpt_forward(
 
 
 def check_inputs(config: GPTConfig, idx: object, targets: object | None) -> None:
-    """The checks of gpt_forward's config, idx and targets (each error names its argument)."""
+    """The checks of the forward's config, idx and targets (each error names its argument)."""
     if not isinstance(config, GPTConfig):
         raise ValueError(f"config: expected a GPTConfig, got {type(config).__name__}")
-    idx = token_ids("idx", idx, config.vocab_size)
-    B, T = idx.shape
-    if not 1 <= T <= config.block_size:
-        raise ValueError(f"idx: sequence length {T} must be between 1 and block_size={config.block_size}")
-    if targets is not None:
-        targets = token_ids("targets", targets, config.vocab_size)
-        if targets.shape != idx.shape:
-            raise ValueError(f"targets: expected shape {idx.shape} (same as idx), got {targets.shape}")
+    token_batch(idx, targets, config.vocab_size, config.block_size)
 
 
 def _gpt_forward(params: Params, config: GPTConfig, idx: npt.NDArray[np.integer],

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import token_ids
+from .._checks import token_batch
 from ..layers.cross_entropy import CrossEntropyCache, _cross_entropy_backward, _cross_entropy_forward
 from ..layers.embedding import EmbeddingCache, _embedding_backward, _embedding_forward
 from ..layers.rope import rope_frequencies, rope_tables
@@ -109,18 +109,10 @@ def head_weight(params: Params, config: LlamaConfig) -> Array:
 
 
 def check_inputs(config: LlamaConfig, idx: object, targets: object | None) -> None:
-    """The checks of llama_forward's config, idx and targets (each error names its argument)."""
+    """The checks of the forward's config, idx and targets (each error names its argument)."""
     if not isinstance(config, LlamaConfig):
         raise ValueError(f"config: expected a LlamaConfig, got {type(config).__name__}")
-    idx = token_ids("idx", idx, config.vocab_size)
-    B, T = idx.shape
-    if not 1 <= T <= config.block_size:
-        raise ValueError(f"idx: sequence length {T} must be between 1 and block_size={config.block_size}")
-    if targets is not None:
-        if not isinstance(targets, np.ndarray) or targets.shape != idx.shape:
-            raise ValueError(f"targets: expected shape {idx.shape} (same as idx), got "
-                             f"{getattr(targets, 'shape', type(targets).__name__)}")
-        token_ids("targets", np.where(targets == IGNORE_INDEX, 0, targets), config.vocab_size)
+    token_batch(idx, targets, config.vocab_size, config.block_size, IGNORE_INDEX)
 
 
 def llama_forward(params: Params, config: LlamaConfig, idx: npt.NDArray[np.integer],
