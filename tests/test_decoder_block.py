@@ -230,6 +230,32 @@ def test_core_finite_differences_every_tensor(variant):
             assert abs(ana - num) <= 1e-7 * max(1.0, abs(num)), (name, ana, num)
 
 
+@given(variant=st.sampled_from(sorted(VARIANTS)), B=st.integers(1, 2), T=st.integers(1, 6),
+       hkv=st.integers(1, 2), group=st.integers(1, 2), n_layer=st.integers(1, 3), seed=seeds)
+def test_core_directional_derivative(variant, B, T, hkv, group, n_layer, seed):
+    """Hypothesis over variants and shapes: the loss's derivative along a random direction in every parameter
+    at once equals <grads, direction> (fourth-order central difference)."""
+    kw = {"n_head": hkv * group, "n_kv_head": hkv, "n_layer": n_layer}
+    for key in ("layer_types", "no_rope_layers"):
+        if key in VARIANTS[variant]:
+            kw[key] = (VARIANTS[variant][key] * 2)[:n_layer]  # the variant's per-layer pattern, cut to n_layer
+    config = tiny_config(variant, **kw)
+    rng = np.random.default_rng(seed)
+    params = random_params(config, rng)
+    idx, targets = rng.integers(0, 7, size=(B, T)), rng.integers(0, 7, size=(B, T))
+    _, _, cache = llama_forward(params, config, idx, targets)
+    grads = llama_backward(cache)
+    u = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+
+    def loss_at(h):
+        return float(llama_forward({k: v + h * u[k] for k, v in params.items()}, config, idx, targets)[1])
+
+    h = 1e-5
+    num = (8 * (loss_at(h) - loss_at(-h)) - (loss_at(2 * h) - loss_at(-2 * h))) / (12 * h)
+    ana = sum(float(np.sum(grads[k] * u[k])) for k in params)
+    assert abs(ana - num) <= 1e-7 * max(1.0, abs(num))
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_float32_stays_float32(variant):
     config = tiny_config(variant)

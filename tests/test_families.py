@@ -107,6 +107,35 @@ def test_save_then_load_is_bit_exact(tmp_path, name):
     assert np.array_equal(back.flat_params, model.flat_params)
 
 
+def test_save_sharded_and_in_bfloat16_float16(tmp_path):
+    """max_shard_bytes cuts the weights into indexed shards; dtype stores them rounded (BF16, F16); a later save
+    into the same directory replaces the earlier weight files; float16 overflow is refused before writing."""
+    from npgpt.safetensors import bf16_to_float32, float32_to_bf16
+    model = load("phi3")
+    save_pretrained(model, tmp_path, max_shard_bytes=40_000)
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert len(shards) >= 3 and not (tmp_path / "model.safetensors").exists()
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(shards)
+    assert np.array_equal(from_pretrained(tmp_path, dtype=np.float64).flat_params, model.flat_params)
+    save_pretrained(model, tmp_path, dtype="bfloat16")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+    back = from_pretrained(tmp_path, dtype=np.float32)
+    want = bf16_to_float32(float32_to_bf16(model.flat_params.astype(np.float32)))
+    assert np.array_equal(back.flat_params, want)
+    save_pretrained(model, tmp_path / "f16", dtype=np.float16)
+    assert np.array_equal(from_pretrained(tmp_path / "f16", dtype=np.float32).flat_params,
+                          model.flat_params.astype(np.float16).astype(np.float32))
+    model.params["model.norm.weight"][0] = 1e5
+    with pytest.raises(ValueError, match="^dtype: tensor 'model.norm.weight' has values beyond float16's range"):
+        save_pretrained(model, tmp_path / "big", dtype="float16")
+    assert not (tmp_path / "big").exists()
+    for bad, match in (({"dtype": "int8"}, "^dtype: expected one of"), ({"max_shard_bytes": 0}, "^max_shard_bytes")):
+        with pytest.raises(ValueError, match=match):
+            save_pretrained(model, tmp_path / "bad", **bad)
+
+
 def test_fresh_model_is_saved_as_the_family_its_config_says(tmp_path):
     """A model made from a LlamaConfig (not loaded) is written as the first family that expresses its config."""
     config = load("qwen3").config
@@ -535,3 +564,17 @@ def test_live_block_style_saves_what_transformers_reads(tmp_path, family):
     with torch.no_grad():
         theirs = hf(input_ids=torch.from_numpy(idx)).logits.numpy()
     assert rel(ours, theirs) <= 2e-5
+
+
+def test_live_transformers_loads_our_bfloat16_shards(tmp_path):
+    """Live: a BF16, sharded save is what transformers loads (its float32 logits from the same rounded values)."""
+    torch = pytest.importorskip("torch")
+    tr = pytest.importorskip("transformers")
+    model = load("gemma3")
+    save_pretrained(model, tmp_path, dtype="bfloat16", max_shard_bytes=30_000)
+    hf = tr.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32, attn_implementation="eager")
+    idx = expected("gemma3")["idx"]
+    ours32 = from_pretrained(tmp_path, dtype=np.float32)
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.from_numpy(idx)).logits.numpy()
+    assert rel(llama_forward(ours32.params, ours32.config, idx)[0], theirs) <= 2e-5

@@ -41,11 +41,6 @@ COPY_LIMIT_BYTES = 1 << 30  # generate makes decode_weights' copies only up to t
 # model sends every token through forward_cached instead, whose per-token overhead matters less there
 
 
-def supports(config: LlamaConfig) -> bool:
-    """Whether the one-token step implements every variant this config selects: all of them."""
-    return isinstance(config, LlamaConfig)
-
-
 class DecodeWeights(NamedTuple):
     """One layer's input projections laid out for a one-row product h @ W (made by decode_weights)."""
 

@@ -62,7 +62,7 @@ def generate(params: Mapping[str, Array], config: LlamaConfig, idx: npt.NDArray[
         raise ValueError(f"max_new_tokens: expected a non-negative integer, got {max_new_tokens!r}")
     check_sampling(temperature, top_k, top_p)
     dtype = params["model.embed_tokens.weight"].dtype
-    small = decode_weights_nbytes(config, dtype) <= decode.COPY_LIMIT_BYTES and decode.supports(config)
+    small = decode_weights_nbytes(config, dtype) <= decode.COPY_LIMIT_BYTES
     weights = decode_weights(params, config) if use_cache and max_new_tokens > 0 and small else None  # once
     return decode_loop(idx, config.block_size, max_new_tokens,
                        full=lambda window: llama_forward(params, config, window)[0],

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .config import HIDDEN_ACTS, LlamaConfig
+from .config import HIDDEN_ACTS, LlamaConfig, block_style
 from .core import param_shapes
 
 Array = npt.NDArray[np.floating]
@@ -899,7 +899,8 @@ def style_config(family: str, **shapes: Any) -> LlamaConfig:
     """A LlamaConfig with the given shapes (vocab_size, block_size, n_layer, n_head, n_kv_head, n_embd,
     intermediate_size, head_dim, ...) in the block style of a family, for training from scratch (--arch):
     the fields its transformers model fixes (norms, QK-norm, biases, RoPE layout, windows, multipliers), with
-    the family's usual values where it has a knob.  save_pretrained writes it as that family."""
+    the family's usual values where it has a knob; Llama, Qwen3, OLMo 2 and Gemma 3 are config.block_style's.
+    save_pretrained writes it as that family."""
     if family not in FAMILIES:
         raise ValueError(f"family: expected one of {', '.join(FAMILIES)}, got {family!r}")
     n_layer = shapes.get("n_layer", LlamaConfig.n_layer)
@@ -939,6 +940,10 @@ def style_config(family: str, **shapes: Any) -> LlamaConfig:
         "falcon": {**layernorm, "parallel_residual": True, "parallel_shared_norm": True, "mlp_kind": "plain",
                    "hidden_act": "gelu", "tie_word_embeddings": True},
     }
+    if family in ("llama", "qwen3", "olmo2", "gemma3_text"):  # the styles config.block_style defines (--arch)
+        n_head = shapes.get("n_head", LlamaConfig.n_head)
+        D = shapes.get("head_dim") or C // n_head
+        styles[family] = block_style("gemma3" if family == "gemma3_text" else family, n_layer, C, D, block)
     style = styles[family]
     if style.get("layer_types") is not None and "sliding_attention" not in style["layer_types"]:
         style = {**style, "layer_types": None, "sliding_window": None}

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import weakref
 from collections.abc import Mapping
 from dataclasses import fields, replace
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..io.atomic import atomic_write
 from ..io.safetensors import FLOAT_NAMES, SafetensorsFile, save_safetensors
-from .._checks import float_dtype
+from .._checks import float_dtype, is_py_int
 from .config import LlamaConfig
 from .hf_families import BUFFER_SUFFIXES, FAMILIES, TOKEN_IDS_NONE, HFFamily, family_for, family_of, same_config
 from .model import Llama
@@ -200,19 +201,64 @@ def _first_difference(a: LlamaConfig, b: LlamaConfig) -> str:
     return next((f.name for f in fields(a) if getattr(a, f.name) != getattr(b, f.name)), "?")
 
 
-def save_pretrained(model: Llama, path: str | os.PathLike[str], family: str | None = None) -> None:
-    """Write config.json and model.safetensors (the family's names and layout, in the model's dtype).
+STORE_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16"}  # save_pretrained's
+_F16_MAX = 65504.0  # the largest finite float16
+_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
-    family: a name in hf_families.FAMILIES; default the family the model was loaded from, else the first
-    that expresses its config (plain Llama first).  A config the family cannot say is refused, nothing written.
+
+def _store_name(dtype: npt.DTypeLike | None, model_dtype: np.dtype) -> str:
+    """save_pretrained's dtype as one of STORE_DTYPES' names (None: the model's own)."""
+    if dtype is None:
+        return model_dtype.name
+    name: str | None = dtype if isinstance(dtype, str) else None
+    if name is None and not isinstance(dtype, bool):
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+    if name not in STORE_DTYPES:
+        raise ValueError(f"dtype: expected one of {', '.join(STORE_DTYPES)}, got {dtype!r}")
+    return name
+
+
+def _shards(tensors: Mapping[str, np.ndarray], itemsize: int, max_bytes: int | None) -> list[list[str]]:
+    """The tensors' names cut into files of at most max_bytes each (in order; a larger tensor goes alone)."""
+    if max_bytes is None:
+        return [list(tensors)]
+    out: list[list[str]] = [[]]
+    size = 0
+    for name, x in tensors.items():
+        n = x.size * itemsize
+        if out[-1] and size + n > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(name)
+        size += n
+    return out
+
+
+def save_pretrained(model: Llama, path: str | os.PathLike[str], family: str | None = None, *,
+                    dtype: npt.DTypeLike | None = None, max_shard_bytes: int | None = None) -> None:
+    """Write config.json and the weights (the family's names and layout) that transformers loads.
+
+    family: a name in hf_families.FAMILIES; default the family the model was loaded from, else the first that
+    expresses its config (plain Llama first).  dtype: how the weights are stored, "float64", "float32",
+    "float16" or "bfloat16" (default: the model's).  max_shard_bytes: cut the weights into
+    model-0000i-of-0000n.safetensors files of at most that size with a model.safetensors.index.json (default:
+    one model.safetensors).  Every refusal (a config the family cannot say, float16 overflow, bad arguments)
+    comes before anything is written; weight files of an earlier save in `path` are replaced.
     """
     if not isinstance(model, Llama):
         raise ValueError(f"model: expected a Llama, got {type(model).__name__}")
+    if max_shard_bytes is not None and (not is_py_int(max_shard_bytes) or max_shard_bytes < 1):
+        raise ValueError(f"max_shard_bytes: expected a positive integer or None, got {max_shard_bytes!r}")
     path = os.fspath(path)
+    store = _store_name(dtype, model.dtype)
     config = model.config
     loaded_name, token_ids = _FAMILY.get(model, (None, {}))
     fam = _family(config, family if family is not None else loaded_name)
     d = fam.config_to_hf(config, model.dtype)
+    d["dtype"] = d["torch_dtype"] = store
     if fam.name == loaded_name:
         d.update(token_ids)
     try:
@@ -222,13 +268,28 @@ def save_pretrained(model: Llama, path: str | os.PathLike[str], family: str | No
     if not same_config(back, config):
         raise ValueError(f"family: {fam.name} cannot express this model's config (field "
                          f"{_first_difference(config, back)})")
-    tensors = fam.weights_to_hf(dict(model.params), config)
-    text = json.dumps(d, indent=2, sort_keys=True) + "\n"
+    tensors = {k: np.ascontiguousarray(v) for k, v in fam.weights_to_hf(dict(model.params), config).items()}
+    if store == "float16":
+        big = next((k for k, x in tensors.items() if x.size and float(np.max(np.abs(x))) > _F16_MAX), None)
+        if big is not None:
+            raise ValueError(f"dtype: tensor {big!r} has values beyond float16's range (+-{_F16_MAX:g}); "
+                             f"store bfloat16 or float32")
+    code = STORE_DTYPES[store]
+    groups = _shards(tensors, {"F64": 8, "F32": 4}.get(code, 2), max_shard_bytes)
+    files = [WEIGHTS_NAME] if len(groups) == 1 and max_shard_bytes is None else \
+        [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
     os.makedirs(path, exist_ok=True)
-    save_safetensors(os.path.join(path, WEIGHTS_NAME), {k: np.ascontiguousarray(v) for k, v in tensors.items()},
-                     metadata={"format": "pt"})
-
-    def write(fh: BinaryIO) -> None:
-        fh.write(text.encode("utf-8"))
-
-    atomic_write(os.path.join(path, CONFIG_NAME), write)
+    for file, names in zip(files, groups):
+        save_safetensors(os.path.join(path, file), {k: tensors[k] for k in names}, metadata={"format": "pt"},
+                         dtypes={k: code for k in names})
+    for old in os.listdir(path):  # an earlier save's weights would shadow or mix with these
+        if (old in (WEIGHTS_NAME, INDEX_NAME) or _SHARD.fullmatch(old)) and old not in files:
+            os.remove(os.path.join(path, old))
+    if files != [WEIGHTS_NAME]:
+        total = sum(x.size for x in tensors.values()) * {"F64": 8, "F32": 4}.get(code, 2)
+        index = {"metadata": {"total_size": total},
+                 "weight_map": {k: file for file, names in zip(files, groups) for k in names}}
+        index_text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+        atomic_write(os.path.join(path, INDEX_NAME), lambda fh: fh.write(index_text.encode("utf-8")))
+    text = json.dumps(d, indent=2, sort_keys=True) + "\n"
+    atomic_write(os.path.join(path, CONFIG_NAME), lambda fh: fh.write(text.encode("utf-8")))
