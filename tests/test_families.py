@@ -13,7 +13,7 @@ import pytest
 
 from npgpt.llama import Llama, llama_backward, llama_forward
 from npgpt.llama.pretrained import family_of_model, from_pretrained, save_pretrained
-from npgpt.safetensors import load_safetensors, save_safetensors
+from npgpt.io.safetensors import load_safetensors, save_safetensors
 
 ROOT = Path(__file__).parent / "fixtures" / "families"
 NAMES = ["llama_bias_yarn", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "olmo2", "smollm3",
@@ -110,7 +110,7 @@ def test_save_then_load_is_bit_exact(tmp_path, name):
 def test_save_sharded_and_in_bfloat16_float16(tmp_path):
     """max_shard_bytes cuts the weights into indexed shards; dtype stores them rounded (BF16, F16); a later save
     into the same directory replaces the earlier weight files; float16 overflow is refused before writing."""
-    from npgpt.safetensors import bf16_to_float32, float32_to_bf16
+    from npgpt.io.safetensors import bf16_to_float32, float32_to_bf16
     model = load("phi3")
     save_pretrained(model, tmp_path, max_shard_bytes=40_000)
     shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
