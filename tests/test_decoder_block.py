@@ -393,14 +393,15 @@ def _hf_layers(model):
     raise AssertionError("no decoder layers found")
 
 
-@pytest.mark.parametrize("style", sorted(LIVE_STYLES))
-def test_live_layers_equal_transformers_decoder_layers(style):
-    """Each HF decoder layer of a tiny float64 model (every float32 island of transformers made float64) against
-    ours on the same input: the output to 1e-12 and dx and every parameter's gradient to 1e-11 (relative to
-    the tensor's largest element; measured ~1e-15).  The layer's own inputs -- hidden states, mask, RoPE
-    tables -- are captured from HF's forward; the tables on our side come from core.layer_tables."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+def _live_layer_errors(style, dtype):
+    """Run each HF decoder layer of the style's tiny model alone (inputs captured from HF's own forward) and
+    ours on the same input: per layer (output, dx, worst parameter gradient) relative errors.  float64: with
+    transformers' float32 islands made float64; float32: stock transformers, weights rounded to float32."""
+    import contextlib
+
+    import torch
+    import transformers
+
     from npgpt.llama.core import layer_params, layer_tables
     from npgpt.llama.hf_families import family_for
     mk = _family_script()
@@ -408,11 +409,13 @@ def test_live_layers_equal_transformers_decoder_layers(style):
     cfg_cls, model_cls, kw = mk.FAMILIES[family]
     rng = np.random.default_rng(5)
     B, T = 2, 8
-    with mk.float64_everywhere():
+    errors = []
+    with mk.float64_everywhere() if dtype == np.float64 else contextlib.nullcontext():
         hf_config = getattr(transformers, cfg_cls)(**{**mk.COMMON, **kw, **overrides})
         hf_config._attn_implementation = "eager"
         model = getattr(transformers, model_cls)(hf_config).to(torch.float64).eval()
         state = mk.fill(model, family, rng)
+        model = model.to(getattr(torch, np.dtype(dtype).name))
         layers = _hf_layers(model)
         captured = []
         hooks = [layer.register_forward_pre_hook(lambda m, a, k, i=i: captured.append((i, a, k)), with_kwargs=True)
@@ -424,8 +427,8 @@ def test_live_layers_equal_transformers_decoder_layers(style):
         d = model.config.to_dict()
         fam = family_for(d, "config.json")
         config = fam.config_from_hf(d, "config.json")
-        params = fam.weights_from_hf(lambda n: state[n], state.keys(), config)
-        tables = layer_tables(config, 0, T, np.float64)
+        params = {k: v.astype(dtype) for k, v in fam.weights_from_hf(lambda n: state[n], state.keys(), config).items()}
+        tables = layer_tables(config, 0, T, dtype)
         for i, args, kwargs in captured:
             kwargs = dict(kwargs)
             hs = args[0] if args else kwargs.pop("hidden_states")
@@ -433,51 +436,41 @@ def test_live_layers_equal_transformers_decoder_layers(style):
             layers[i].zero_grad()
             out = layers[i](x, *args[1:], **kwargs)
             out = out[0] if isinstance(out, tuple) else out
-            dout = rng.standard_normal(tuple(out.shape))
+            dout = rng.standard_normal(tuple(out.shape)).astype(dtype)
             out.backward(torch.from_numpy(dout))
             cos, sin = tables[i] or (None, None)
             ours, cache = block.llama_layer_forward(x.detach().numpy(), layer_params(params, i, config), config,
                                                     cos, sin, window=config.layer_window(i))
             dx, g = block.llama_layer_backward(dout, cache)
-            assert rel(ours, out.detach().numpy()) <= 1e-12, (style, i)
-            assert rel(dx, x.grad.numpy()) <= 1e-11, (style, i)
-            full = {k: np.zeros(s) for k, s in param_shapes(config).items()}
+            assert ours.dtype == dtype and dx.dtype == dtype
+            full = {k: np.zeros(s, dtype) for k, s in param_shapes(config).items()}
             full.update({f"model.layers.{i}.{k}": v for k, v in g.items()})
             hf_grads = fam.weights_to_hf(full, config)  # fused tensors' gradients joined as HF stores them
             prefix = fam.layer_prefix.format(i=i)
-            names = [n for n, _ in layers[i].named_parameters()]
-            assert names
-            for n, p in layers[i].named_parameters():
-                assert rel(hf_grads[prefix + n], p.grad.numpy()) <= 1e-11, (style, i, n)
+            named = list(layers[i].named_parameters())
+            assert named
+            worst = max(rel(hf_grads[prefix + n], p.grad.numpy()) for n, p in named)
+            errors.append((rel(ours, out.detach().numpy()), rel(dx, x.grad.numpy()), worst))
+    return errors
 
 
-@pytest.mark.parametrize("style", ["llama", "qwen3", "gemma3", "olmo2"])
-def test_block_styles_train_from_scratch(style):
-    """config.block_style's new-model settings (what `--arch qwen3/gemma3/olmo2` builds): initialised by
-    init_params (Gemma's (1 + w) norms at w = 0), AdamW lowers a fixed batch's loss; float32 throughout."""
-    from npgpt.llama.config import block_style
-    from npgpt.optim import AdamW
-    base = {"vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 16,
-            "intermediate_size": 24, "tie_word_embeddings": False}
-    config = LlamaConfig(**{**base, **block_style(style, 2, 16, 4, 8)})
-    model = Llama(config, seed=0, dtype=np.float32)
-    if config.norm_offset:
-        assert all(np.all(model.params[k] == 0.0) for k in model.params if k.endswith("norm.weight"))
-    opt = AdamW(model.params, lr=1e-2, weight_decay=0.0)
-    rng = np.random.default_rng(0)
-    idx, targets = rng.integers(0, 11, size=(4, 8)), rng.integers(0, 11, size=(4, 8))
-    losses = []
-    for _ in range(25):
-        _, loss = model.forward(idx, targets)
-        opt.step(model.backward())
-        losses.append(float(loss))
-        assert loss.dtype == np.float32
-    assert losses[-1] < 0.6 * losses[0]
+@pytest.mark.parametrize("style", sorted(LIVE_STYLES))
+def test_live_layers_equal_transformers_decoder_layers(style):
+    """Each HF decoder layer of a tiny float64 model (every float32 island of transformers made float64) against
+    ours on the same input: the output to 1e-12 and dx and every parameter's gradient to 1e-11 (relative to
+    the tensor's largest element; measured ~1e-15).  The layer's own inputs -- hidden states, mask, RoPE
+    tables -- are captured from HF's forward; the tables on our side come from core.layer_tables."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    for out, dx, grads in _live_layer_errors(style, np.float64):
+        assert out <= 1e-12 and dx <= 1e-11 and grads <= 1e-11, (style, out, dx, grads)
 
 
-def test_block_style_errors():
-    from npgpt.llama.config import block_style
-    with pytest.raises(ValueError, match="^arch: "):
-        block_style("mamba", 2, 16, 4, 8)
-    assert block_style("gemma3", 7, 16, 4, 8)["layer_types"] == ("sliding_attention",) * 5 + (
-        "full_attention", "full_attention")
+@pytest.mark.parametrize("style", sorted(LIVE_STYLES))
+def test_live_layers_float32_against_stock_transformers(style):
+    """The same in float32 against stock transformers (nothing patched, weights rounded to float32): float32
+    round-off (measured: output <= 6e-7, dx and gradients <= 1.4e-6 over the 17 styles)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    for out, dx, grads in _live_layer_errors(style, np.float32):
+        assert out <= 1e-5 and dx <= 1e-5 and grads <= 1e-5, (style, out, dx, grads)
