@@ -417,8 +417,9 @@ class BPETokenizer:
 
     # ---- plain-data form (checkpoints store this as JSON, never pickle)
     def to_dict(self) -> dict[str, Any]:
-        """{"type": "bpe", "vocab": {token: id}, "merges": ["left right", ...], "special_tokens": {text: id}}."""
-        d = {"type": "bpe", "vocab": dict(self.encoder), "merges": [f"{a} {b}" for a, b in self.merges],
+        """{"type": "bpe", "vocab": {token: id}, "merges": ["left right", ...], "special_tokens": {text: id}},
+        plus "pattern": [regex, ...] when it is not GPT-2's and "ignore_merges": true when set."""
+        d: dict[str, Any] = {"type": "bpe", "vocab": dict(self.encoder), "merges": [f"{a} {b}" for a, b in self.merges],
              "special_tokens": dict(self.special_tokens)}
         if self.pattern != (GPT2_PATTERN,):
             d["pattern"] = list(self.pattern)
