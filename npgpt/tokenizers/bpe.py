@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from itertools import repeat
+from itertools import chain, count, repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -112,8 +112,9 @@ class BPETokenizer:
         self._special_re = _alternation(specials)
         self._cache: dict[str, list[int]] = {}
         self._by_bytes: dict[bytes, int] | None = None  # ordinary token bytes -> id (built on first use)
-        self._numpy_merges: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._numpy_merges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._split = self._splitter()
+        self._merge_tables()  # built now, with the vocabulary, not on the first encode
 
     def _splitter(self) -> Any:
         """text -> its pieces under self.pattern."""
@@ -309,10 +310,16 @@ class BPETokenizer:
         if not isinstance(text, str):
             raise ValueError(f"text: expected a str, got {type(text).__name__}")
         chunks = _chunks(text, CHUNK) if self.pattern == (GPT2_PATTERN,) else [text]
-        parts = [np.array(self._ordinary(piece), dtype=self.ids_dtype) for piece in chunks]
+        parts = [self._ordinary_array(piece).astype(self.ids_dtype) for piece in chunks]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _ordinary(self, text: str) -> list[int]:
+        out: list[int] = self._ordinary_array(text).tolist()
+        return out
+
+    def _ordinary_array(self, text: str) -> np.ndarray:
+        """Ids (N,) int64 of text without special tokens: split, encode the pieces not in the cache all at once,
+        then gather every piece's ids from the cache with NumPy."""
         if not text.isascii():
             try:
                 text.encode("utf-8")
@@ -321,19 +328,51 @@ class BPETokenizer:
         cache = self._cache
         if len(cache) > CACHE_LIMIT:
             cache.clear()
-        get = cache.get
         pieces = self._split(text)
-        ids: list[int] = []
-        extend = ids.extend
-        encode_piece = self._encode_piece
-        for piece in pieces:
-            got = get(piece)
-            if got is None:
-                got = encode_piece(piece)
-                if len(piece) <= HUGE_PIECE:
-                    cache[piece] = got
-            extend(got)
-        return ids
+        if not pieces:
+            return np.zeros(0, dtype=np.int64)
+        seen: dict[str, int] = {}
+        # which[k]: the position of the first occurrence of pieces[k] (one hash lookup per piece, in C)
+        which = np.fromiter(map(seen.setdefault, pieces, count()), dtype=np.int64, count=len(pieces))  # (P,)
+        firsts = np.flatnonzero(which == np.arange(len(pieces)))  # (U,) the first occurrences
+        distinct = [pieces[i] for i in firsts.tolist()]
+        new = [p for p in distinct if p not in cache]
+        if new:
+            for p, ids in zip(new, self._encode_pieces(new)):
+                cache[p] = ids
+        got = [cache[p] for p in distinct]  # ids of each distinct piece
+        lengths = np.fromiter(map(len, got), dtype=np.int64, count=len(got))  # (U,)
+        flat = np.fromiter(chain.from_iterable(got), dtype=np.int64, count=int(lengths.sum()))  # (F,)
+        if len(got) == len(pieces):  # every piece distinct: flat is the answer
+            return flat
+        compact = np.empty(len(pieces), dtype=np.int64)  # (P,)
+        compact[firsts] = np.arange(len(firsts))
+        which = compact[which]  # (P,) index of each piece among the distinct ones
+        n = lengths[which]  # (P,) ids per piece
+        first = (np.cumsum(lengths) - lengths)[which]  # (P,) where each piece's ids start in flat
+        out_start = np.cumsum(n) - n  # (P,) where they go in the output
+        pos = np.arange(int(n.sum()), dtype=np.int64) + np.repeat(first - out_start, n)  # (N,)
+        return flat[pos]
+
+    def _encode_pieces(self, pieces: list[str]) -> list[list[int]]:
+        """Ids of many pieces at once: words up to LONG_PIECE bytes merge together in NumPy rounds, longer
+        ones one by one."""
+        raws = [p.encode("utf-8") for p in pieces]
+        if self.ignore_merges or max(map(len, raws)) > LONG_PIECE:
+            by_bytes = self._bytes_to_id() if self.ignore_merges else {}
+            out: list[list[int] | None] = [None] * len(raws)
+            batch: list[int] = []
+            for k, b in enumerate(raws):
+                if b in by_bytes:
+                    out[k] = [by_bytes[b]]
+                elif len(b) > LONG_PIECE:
+                    out[k] = self._encode_word(encode_bytes(b))
+                else:
+                    batch.append(k)
+            for k, ids in zip(batch, self._merge_batch([raws[k] for k in batch])):
+                out[k] = ids
+            return out  # type: ignore[return-value]
+        return self._merge_batch(raws)
 
     def _encode_piece(self, piece: str) -> list[int]:
         return self._encode_word(encode_bytes(piece.encode("utf-8")))
@@ -348,40 +387,91 @@ class BPETokenizer:
         parts = _merge_heap(word, self.ranks) if len(word) > LONG_PIECE else _merge_scan(word, self.ranks)
         return [enc[p] for p in parts]
 
-    def _merge_numpy(self, word: str) -> list[int]:
-        """BPE on a very long word in NumPy rounds: each round finds the lowest-ranked adjacent pair and merges
-        every occurrence, left to right (in a run of overlapping occurrences, "aaa", the 1st, 3rd, ...)."""
+    def _merge_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(pair keys left * V + right sorted, their ranks, merged id by rank, id of each byte, rank of each
+        pair of bytes (256, 256) with M for none), built once."""
         if self._numpy_merges is None:
             enc, V = self.encoder, self.vocab_size
             keys = np.array([enc[a] * V + enc[b] for a, b in self.merges], dtype=np.int64)  # (M,)
             new = np.array([enc[a + b] for a, b in self.merges], dtype=np.int64)  # (M,)
             order = np.argsort(keys, kind="stable")  # (M,)
-            self._numpy_merges = (keys[order], order.astype(np.int64), new)
-        keys_sorted, rank_of, new = self._numpy_merges
-        V = self.vocab_size
-        if len(keys_sorted) == 0:
-            return [self.encoder[c] for c in word]
-        byte_ids = np.array([self.encoder[c] for c in bytes_to_unicode().values()], dtype=np.int64)  # (256,)
-        ids = byte_ids[np.frombuffer(decode_bytes(word), dtype=np.uint8)]  # (n,)
-        none = np.int64(len(keys_sorted))
-        while len(ids) > 1:
-            pair = ids[:-1] * V + ids[1:]  # (n - 1,)
-            pos = np.minimum(np.searchsorted(keys_sorted, pair), len(keys_sorted) - 1)  # (n - 1,)
-            ranks = np.where(keys_sorted[pos] == pair, rank_of[pos], none)  # (n - 1,)
-            r = ranks.min()
-            if r == none:
-                break
-            at = np.flatnonzero(ranks == r)  # (k,) left positions of every occurrence
+            byte_ids = np.array([enc[c] for c in bytes_to_unicode().values()], dtype=np.int64)  # (256,)
+            M = len(keys)
+            pairs = (byte_ids[:, None] * V + byte_ids[None, :]).ravel()  # (65536,)
+            keys_sorted = keys[order]
+            pos = np.minimum(np.searchsorted(keys_sorted, pairs), max(M - 1, 0))  # (65536,)
+            hit = keys_sorted[pos] == pairs if M else np.zeros(len(pairs), dtype=bool)  # (65536,)
+            byte_pair_rank = np.where(hit, order[pos] if M else 0, M).astype(np.int64)  # (65536,)
+            self._numpy_merges = (keys_sorted, order.astype(np.int64), new, byte_ids, byte_pair_rank)
+        return self._numpy_merges
+
+    def _merge_batch(self, words: list[bytes]) -> list[list[int]]:
+        """BPE on many words (their UTF-8 bytes) at once, in NumPy rounds.  Words are independent, so each round
+        applies, in every word at once, that word's own lowest-ranked pair, at every occurrence left to right
+        (in a run of overlapping occurrences, "aaa", the 1st, 3rd, ...): per word exactly the rescanning merge.
+        Only the pairs beside a merge are looked up again."""
+        keys_sorted, rank_of, new, byte_ids, byte_pair_rank = self._merge_tables()
+        V, M = self.vocab_size, len(keys_sorted)
+        none = np.int64(M)
+        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))  # (W,)
+        raw = np.frombuffer(b"".join(words), dtype=np.uint8).astype(np.int64)  # (N,)
+        ids = byte_ids[raw]  # (N,)
+        word = np.repeat(np.arange(len(words), dtype=np.int64), lengths)  # (N,) which word each token is in
+
+        def rank_of_pairs(at: np.ndarray) -> np.ndarray:
+            """Rank of the pair starting at each position in `at` (none across words or past the end)."""
+            ok = at + 1 < len(ids)  # (k,)
+            nxt = np.where(ok, at + 1, at)  # (k,)
+            ok &= word[at] == word[nxt]
+            if not M:
+                return np.full(len(at), none)
+            pair = ids[at] * V + ids[nxt]  # (k,)
+            pos = np.minimum(np.searchsorted(keys_sorted, pair), M - 1)  # (k,)
+            return np.where(ok & (keys_sorted[pos] == pair), rank_of[pos], none)  # (k,)
+
+        # (N,) rank of the pair (i, i + 1): at first every token is a byte, so a table lookup
+        ranks = np.full(len(ids), none)
+        if len(ids) > 1:
+            ranks[:-1] = np.where(word[:-1] == word[1:], byte_pair_rank[raw[:-1] * 256 + raw[1:]], none)
+        done_words: list[np.ndarray] = []
+        done_ids: list[np.ndarray] = []
+        while len(ids):
+            starts = np.flatnonzero(np.concatenate([[True], word[1:] != word[:-1]]))  # (W',) first token of each
+            best = np.minimum.reduceat(ranks, starts)  # (W',) each word's lowest rank
+            finished = best == none  # (W',)
+            if finished.any():  # set aside the words with nothing left to merge
+                tok_done = np.repeat(finished, np.diff(np.append(starts, len(ids))))  # (N,)
+                done_words.append(word[tok_done])
+                done_ids.append(ids[tok_done])
+                keep = ~tok_done
+                ids, word, ranks = ids[keep], word[keep], ranks[keep]
+                if not len(ids):
+                    break
+                best = best[~finished]
+                starts = np.flatnonzero(np.concatenate([[True], word[1:] != word[:-1]]))  # (W',)
+            per_token_best = np.repeat(best, np.diff(np.append(starts, len(ids))))  # (N,)
+            at = np.flatnonzero(ranks == per_token_best)  # (k,) left positions of the pairs merged this round
             if len(at) > 1:  # overlapping occurrences (a pair of one token twice): keep every other in a run
                 run_start = np.concatenate([[True], np.diff(at) != 1])  # (k,)
                 first = np.maximum.accumulate(np.where(run_start, np.arange(len(at)), 0))  # (k,)
                 at = at[(np.arange(len(at)) - first) % 2 == 0]
-            ids[at] = new[r]
-            keep = np.ones(len(ids), dtype=bool)  # (n,)
+            ids[at] = new[ranks[at]]
+            keep = np.ones(len(ids), dtype=bool)  # (N,)
             keep[at + 1] = False
-            ids = ids[keep]
-        out: list[int] = ids.tolist()
-        return out
+            ids, word, ranks = ids[keep], word[keep], ranks[keep]
+            merged = at - np.arange(len(at))  # (k,) where the merged tokens are now
+            ranks[merged] = rank_of_pairs(merged)
+            left = merged[merged > 0] - 1  # (k',) the pairs that now end in a merged token
+            ranks[left] = rank_of_pairs(left)
+        all_words = np.concatenate(done_words) if done_words else np.zeros(0, dtype=np.int64)  # (T,)
+        order = np.argsort(all_words, kind="stable")  # (T,) tokens of a word stay in order
+        flat = (np.concatenate(done_ids)[order] if done_ids else all_words).tolist()
+        bounds = [0, *np.cumsum(np.bincount(all_words, minlength=len(words))).tolist()]
+        return [flat[a:b] for a, b in zip(bounds, bounds[1:])]
+
+    def _merge_numpy(self, word: str) -> list[int]:
+        """BPE on one long byte-level word in NumPy rounds (see _merge_batch)."""
+        return self._merge_batch([decode_bytes(word)])[0]
 
     # ---- decoding
     def decode_bytes(self, ids: Iterable[int] | np.ndarray) -> bytes:
