@@ -79,7 +79,7 @@ class _Reader:
         self.buf = memoryview(data)
         self.pos = 0
         self.where = where
-        self.order = order  # "<" or ">"
+        self.order: Any = order  # "<" or ">"
         self.count_fmt = order + "Q"
 
     def take(self, n: int, what: str) -> memoryview:

@@ -124,7 +124,8 @@ def template(tokens: Sequence[str], bos: int | None, eos: int | None) -> dict[st
     if eos is not None:
         single.append({"SpecialToken": {"id": tokens[eos], "type_id": 0}})
         specials[tokens[eos]] = {"id": tokens[eos], "ids": [eos], "tokens": [tokens[eos]]}
-    return {"type": "TemplateProcessing", "single": single, "pair": single, "special_tokens": specials}
+    pair = single + [{"Sequence": {"id": "B", "type_id": 1}}]
+    return {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials}
 
 
 # ---- tokenizer.model (SentencePiece's ModelProto, protobuf)
@@ -152,6 +153,7 @@ def _fields(buf: bytes, where: str) -> list[tuple[int, int, Any]]:
     while pos < len(buf):
         key, pos = _varint(buf, pos, where)
         field, wire = key >> 3, key & 7
+        val: Any
         if wire == 0:
             val, pos = _varint(buf, pos, where)
         elif wire == 1:

@@ -110,7 +110,7 @@ def _normalizer(d: Any, where: str) -> Callable[[str], str] | None:
         return seq
     if kind in ("NFC", "NFD", "NFKC", "NFKD"):
         form = kind
-        return lambda s: unicodedata.normalize(form, s)  # type: ignore[arg-type]
+        return lambda s: unicodedata.normalize(form, s)
     if kind == "Lowercase":
         return str.lower
     if kind == "Replace":
@@ -270,9 +270,9 @@ def _pre_tokenizer(d: Any, where: str) -> _Pre | None:
             raise Refused(f"{where}: {what}: behavior {behavior!r} is not one of {', '.join(BEHAVIORS)}")
         return _Pre(_splitter(_compile(PUNCTUATION), behavior))
     if kind == "Whitespace":
-        return _Pre(_splitter(re.compile(r"\w+|[^\w\s]+"), "Removed", True))
+        return _Pre(_splitter(_compile(r"\w+|[^\w\s]+"), "Removed", True))
     if kind == "WhitespaceSplit":
-        return _Pre(_splitter(re.compile(r"\s+"), "Removed"))
+        return _Pre(_splitter(_compile(r"\s+"), "Removed"))
     raise Refused(f"{where}: pre_tokenizer {kind!r} is not supported (npgpt reads Sequence, Split, ByteLevel, "
                   f"Metaspace, Digits, Punctuation, Whitespace, WhitespaceSplit)")
 
