@@ -126,3 +126,10 @@ def test_defaults_of_llama_cpp():
     assert npgpt_tok("gemma-4").encode("x", add_special_tokens=True).tolist()[0] == 2
     assert npgpt_tok("gpt-2").encode("x", add_special_tokens=True).tolist() == [87]
     assert npgpt_tok("deepseek-llm").encode("x", add_special_tokens=True).tolist()[0] == 100000  # add_bos_token
+
+
+@pytest.mark.parametrize("name", ["llama-spm", "gemma-4", "llama-bpe"])
+def test_long_text_against_tokenizers(name):
+    """A long text (cut into independent chunks at "▁" where no token crosses) gives tokenizers' ids."""
+    text = " ".join(reference()["corpus"]) * 3
+    assert npgpt_tok(name).encode(text, add_special_tokens=True).tolist() == hf_tok(name).encode(text).ids

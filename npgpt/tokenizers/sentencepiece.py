@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .tokenizer_json import CACHE_LIMIT, JsonTokenizer, Refused, merge_heap
+from .tokenizer_json import CACHE_LIMIT, JsonTokenizer, Refused, cut_at, merge_heap, space_cuts
 
 SPACE = "\u2581"  # ▁, SentencePiece's visible space
 # token types (GGUF's tokenizer.ggml.token_type and SentencePiece's ModelProto use the same numbers)
@@ -50,12 +50,21 @@ class ScoreBPEModel:
         self.byte_ids = [self.vocab.get(f"<0x{b:02X}>") for b in range(256)]
         self.newline_tokens = False
         self._cache: dict[str, list[int]] = {}
+        self._cuts = space_cuts(self.vocab)
 
     def _priority(self, a: str, b: str) -> float | None:
         s = self.scores.get(a + b)
         return None if s is None else -s
 
     def __call__(self, piece: str) -> list[int]:
+        if len(piece) > 12 and self._cuts is not None:  # a longer text: encode its independent chunks
+            out: list[int] = []
+            for chunk in cut_at(piece, self._cuts):
+                out += self._encode(chunk)
+            return out
+        return self._encode(piece)
+
+    def _encode(self, piece: str) -> list[int]:
         got = self._cache.get(piece)
         if got is not None:
             return got

@@ -470,6 +470,37 @@ def merge_heap(parts: list[str], priority: Callable[[str, str], Any]) -> list[st
     return [tok[i] for i in range(n) if alive[i]]
 
 
+def space_cuts(tokens: Iterable[str], space: str = "\u2581") -> re.Pattern[str] | None:
+    """Where a long "▁"-spaced piece can be cut with no change to its merges: before a "▁" whose previous
+    character c is not "▁" and no token contains c + "▁" (a merge across the cut would make such a token).
+    None when the vocabulary has no "▁"."""
+    before: set[str] = set()
+    seen = False
+    for t in tokens:
+        k = t.find(space)
+        while k >= 0:
+            seen = True
+            if k > 0 and t[k - 1] != space:
+                before.add(t[k - 1])
+            k = t.find(space, k + 1)
+    if not seen:
+        return None
+    excluded = re.escape(space) + "".join(re.escape(c) for c in sorted(before))
+    return re.compile(f"(?<=[^{excluded}])(?={re.escape(space)})")
+
+
+def cut_at(piece: str, cuts: re.Pattern[str]) -> list[str]:
+    """piece cut at every match of cuts (zero-width)."""
+    out = []
+    pos = 0
+    for m in cuts.finditer(piece):
+        if m.start() > pos:
+            out.append(piece[pos:m.start()])
+            pos = m.start()
+    out.append(piece[pos:])
+    return out
+
+
 def split_merge(m: Any, r: int, where: str) -> tuple[str, str]:
     """A merge given as "left right" (the cut is the first space after the first character, as llama.cpp
     cuts) or [left, right]."""
@@ -513,11 +544,28 @@ class BPEModel:
         self.unk_id: int | None = vocab[unk] if unk is not None else None
         self.byte_ids = [vocab.get(f"<0x{b:02X}>") for b in range(256)]
         self.newline_tokens = False  # llama.cpp's Gemma 4 rule: a piece of newlines that is a token is it
+        self._cuts = space_cuts(vocab) if not self.ignore_merges else None
+        self._cache: dict[str, list[int]] = {}
 
     def _priority(self, a: str, b: str) -> int | None:
         return self.ranks.get((a, b))
 
     def __call__(self, piece: str) -> list[int]:
+        if len(piece) > 12 and self._cuts is not None and not (self.newline_tokens and "\n" in piece):
+            out: list[int] = []
+            cache = self._cache
+            if len(cache) > CACHE_LIMIT:
+                cache.clear()
+            for chunk in cut_at(piece, self._cuts):
+                got = cache.get(chunk)
+                if got is None:
+                    got = self._encode(chunk)
+                    cache[chunk] = got
+                out += got
+            return out
+        return self._encode(piece)
+
+    def _encode(self, piece: str) -> list[int]:
         vocab = self.vocab
         if (self.ignore_merges or (self.newline_tokens and not piece.strip("\n"))) and piece in vocab:
             return [vocab[piece]]
