@@ -61,7 +61,7 @@ class BPETokenizer:
         self.ignore_merges = bool(ignore_merges)  # a piece that is a whole token is that token (Llama 3)
         for p in self.pattern:
             try:
-                compile_pattern(p)
+                compile_pattern(p).prepare_astral()
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from None
         id_to_token: dict[int, str] = {}
@@ -110,9 +110,10 @@ class BPETokenizer:
         self.ranks = ranks
         self.special_tokens = specials
         self._special_re = _alternation(specials)
-        self._cache: dict[str, list[int]] = {}
+        self._cache: dict[str, int] = {}  # piece -> its slot in self._store
+        self._store = _IdStore()
         self._by_bytes: dict[bytes, int] | None = None  # ordinary token bytes -> id (built on first use)
-        self._numpy_merges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._numpy_merges: tuple[_PairTable, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._split = self._splitter()
         self._merge_tables()  # built now, with the vocabulary, not on the first encode
 
@@ -325,9 +326,10 @@ class BPETokenizer:
                 text.encode("utf-8")
             except UnicodeEncodeError:  # lone surrogates: pair what pairs, the rest become U+FFFD (as tiktoken)
                 text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        cache = self._cache
+        cache, store = self._cache, self._store
         if len(cache) > CACHE_LIMIT:
             cache.clear()
+            store.clear()
         pieces = self._split(text)
         if not pieces:
             return np.zeros(0, dtype=np.int64)
@@ -338,41 +340,42 @@ class BPETokenizer:
         distinct = [pieces[i] for i in firsts.tolist()]
         new = [p for p in distinct if p not in cache]
         if new:
-            for p, ids in zip(new, self._encode_pieces(new)):
-                cache[p] = ids
-        got = [cache[p] for p in distinct]  # ids of each distinct piece
-        lengths = np.fromiter(map(len, got), dtype=np.int64, count=len(got))  # (U,)
-        flat = np.fromiter(chain.from_iterable(got), dtype=np.int64, count=int(lengths.sum()))  # (F,)
-        if len(got) == len(pieces):  # every piece distinct: flat is the answer
-            return flat
-        compact = np.empty(len(pieces), dtype=np.int64)  # (P,)
-        compact[firsts] = np.arange(len(firsts))
-        which = compact[which]  # (P,) index of each piece among the distinct ones
-        n = lengths[which]  # (P,) ids per piece
-        first = (np.cumsum(lengths) - lengths)[which]  # (P,) where each piece's ids start in flat
-        out_start = np.cumsum(n) - n  # (P,) where they go in the output
-        pos = np.arange(int(n.sum()), dtype=np.int64) + np.repeat(first - out_start, n)  # (N,)
-        return flat[pos]
+            flat_new, len_new = self._encode_pieces(new)
+            cache.update(zip(new, range(store.add(flat_new, len_new), store.n_slots)))
+        slots = np.fromiter(map(cache.__getitem__, distinct), dtype=np.int64, count=len(distinct))  # (U,)
+        n_of = store.lengths[slots]  # (U,) ids of each distinct piece
+        if len(distinct) < len(pieces):
+            compact = np.empty(len(pieces), dtype=np.int64)  # (P,)
+            compact[firsts] = np.arange(len(firsts))
+            slots, n_of = slots[compact[which]], n_of[compact[which]]  # (P,) per piece
+        start = store.offsets[slots]  # (P,) where each piece's ids are in the store
+        out_start = np.cumsum(n_of) - n_of  # (P,) where they go in the output
+        pos = np.arange(int(n_of.sum()), dtype=np.int64) + np.repeat(start - out_start, n_of)  # (N,)
+        return store.flat[pos].astype(np.int64)
 
-    def _encode_pieces(self, pieces: list[str]) -> list[list[int]]:
-        """Ids of many pieces at once: words up to LONG_PIECE bytes merge together in NumPy rounds, longer
-        ones one by one."""
+    def _encode_pieces(self, pieces: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of many pieces at once, as (all their ids (F,), how many each piece has (U,)): words up to
+        LONG_PIECE bytes merge together in NumPy rounds, longer ones one by one."""
         raws = [p.encode("utf-8") for p in pieces]
-        if self.ignore_merges or max(map(len, raws)) > LONG_PIECE:
-            by_bytes = self._bytes_to_id() if self.ignore_merges else {}
-            out: list[list[int] | None] = [None] * len(raws)
-            batch: list[int] = []
-            for k, b in enumerate(raws):
-                if b in by_bytes:
-                    out[k] = [by_bytes[b]]
-                elif len(b) > LONG_PIECE:
-                    out[k] = self._encode_word(encode_bytes(b))
-                else:
-                    batch.append(k)
-            for k, ids in zip(batch, self._merge_batch([raws[k] for k in batch])):
-                out[k] = ids
-            return out  # type: ignore[return-value]
-        return self._merge_batch(raws)
+        if not (self.ignore_merges or max(map(len, raws)) > LONG_PIECE):
+            return self._merge_batch(raws)
+        by_bytes = self._bytes_to_id() if self.ignore_merges else {}
+        out: list[list[int] | None] = [None] * len(raws)
+        batch: list[int] = []
+        for k, b in enumerate(raws):
+            if b in by_bytes:
+                out[k] = [by_bytes[b]]
+            elif len(b) > LONG_PIECE:
+                out[k] = self._encode_word(encode_bytes(b))
+            else:
+                batch.append(k)
+        flat, lengths = self._merge_batch([raws[k] for k in batch])
+        ends = np.cumsum(lengths).tolist()
+        for k, a, e in zip(batch, [0, *ends], ends):
+            out[k] = flat[a:e].tolist()
+        got: list[list[int]] = out  # type: ignore[assignment]
+        return (np.fromiter(chain.from_iterable(got), dtype=np.int32),
+                np.fromiter(map(len, got), dtype=np.int64, count=len(got)))
 
     def _encode_piece(self, piece: str) -> list[int]:
         return self._encode_word(encode_bytes(piece.encode("utf-8")))
@@ -387,50 +390,42 @@ class BPETokenizer:
         parts = _merge_heap(word, self.ranks) if len(word) > LONG_PIECE else _merge_scan(word, self.ranks)
         return [enc[p] for p in parts]
 
-    def _merge_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(pair keys left * V + right sorted, their ranks, merged id by rank, id of each byte, rank of each
-        pair of bytes (256, 256) with M for none), built once."""
+    def _merge_tables(self) -> tuple[_PairTable, np.ndarray, np.ndarray, np.ndarray]:
+        """(pair key left * V + right -> rank, merged id by rank, id of each byte, rank of each pair of bytes
+        (65536,) with len(merges) for none), built once."""
         if self._numpy_merges is None:
             enc, V = self.encoder, self.vocab_size
             keys = np.array([enc[a] * V + enc[b] for a, b in self.merges], dtype=np.int64)  # (M,)
             new = np.array([enc[a + b] for a, b in self.merges], dtype=np.int64)  # (M,)
-            order = np.argsort(keys, kind="stable")  # (M,)
             byte_ids = np.array([enc[c] for c in bytes_to_unicode().values()], dtype=np.int64)  # (256,)
-            M = len(keys)
+            table = _PairTable(keys)
             pairs = (byte_ids[:, None] * V + byte_ids[None, :]).ravel()  # (65536,)
-            keys_sorted = keys[order]
-            pos = np.minimum(np.searchsorted(keys_sorted, pairs), max(M - 1, 0))  # (65536,)
-            hit = keys_sorted[pos] == pairs if M else np.zeros(len(pairs), dtype=bool)  # (65536,)
-            byte_pair_rank = np.where(hit, order[pos] if M else 0, M).astype(np.int64)  # (65536,)
-            self._numpy_merges = (keys_sorted, order.astype(np.int64), new, byte_ids, byte_pair_rank)
+            self._numpy_merges = (table, new.astype(np.int32), byte_ids, table.lookup(pairs).astype(np.int32))
         return self._numpy_merges
 
-    def _merge_batch(self, words: list[bytes]) -> list[list[int]]:
+    def _merge_batch(self, words: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """BPE on many words (their UTF-8 bytes) at once, in NumPy rounds.  Words are independent, so each round
         applies, in every word at once, that word's own lowest-ranked pair, at every occurrence left to right
         (in a run of overlapping occurrences, "aaa", the 1st, 3rd, ...): per word exactly the rescanning merge.
-        Only the pairs beside a merge are looked up again."""
-        keys_sorted, rank_of, new, byte_ids, byte_pair_rank = self._merge_tables()
-        V, M = self.vocab_size, len(keys_sorted)
-        none = np.int64(M)
+        Only the pairs beside a merge are looked up again.  Returns (every word's ids, in order (F,) int32,
+        how many ids each word has (W,))."""
+        table, new, byte_ids, byte_pair_rank = self._merge_tables()
+        V = self.vocab_size
+        none = np.int32(table.size)
         lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))  # (W,)
-        raw = np.frombuffer(b"".join(words), dtype=np.uint8).astype(np.int64)  # (N,)
-        ids = byte_ids[raw]  # (N,)
-        word = np.repeat(np.arange(len(words), dtype=np.int64), lengths)  # (N,) which word each token is in
+        raw = np.frombuffer(b"".join(words), dtype=np.uint8).astype(np.int32)  # (N,)
+        ids = byte_ids[raw].astype(np.int32)  # (N,) int32 throughout: half the memory traffic
+        word = np.repeat(np.arange(len(words), dtype=np.int32), lengths)  # (N,) which word each token is in
 
         def rank_of_pairs(at: np.ndarray) -> np.ndarray:
             """Rank of the pair starting at each position in `at` (none across words or past the end)."""
             ok = at + 1 < len(ids)  # (k,)
             nxt = np.where(ok, at + 1, at)  # (k,)
             ok &= word[at] == word[nxt]
-            if not M:
-                return np.full(len(at), none)
-            pair = ids[at] * V + ids[nxt]  # (k,)
-            pos = np.minimum(np.searchsorted(keys_sorted, pair), M - 1)  # (k,)
-            return np.where(ok & (keys_sorted[pos] == pair), rank_of[pos], none)  # (k,)
+            return np.where(ok, table.lookup(ids[at].astype(np.int64) * V + ids[nxt]), none)  # (k,)
 
         # (N,) rank of the pair (i, i + 1): at first every token is a byte, so a table lookup
-        ranks = np.full(len(ids), none)
+        ranks = np.full(len(ids), none, dtype=np.int32)
         if len(ids) > 1:
             ranks[:-1] = np.where(word[:-1] == word[1:], byte_pair_rank[raw[:-1] * 256 + raw[1:]], none)
         done_words: list[np.ndarray] = []
@@ -463,15 +458,15 @@ class BPETokenizer:
             ranks[merged] = rank_of_pairs(merged)
             left = merged[merged > 0] - 1  # (k',) the pairs that now end in a merged token
             ranks[left] = rank_of_pairs(left)
-        all_words = np.concatenate(done_words) if done_words else np.zeros(0, dtype=np.int64)  # (T,)
+        all_words = np.concatenate(done_words) if done_words else np.zeros(0, dtype=np.int32)  # (T,)
         order = np.argsort(all_words, kind="stable")  # (T,) tokens of a word stay in order
-        flat = (np.concatenate(done_ids)[order] if done_ids else all_words).tolist()
-        bounds = [0, *np.cumsum(np.bincount(all_words, minlength=len(words))).tolist()]
-        return [flat[a:b] for a, b in zip(bounds, bounds[1:])]
+        flat = np.concatenate(done_ids)[order] if done_ids else all_words  # (T,)
+        return flat.astype(np.int32), np.bincount(all_words, minlength=len(words)).astype(np.int64)
 
     def _merge_numpy(self, word: str) -> list[int]:
         """BPE on one long byte-level word in NumPy rounds (see _merge_batch)."""
-        return self._merge_batch([decode_bytes(word)])[0]
+        out: list[int] = self._merge_batch([decode_bytes(word)])[0].tolist()
+        return out
 
     # ---- decoding
     def decode_bytes(self, ids: Iterable[int] | np.ndarray) -> bytes:
@@ -591,6 +586,79 @@ def _alternation(tokens: Mapping[str, int]) -> re.Pattern[str] | None:
     if not tokens:
         return None
     return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=lambda t: (-len(t), t))))
+
+
+class _IdStore:
+    """The ids of cached pieces, in NumPy arrays that grow by doubling: slot s holds flat[offsets[s]:
+    offsets[s] + lengths[s]] (no Python list or int per piece)."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.flat = np.zeros(1024, dtype=np.int32)
+        self.offsets = np.zeros(256, dtype=np.int64)
+        self.lengths = np.zeros(256, dtype=np.int64)
+        self.n_flat = self.n_slots = 0
+
+    def add(self, flat: np.ndarray, lengths: np.ndarray) -> int:
+        """Store the ids of len(lengths) more pieces; returns the first new slot."""
+        first = self.n_slots
+        need_flat, need_slots = self.n_flat + len(flat), self.n_slots + len(lengths)
+        if need_flat > len(self.flat):
+            self.flat = np.resize(self.flat, max(need_flat, 2 * len(self.flat)))
+        if need_slots > len(self.offsets):
+            size = max(need_slots, 2 * len(self.offsets))
+            self.offsets, self.lengths = np.resize(self.offsets, size), np.resize(self.lengths, size)
+        self.flat[self.n_flat:need_flat] = flat
+        self.offsets[first:need_slots] = self.n_flat + np.cumsum(lengths) - lengths
+        self.lengths[first:need_slots] = lengths
+        self.n_flat, self.n_slots = need_flat, need_slots
+        return first
+
+
+class _PairTable:
+    """A hash table in NumPy arrays (open addressing, linear probing, at most 1/4 full): the rank of each merge
+    pair key, looked up for a whole array of keys at once; keys that are not merges give size (= M)."""
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.size = len(keys)
+        bits = max(4, int(4 * max(self.size, 1) - 1).bit_length())
+        self.shift, self.mask = np.uint64(64 - bits), np.int64((1 << bits) - 1)
+        self.keys = np.full(1 << bits, -1, dtype=np.int64)  # (T,) -1: empty
+        self.vals = np.full(1 << bits, self.size, dtype=np.int64)  # (T,)
+        slot = self._hash(keys)  # (M,)
+        pending = np.arange(self.size)  # (m,) merges not placed yet
+        while len(pending):
+            s = slot[pending]  # (m,)
+            free = self.keys[s] == -1  # (m,)
+            cand, cs = pending[free], s[free]
+            won_slots, first = np.unique(cs, return_index=True)  # several claim one slot: the first wins
+            winners = cand[first]
+            self.keys[won_slots] = keys[winners]
+            self.vals[won_slots] = winners
+            placed = np.zeros(self.size, dtype=bool)  # (M,)
+            placed[winners] = True
+            pending = pending[~placed[pending]]
+            slot[pending] = (slot[pending] + 1) & self.mask
+
+    def _hash(self, keys: np.ndarray) -> np.ndarray:
+        h = keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # (k,) wraps modulo 2**64
+        return (h >> self.shift).astype(np.int64)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """The rank of each key (size where it is not a merge)."""
+        out = np.full(len(keys), self.size, dtype=np.int64)  # (k,)
+        slot = self._hash(keys)  # (k,)
+        todo = np.arange(len(keys))  # (t,) keys still probing
+        while len(todo):
+            s = slot[todo]  # (t,)
+            found = self.keys[s]  # (t,)
+            hit = found == keys[todo]
+            out[todo[hit]] = self.vals[s[hit]]
+            todo = todo[~hit & (found != -1)]
+            slot[todo] = (slot[todo] + 1) & self.mask
+        return out
 
 
 def _merge_scan(word: str, ranks: Mapping[tuple[str, str], int]) -> list[str]:

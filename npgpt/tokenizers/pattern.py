@@ -19,7 +19,6 @@ import functools
 import re
 import sys
 from collections.abc import Sequence
-from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -429,6 +428,7 @@ class CompiledPattern:
             raise ValueError(f"pattern: cannot translate {source!r}: {e}") from None
         self._whole: re.Pattern[str] | None = None
         self._standins: dict[bytes, str] | None = None
+        self._standin_cache: dict[int, int | None] = {}
 
     def __repr__(self) -> str:
         return f"compile_pattern({self.source!r})"
@@ -448,54 +448,70 @@ class CompiledPattern:
                 for a, b in r:
                     if a <= 0xFFFF:
                         member[k, a:min(b, 0xFFFF) + 1] = True
-            member[:, 0xD800:0xE000] = False  # never use a surrogate as a stand-in
-            keys = np.packbits(member, axis=0).T  # (65536, ceil(S / 8))
-            keys[0xD800:0xE000] = 0xFF  # (... so give them a signature no real character has)
-            _, first = np.unique(keys, axis=0, return_index=True)  # (cells,)
-            self._standins = {keys[i].tobytes(): chr(i) for i in first.tolist() if not 0xD800 <= i < 0xE000}
+            keys = np.ascontiguousarray(np.packbits(member, axis=0).T)  # (65536, ceil(S / 8))
+            cps = np.concatenate([np.arange(0xD800), np.arange(0xE000, 0x10000)])  # never a surrogate
+            rows = keys[cps].view(f"V{keys.shape[1]}").ravel()  # (63488,) one opaque value per signature
+            _, first = np.unique(rows, return_index=True)  # (cells,)
+            self._standins = {keys[cp].tobytes(): chr(cp) for cp in cps[first].tolist()}
         return self._standins
 
-    def _standin(self, c: str) -> str | None:
-        cp = ord(c)
-        bits = np.array([_contains(r, cp) for r in self._sets], dtype=bool)  # (S,)
-        return self._signatures().get(np.packbits(bits).tobytes())
+    def prepare_astral(self) -> None:
+        """Build now (about 10-50 ms) what the first text with characters past U+FFFF would build, and run
+        that path once (NumPy imports some of its parts on first use)."""
+        self._signatures()
+        self.findall("a \U0001f600 1")
+
+    def _standin(self, cp: int) -> int | None:
+        got = self._standin_cache.get(cp, -1)
+        if got == -1:
+            bits = np.array([_contains(r, cp) for r in self._sets], dtype=bool)  # (S,)
+            c = self._signatures().get(np.packbits(bits).tobytes())
+            got = self._standin_cache[cp] = None if c is None else ord(c)
+        return got
 
     def _findall(self, pat: re.Pattern[str], text: str) -> list[str]:
         if self._groups:
             return [m.group() for m in pat.finditer(text)]
         return pat.findall(text)
 
-    def _prepared(self, text: str) -> tuple[re.Pattern[str], str]:
-        """The compiled variant to run and the text to run it on (astral characters replaced by stand-ins)."""
+    def _prepared(self, text: str) -> tuple[re.Pattern[str], str, np.ndarray | None]:
+        """The compiled variant to run, the text to run it on (astral characters replaced by BMP stand-ins)
+        and the positions of the replaced characters (None when nothing was replaced)."""
         if text.isascii() or max(text) <= "\uffff":
-            return self._bmp, text
-        table: dict[int, str] = {}
-        for c in set(_ASTRAL.findall(text)):
-            s = self._standin(c)
-            if s is None:  # a mix of memberships no BMP character has: match with the whole classes
-                return self.whole, text
-            table[ord(c)] = s
-        return self._bmp, text.translate(table)
+            return self._bmp, text, None
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (n,)
+        where = np.flatnonzero(codes > 0xFFFF)  # (k,)
+        uniq, inverse = np.unique(codes[where], return_inverse=True)  # (u,), (k,)
+        reps = [self._standin(cp) for cp in uniq.tolist()]
+        if None in reps:  # a mix of memberships no BMP character has: match with the whole classes
+            return self.whole, text, None
+        stood = codes.copy()  # (n,)
+        stood[where] = np.array(reps, dtype=np.uint32)[inverse]
+        return self._bmp, stood.tobytes().decode("utf-32-le", "surrogatepass"), where
 
     def findall(self, text: str) -> list[str]:
         """The non-overlapping matches of the pattern in text, left to right (as regex.findall(source, text)
         for a pattern without capturing groups)."""
-        pat, stood = self._prepared(text)
-        if stood is text:
-            return self._findall(pat, text)
+        pat, stood, where = self._prepared(text)
         pieces = self._findall(pat, stood)
-        bounds = list(accumulate(map(len, pieces), initial=0))
-        if bounds[-1] == len(text):  # the matches tile the text: cut the original at the same places
-            return [text[a:b] for a, b in zip(bounds, bounds[1:])]
-        return [text[a:b] for a, b in self.spans(text)]
+        if where is None:
+            return pieces
+        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))  # (P,)
+        ends = np.cumsum(lengths)  # (P,)
+        if not len(pieces) or ends[-1] != len(text):  # the matches do not tile the text: cut by spans
+            return [text[a:b] for a, b in self.spans(text)]
+        # only the pieces holding a stand-in differ from the original text's: cut those again
+        starts = ends - lengths  # (P,)
+        for k in np.unique(np.searchsorted(ends, where, side="right")).tolist():
+            pieces[k] = text[starts[k]:ends[k]]
+        return pieces
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """(start, end) of every match, left to right (empty matches included, as re.finditer gives them)."""
-        pat, stood = self._prepared(text)
+        pat, stood, _ = self._prepared(text)
         return [m.span() for m in pat.finditer(stood)]
 
 
-_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
 @functools.lru_cache(maxsize=64)
