@@ -184,6 +184,8 @@ class BPETokenizer:
                 return self.special_tokens[text_or_bytes]
             text_or_bytes = text_or_bytes.encode("utf-8")
         got = self._bytes_to_id().get(bytes(text_or_bytes))
+        if got is None:  # a special token's text given as bytes is that token too
+            got = self.special_tokens.get(bytes(text_or_bytes).decode("utf-8", errors="replace"))
         if got is None:
             raise KeyError(text_or_bytes)
         return got
@@ -196,9 +198,8 @@ class BPETokenizer:
         return b
 
     def decode_tokens_bytes(self, tokens: Iterable[int] | np.ndarray) -> list[bytes]:
-        """The bytes of each id."""
-        table = self._bytes
-        return [table[i] for i in self._check_ids(tokens)]  # type: ignore[misc]
+        """The bytes of each id (KeyError for an id that is not a token, as tiktoken raises)."""
+        return [self.decode_single_token_bytes(int(t)) for t in tokens]
 
     def token_byte_values(self) -> list[bytes]:
         """The bytes of every ordinary token, sorted (tiktoken's token_byte_values)."""
