@@ -162,3 +162,84 @@ def test_real_vocabularies_match_the_gguf_package(name):
             np.testing.assert_array_equal(got, np.asarray(want))
         else:
             assert got == want, key
+
+
+# ---- the vocabulary a GGUF file describes, for every `pre` name llama.cpp knows
+
+def _byte_level_vocab(tmp_path, pre, extra=None):
+    from npgpt.tokenizers.byte_unicode import bytes_to_unicode
+
+    tokens = [bytes_to_unicode()[b] for b in range(256)] + ["<|bos|>", "<|eos|>"]
+    types = [1] * 256 + [3, 3]
+    meta = {"tokenizer.ggml.model": ("gpt2", STRING), "tokenizer.ggml.tokens": (tokens, (ARRAY, STRING)),
+            "tokenizer.ggml.token_type": (types, (ARRAY, INT32)), "tokenizer.ggml.merges": ([], (ARRAY, STRING)),
+            "tokenizer.ggml.bos_token_id": (256, UINT32), "tokenizer.ggml.eos_token_id": (257, UINT32)}
+    if pre is not None:
+        meta["tokenizer.ggml.pre"] = (pre, STRING)
+    meta.update(extra or {})
+    f = tmp_path / f"v-{pre}.gguf"
+    write_gguf(f, meta)
+    return f
+
+
+def _spm_style_vocab(tmp_path, pre):
+    tokens = ["<pad>", "<bos>", "<eos>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581", "a", "\n\n"]
+    types = [3, 3, 3] + [6] * 256 + [1, 1, 1]
+    meta = {"tokenizer.ggml.model": ("gpt2", STRING), "tokenizer.ggml.pre": (pre, STRING),
+            "tokenizer.ggml.tokens": (tokens, (ARRAY, STRING)), "tokenizer.ggml.token_type": (types, (ARRAY, INT32)),
+            "tokenizer.ggml.merges": ([], (ARRAY, STRING)), "tokenizer.ggml.bos_token_id": (1, UINT32)}
+    f = tmp_path / f"s-{pre}.gguf"
+    write_gguf(f, meta)
+    return f
+
+
+PRE_TEXT = "I'M here,  DON'T 12345 3.14 héllo Привет 你好世界 \t\n\n x 👍🏽 <sentinel:7>"
+
+
+def test_every_llama_cpp_pre_name(tmp_path):
+    from npgpt.tokenizers import load_tokenizer
+    from npgpt.tokenizers.byte_unicode import bytes_to_unicode
+    from npgpt.tokenizers.gguf import _PRE_SPM_STYLE
+    from npgpt.tokenizers.pretokenizers import LLAMA_CPP_PRE, split_with
+
+    table = bytes_to_unicode()
+    for name, patterns in LLAMA_CPP_PRE.items():
+        if not name:
+            continue
+        if name in _PRE_SPM_STYLE:
+            tok = load_tokenizer(_spm_style_vocab(tmp_path, name))
+            text = PRE_TEXT.replace(" ", "\u2581")
+            assert tok.pre_tokenizer([text], True) == split_with(patterns, text), name
+            assert tok.decode(tok.encode(PRE_TEXT)) == PRE_TEXT, name
+            continue
+        tok = load_tokenizer(_byte_level_vocab(tmp_path, name))
+        want = ["".join(table[b] for b in p.encode("utf-8")) for p in split_with(patterns, PRE_TEXT)]
+        assert tok.pre_tokenizer([PRE_TEXT], True) == want, name
+        assert tok.decode(tok.encode(PRE_TEXT)) == PRE_TEXT, name
+
+
+def test_llama_cpp_defaults_and_overrides(tmp_path):
+    from npgpt.tokenizers import load_tokenizer
+
+    assert load_tokenizer(_byte_level_vocab(tmp_path, "llama-bpe")).encode("a", True).tolist() == [256, 97]
+    assert load_tokenizer(_byte_level_vocab(tmp_path, "gpt-2")).encode("a", True).tolist() == [97]
+    assert load_tokenizer(_byte_level_vocab(tmp_path, None)).encode("a", True).tolist() == [97]  # "default"
+    f = _byte_level_vocab(tmp_path, "gpt-2", {"tokenizer.ggml.add_bos_token": (True, BOOL),
+                                              "tokenizer.ggml.add_eos_token": (True, BOOL)})
+    assert load_tokenizer(f).encode("a", True).tolist() == [256, 97, 257]
+    f = _byte_level_vocab(tmp_path, "llama3", {"tokenizer.ggml.add_bos_token": (False, BOOL)})
+    assert load_tokenizer(f).encode("a<|eos|>", True).tolist() == [97, 257]
+    tok = load_tokenizer(_spm_style_vocab(tmp_path, "gemma4"))
+    assert tok.encode("a  a\n\n", True).tolist() == [1, 260, 259, 259, 260, 261]  # BOS forced, ▁, "\n\n" whole
+
+
+def test_refused_vocabularies(tmp_path):
+    from npgpt.tokenizers import load_tokenizer
+
+    f = _byte_level_vocab(tmp_path, "no-such-pre")
+    one_line(load_tokenizer, f, match="tokenizer.ggml.pre 'no-such-pre' is not a pre-tokenizer llama.cpp knows")
+    f = _byte_level_vocab(tmp_path, "gpt-2", {"tokenizer.ggml.model": ("bert", STRING)})
+    one_line(load_tokenizer, f, match="tokenizer.ggml.model 'bert' is not supported")
+    f = tmp_path / "w.gguf"
+    write_gguf(f, {"general.architecture": ("llama", STRING)})
+    one_line(load_tokenizer, f, match="no tokenizer.ggml.model entry")

@@ -190,3 +190,21 @@ def test_bad_values_are_one_line(tmp_path):
         assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="out of range"):
         tok("whitespace").decode([10**6])
+
+
+SPLIT_PATTERNS = [r"(?=(\d{3})+(?!\d))", r"-", r"[aeiou]+", r"\s*", r"\p{N}|\p{P}+"]
+HF_BEHAVIORS = {"Isolated": "isolated", "Removed": "removed", "MergedWithPrevious": "merged_with_previous",
+                "MergedWithNext": "merged_with_next", "Contiguous": "contiguous"}
+
+
+@pytest.mark.parametrize("behavior", sorted(HF_BEHAVIORS))
+@pytest.mark.parametrize("invert", [False, True])
+@given(text=st.lists(st.sampled_from(list("ab-e io12 3.,\n") + ["456", "--", "é"]), max_size=12).map("".join))
+def test_split_against_tokenizers(behavior, invert, text):
+    tokenizers = pytest.importorskip("tokenizers")
+    from npgpt.tokenizers.tokenizer_json import _compile
+
+    for source in SPLIT_PATTERNS:
+        hf = tokenizers.pre_tokenizers.Split(tokenizers.Regex(source), behavior=HF_BEHAVIORS[behavior], invert=invert)
+        want = [t for t, _ in hf.pre_tokenize_str(text)]
+        assert _split_one(text, _compile(source), behavior, invert) == want, (source, text)

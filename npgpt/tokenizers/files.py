@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from ..atomic import atomic_write
 from .bpe import EOT, BPETokenizer, parse_merges
-from .byte_unicode import encode_bytes
+from .byte_unicode import bytes_to_unicode, encode_bytes
 from .gguf import load_gguf_tokenizer
 from .sentencepiece import load_sentencepiece
 from .tokenizer_json import JsonTokenizer, _post_processor
@@ -102,6 +102,7 @@ def _plain_gpt2(d: Any) -> bool:
     model, pre = d.get("model"), d.get("pre_tokenizer")
     return (isinstance(model, dict) and model.get("type", "BPE") == "BPE" and isinstance(model.get("vocab"), dict)
             and isinstance(model.get("merges"), list) and not model.get("byte_fallback")
+            and all(c in model["vocab"] for c in bytes_to_unicode().values())
             and not model.get("ignore_merges") and model.get("unk_token") is None
             and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix")
             and model.get("dropout") in (None, 0, 0.0)

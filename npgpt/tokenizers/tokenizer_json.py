@@ -141,15 +141,22 @@ def _split_one(s: str, pat: Any, behavior: str, invert: bool) -> Pieces:
     or dropped as `behavior` says (empty pieces are dropped)."""
     segs: list[tuple[str, bool]] = []  # (text, is the delimiter)
     pos = 0
-    for a, b in _spans(pat, s):
-        if a == b:
+    after = -1  # end of the last non-empty match: an empty match there is skipped (as Oniguruma iterates)
+    for a, b in _spans(pat, s):  # an empty match cuts too, as tokenizers' find_matches does
+        if a == b == after:
             continue
+        if b > a:
+            after = b
         if a > pos:
             segs.append((s[pos:a], invert))
         segs.append((s[a:b], not invert))
         pos = b
     if pos < len(s):
         segs.append((s[pos:], invert))
+    return [t for t in _join(segs, behavior) if t]
+
+
+def _join(segs: list[tuple[str, bool]], behavior: str) -> list[str]:
     if behavior == "Isolated":
         return [t for t, _ in segs]
     if behavior == "Removed":
