@@ -133,3 +133,19 @@ def test_long_text_against_tokenizers(name):
     """A long text (cut into independent chunks at "▁" where no token crosses) gives tokenizers' ids."""
     text = " ".join(reference()["corpus"]) * 3
     assert npgpt_tok(name).encode(text, add_special_tokens=True).tolist() == hf_tok(name).encode(text).ids
+
+
+@pytest.mark.parametrize("name", ["llama-spm", "phi-3"])
+def test_tokenizer_json_written_by_transformers(tmp_path, name):
+    """transformers converts the GGUF vocabulary and writes its own tokenizer.json (Llama 2's as Metaspace
+    with prepend_scheme first, Phi-3's as Prepend/Replace normalizers): npgpt reads that file and encodes and
+    decodes as transformers does.  (The other families pass too; their conversion takes 15-50 s each.)"""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    tt = transformers.AutoTokenizer.from_pretrained(VOCAB_DIR, gguf_file=os.path.basename(vocab_path(name)))
+    tt.save_pretrained(str(tmp_path))
+    tok = load_tokenizer(tmp_path / "tokenizer.json")
+    for text in reference()["corpus"]:
+        ids = tt.encode(text, add_special_tokens=True)
+        assert tok.encode(text, add_special_tokens=True).tolist() == ids, (name, text)
+        assert tok.decode(ids) == tt.decode(ids), (name, text)
