@@ -282,3 +282,19 @@ def bpe_word(text: str) -> str:
     from npgpt.tokenizers.byte_unicode import encode_bytes
 
     return encode_bytes(text.encode("utf-8"))
+
+
+def test_unicode_is_newer_than_pythons_and_agrees_with_tiktoken():
+    import random
+    import unicodedata
+
+    from npgpt.tokenizers.pattern import property_ranges
+
+    tok = gpt2_tok()
+    assert tok.encode("\u1c8a's").tolist() == [157, 110, 232, 338]  # tiktoken's ids (the example)
+    letters = [cp for name in ("L", "N") for a, b in property_ranges(name) for cp in range(a, b + 1)]
+    newer = [cp for cp in letters if unicodedata.category(chr(cp))[0] not in "LN"]  # Python's Unicode is older
+    enc = tiktoken_encoding()
+    for cp in random.Random(0).sample(newer, min(200, len(newer))):
+        text = f" {chr(cp)}a {chr(cp)}1"
+        assert tok.encode_ordinary(text).tolist() == enc.encode_ordinary(text), hex(cp)
