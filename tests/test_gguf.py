@@ -243,3 +243,38 @@ def test_refused_vocabularies(tmp_path):
     f = tmp_path / "w.gguf"
     write_gguf(f, {"general.architecture": ("llama", STRING)})
     one_line(load_tokenizer, f, match="no tokenizer.ggml.model entry")
+
+
+def test_reads_only_the_head(tmp_path, monkeypatch):
+    """read_gguf reads the header in growing chunks and never the tensor data (a model's weights)."""
+    import npgpt.tokenizers.gguf as g
+
+    f = tmp_path / "big.gguf"
+    write_gguf(f, METADATA, {"w": np.ones((256, 1024), np.float32)})
+    monkeypatch.setattr(g, "HEAD_READ", 64)
+    reads = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.fh.close()
+
+        def fileno(self):
+            return self.fh.fileno()
+
+        def read(self, n=-1):
+            reads.append(n)
+            return self.fh.read(n)
+
+    monkeypatch.setattr("builtins.open", lambda p, mode="r", *a, **k: Counting(real_open(p, mode, *a, **k)))
+    got = g.read_gguf(f)
+    monkeypatch.undo()
+    want = parse_gguf(f.read_bytes(), str(f))
+    assert got.metadata.keys() == want.metadata.keys() and got.tensors == want.tensors
+    assert len(reads) > 1 and sum(reads) < os.path.getsize(f) // 4

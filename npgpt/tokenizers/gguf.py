@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 MAGIC = b"GGUF"
+HEAD_READ = 1 << 24  # read_gguf reads this much first (a model's weights are never read)
 DEFAULT_ALIGNMENT = 32
 
 # metadata value types: id -> (name, numpy dtype or None for string/array)
@@ -72,11 +73,16 @@ class GGUFFile(NamedTuple):
     data_offset: int
 
 
+class _NeedMore(Exception):
+    """The bytes given end before the header does, and the file is longer: read more."""
+
+
 class _Reader:
     """A cursor over the file's bytes; every short read names the file and what was being read."""
 
-    def __init__(self, data: bytes | memoryview, where: str, order: str) -> None:
+    def __init__(self, data: bytes | memoryview, where: str, order: str, file_size: int) -> None:
         self.buf = memoryview(data)
+        self.file_size = file_size
         self.pos = 0
         self.where = where
         self.order: Any = order  # "<" or ">"
@@ -85,8 +91,10 @@ class _Reader:
     def take(self, n: int, what: str) -> memoryview:
         end = self.pos + n
         if n < 0 or end > len(self.buf):
+            if 0 <= n and end <= self.file_size:
+                raise _NeedMore()
             raise ValueError(f"{self.where}: truncated file: {what} needs {n} bytes at offset {self.pos}, "
-                             f"the file has {len(self.buf)}")
+                             f"the file has {self.file_size}")
         out = self.buf[self.pos:end]
         self.pos = end
         return out
@@ -130,15 +138,17 @@ class _Reader:
         raise ValueError(f"{self.where}: {what}: unknown value type {vtype} at offset {self.pos}")
 
 
-def parse_gguf(data: bytes | memoryview, where: str = "gguf") -> GGUFFile:
-    """A GGUFFile from the file's bytes (see read_gguf)."""
+def parse_gguf(data: bytes | memoryview, where: str = "gguf", file_size: int | None = None) -> GGUFFile:
+    """A GGUFFile from the file's bytes (see read_gguf); data may be only the file's first bytes when
+    file_size says how long the whole file is."""
+    file_size = len(data) if file_size is None else file_size
     if len(data) < 8:
         raise ValueError(f"{where}: not a GGUF file (only {len(data)} bytes)")
     if bytes(data[:4]) != MAGIC:
         raise ValueError(f"{where}: not a GGUF file (starts with {bytes(data[:4])!r}, expected {MAGIC!r})")
     version_le = struct.unpack("<I", data[4:8])[0]
     order = "<" if version_le & 0xFFFF else ">"  # a big-endian file's version reads as (v << 24) here
-    r = _Reader(data, where, order)
+    r = _Reader(data, where, order, file_size)
     r.pos = 4
     version = r.unpack("I", "version")
     if version not in (1, 2, 3):
@@ -147,9 +157,9 @@ def parse_gguf(data: bytes | memoryview, where: str = "gguf") -> GGUFFile:
         r.count_fmt = order + "I"
     n_tensors = r.count("tensor count")
     n_kv = r.count("metadata count")
-    if n_kv > len(data) or n_tensors > len(data):
+    if n_kv > file_size or n_tensors > file_size:
         raise ValueError(f"{where}: damaged header ({n_kv} metadata entries, {n_tensors} tensors in "
-                         f"{len(data)} bytes)")
+                         f"{file_size} bytes)")
     metadata: dict[str, Any] = {}
     types: dict[str, str] = {}
     for k in range(n_kv):
@@ -188,9 +198,9 @@ def parse_gguf(data: bytes | memoryview, where: str = "gguf") -> GGUFFile:
                              f"{alignment}")
         nbytes = n // block * size
         start = data_offset + offset
-        if start + nbytes > len(data):
+        if start + nbytes > file_size:
             raise ValueError(f"{where}: truncated file: tensor {name} needs bytes {start}..{start + nbytes}, "
-                             f"the file has {len(data)}")
+                             f"the file has {file_size}")
         tensors.append(GGUFTensor(name, tuple(reversed(dims)), gtype, tname, start, nbytes))
     return GGUFFile(where, version, metadata, types, tensors, alignment, data_offset)
 
@@ -200,14 +210,22 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFFile:
     bytes are file[t.offset : t.offset + t.nbytes])."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            want = min(size, HEAD_READ)
+            data = f.read(want)
+            while True:  # the header, metadata and directory come first: read more only if they run past
+                try:
+                    return parse_gguf(data, str(p), file_size=size)
+                except _NeedMore:
+                    want = min(size, 4 * len(data))
+                    data += f.read(want - len(data))
     except FileNotFoundError:
         raise ValueError(f"{p}: no such file") from None
     except IsADirectoryError:
         raise ValueError(f"{p}: is a directory, expected a .gguf file") from None
     except OSError as e:
         raise ValueError(f"{p}: cannot read ({e.strerror or e})") from None
-    return parse_gguf(data, str(p))
 
 
 # ---- writing (tests and fixtures build small files with it)
