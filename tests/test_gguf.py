@@ -251,7 +251,7 @@ def test_reads_only_the_head(tmp_path, monkeypatch):
 
     f = tmp_path / "big.gguf"
     write_gguf(f, METADATA, {"w": np.ones((256, 1024), np.float32)})
-    monkeypatch.setattr(g, "HEAD_READ", 64)
+    monkeypatch.setattr(g, "HEAD_READ", 64)  # (files past 4 x HEAD_READ are read in chunks)
     reads = []
     real_open = open
 

@@ -212,7 +212,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFFile:
     try:
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            want = min(size, HEAD_READ)
+            want = size if size <= 4 * HEAD_READ else HEAD_READ  # a vocabulary file: all of it at once
             data = f.read(want)
             while True:  # the header, metadata and directory come first: read more only if they run past
                 try:
