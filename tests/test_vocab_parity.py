@@ -149,3 +149,31 @@ def test_tokenizer_json_written_by_transformers(tmp_path, name):
         ids = tt.encode(text, add_special_tokens=True)
         assert tok.encode(text, add_special_tokens=True).tolist() == ids, (name, text)
         assert tok.decode(ids) == tt.decode(ids), (name, text)
+
+
+def test_train_and_sample_with_a_gguf_tokenizer(tmp_path):
+    """npgpt train --tokenizer x.gguf stores the pipeline in the checkpoint; npgpt sample rebuilds it."""
+    import subprocess
+    import sys
+
+    from npgpt.checkpoint import load_checkpoint
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    text = tmp_path / "t.txt"
+    text.write_text("To be, or not to be: that is the question. Привет 你好 👍\n" * 40, encoding="utf-8")
+
+    def run(*args):
+        p = subprocess.run([sys.executable, "-m", "npgpt", *map(str, args)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return p.stdout
+
+    run("train", text, "--tokenizer", vocab_path("phi-3"), "--max-iters", "2", "--eval-interval", "2",
+        "--eval-iters", "1", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+        "--batch-size", "2", "--sample-len", "5", "--out-dir", tmp_path / "out")
+    ck = load_checkpoint(str(tmp_path / "out" / "ckpt.npz"))
+    assert tokenizer_from_dict(ck.meta["tokenizer"]) == npgpt_tok("phi-3")
+    out = run("sample", "--ckpt", tmp_path / "out" / "ckpt.npz", "--prompt", "To be <|end|>",
+              "--max-new-tokens", "4", "--num-samples", "1")
+    assert "To be <|end|>" in out
