@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from tokenizer_fixtures import CORPUS, big_text, golden, gpt2_tok, hf_dir, ids_digest, tiktoken_encoding
 
-from npgpt.tokenizers import EOT, BPETokenizer, load_hf, train_bpe
+from npgpt.tokenizers import EOT, GPT2_PATTERN, BPETokenizer, load_hf, train_bpe
 from npgpt.tokenizers.bpe import _merge_heap, _merge_scan
+from npgpt.tokenizers.pretokenizers import HF_PATTERNS
 
 # text in Unicode's assigned code points (unassigned ones may be letters in a newer Unicode than Python's)
 assigned_text = st.text(st.characters(blacklist_categories=("Cn", "Cs")), max_size=60)
@@ -186,7 +187,7 @@ def _ab_tok() -> BPETokenizer:
 @pytest.mark.parametrize("vocab, merges, specials, msg", [
     ({"a": 0}, [], {}, "byte 0x00 has no single-byte token"),
     ({"a": 0, "b": 0}, [], {}, "id 0 is given to both 'a' and 'b'"),
-    ({"a": 0, "b": 2}, [], {}, r"ids must be exactly 0..1 with no gaps \(id 1 is missing\)"),
+    ({}, [], {}, "the vocabulary is empty"),
 ])
 def test_constructor_rejects_inconsistent_vocabularies(vocab, merges, specials, msg):
     with pytest.raises(ValueError, match=msg):
@@ -226,3 +227,74 @@ def test_chunked_encoding_gives_the_ids_of_the_whole_text(monkeypatch):
     chunked = tok.encode_ordinary(text)
     assert chunked.dtype == np.uint16 and whole.dtype == np.uint16
     assert np.array_equal(chunked, whole)
+
+
+def _gpt2_with(**kw) -> BPETokenizer:
+    base = gpt2_tok()
+    specials = kw.pop("special_tokens", base.special_tokens)
+    return BPETokenizer(base.encoder, base.merges, specials, **kw)
+
+
+def test_special_ids_may_leave_a_gap():
+    tok = _gpt2_with(special_tokens={EOT: 50256, "<|fim_prefix|>": 50300, "<|fim_middle|>": 50301})
+    assert tok.vocab_size == tok.n_vocab == 50302 and tok.max_token_value == 50301
+    ids = tok.encode("a<|fim_middle|>b<|endoftext|>", allowed_special="all").tolist()
+    assert ids == [64, 50301, 65, 50256]
+    assert tok.decode(ids) == "a<|fim_middle|>b<|endoftext|>"
+    with pytest.raises(ValueError, match="50280 is not a token of this tokenizer"):
+        tok.decode([50280])
+    with pytest.raises(KeyError):
+        tok.decode_single_token_bytes(50280)
+    # GPT-2's own results do not change
+    assert tok.encode_ordinary(big_text()[:20000]).tolist() == gpt2_tok().encode_ordinary(big_text()[:20000]).tolist()
+    again = BPETokenizer.from_dict(tok.to_dict())
+    assert again == tok
+
+
+def test_other_pre_tokenizers():
+    llama3 = _gpt2_with(pattern=HF_PATTERNS["llama3"])
+    assert llama3.pattern == (HF_PATTERNS["llama3"],)
+    text = "I'M here 12345\n\n  x"
+    pieces = ["I", "'M", " here", " ", "123", "45", "\n\n", " ", " x"]
+    assert llama3.encode(text).tolist() == [i for p in pieces for i in gpt2_tok().encode_ordinary(p).tolist()]
+    seq = _gpt2_with(pattern=[r"\p{N}", GPT2_PATTERN])
+    assert seq.encode("ab 123").tolist() == [397, 220, 16, 17, 18]
+    assert BPETokenizer.from_dict(seq.to_dict()) == seq and seq != gpt2_tok()
+    assert "pattern" not in gpt2_tok().to_dict()
+    with pytest.raises(ValueError, match="cannot translate the set operation"):
+        _gpt2_with(pattern=r"[a&&b]")
+
+
+def test_ignore_merges_takes_whole_tokens():
+    tok = _gpt2_with(ignore_merges=True)
+    assert tok.encode(" the").tolist() == [262] and tok.to_dict()["ignore_merges"] is True
+
+
+@pytest.mark.parametrize("text", ["a" * 20000, " " * 9000, "0" * 9001, "\U0001f600" * 3000, "ab" * 5000,
+                                  "x" + "\u00e9" * 5000])
+def test_numpy_merge_equals_the_heap_merge(text):
+    tok = BPETokenizer.from_dict(gpt2_tok().to_dict())
+    word = bpe_word(text)
+    assert tok._merge_numpy(word) == [tok.encoder[p] for p in _merge_heap(word, tok.ranks)]
+
+
+def bpe_word(text: str) -> str:
+    from npgpt.tokenizers.byte_unicode import encode_bytes
+
+    return encode_bytes(text.encode("utf-8"))
+
+
+def test_unicode_is_newer_than_pythons_and_agrees_with_tiktoken():
+    import random
+    import unicodedata
+
+    from npgpt.tokenizers.pattern import property_ranges
+
+    tok = gpt2_tok()
+    assert tok.encode("\u1c8a's").tolist() == [157, 110, 232, 338]  # tiktoken's ids (the issue's example)
+    letters = [cp for name in ("L", "N") for a, b in property_ranges(name) for cp in range(a, b + 1)]
+    newer = [cp for cp in letters if unicodedata.category(chr(cp))[0] not in "LN"]  # Python's Unicode is older
+    enc = tiktoken_encoding()
+    for cp in random.Random(0).sample(newer, min(200, len(newer))):
+        text = f" {chr(cp)}a {chr(cp)}1"
+        assert tok.encode_ordinary(text).tolist() == enc.encode_ordinary(text), hex(cp)

@@ -1,11 +1,12 @@
-"""Tokenizer files: read Hugging Face vocab.json + merges.txt, tokenizer.json, tiktoken .tiktoken ranks; write
-the Hugging Face form (vocab.json, merges.txt and a tokenizer_config.json transformers understands).
+"""Tokenizer files: read GGUF vocabularies, Hugging Face tokenizer.json and vocab.json + merges.txt, SentencePiece
+tokenizer.model, tiktoken .tiktoken ranks; write the Hugging Face form (vocab.json, merges.txt and a
+tokenizer_config.json transformers understands).
 
-    tok = load_tokenizer("path/to/gpt2")           # a directory, a tokenizer.json, a vocab.json or a .tiktoken
+    tok = load_tokenizer("path/to/gpt2")           # a directory, .gguf, tokenizer.json, vocab.json, .model, .tiktoken
     save_tokenizer(tok, "out/dir")                 # transformers' GPT2Tokenizer(Fast).from_pretrained reads it
 
 Every problem (missing, truncated, not JSON, a merge whose parts are not tokens, duplicate ranks or ids) is a
-one-line ValueError naming the file.  Guide: docs/tokenizers.md
+one-line ValueError naming the file.  Guide: docs/tokenizers.md, docs/tokenizer_files.md
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from typing import Any, BinaryIO
 from ..io.atomic import atomic_write
 from ..io.textfile import read_user_bytes
 from .bpe import EOT, BPETokenizer, parse_merges
-from .byte_unicode import encode_bytes
+from .byte_unicode import bytes_to_unicode, encode_bytes
+from .gguf import load_gguf_tokenizer
+from .sentencepiece import load_sentencepiece
+from .tokenizer_json import JsonTokenizer, _post_processor
 
-VOCAB_NAME, MERGES_NAME, TOKENIZER_JSON = "vocab.json", "merges.txt", "tokenizer.json"
+VOCAB_NAME, MERGES_NAME, TOKENIZER_JSON, SPM_NAME = "vocab.json", "merges.txt", "tokenizer.json", "tokenizer.model"
 CONFIG_NAME = "tokenizer_config.json"
 MERGES_HEADER = "#version: 0.2"
 
@@ -86,24 +90,47 @@ def load_hf(vocab_path: str | os.PathLike[str], merges_path: str | os.PathLike[s
     return BPETokenizer(vocab, merges, specials, where=f"{vp} + {mp.name}")
 
 
-def load_tokenizer_json(path: str | os.PathLike[str]) -> BPETokenizer:
-    """A tokenizer from a Hugging Face tokenizer.json whose model is byte-level BPE with GPT-2's
-    pre-tokenizer (ByteLevel, use_regex true, add_prefix_space false); added tokens become special tokens."""
+def _plain_gpt2(d: Any) -> bool:
+    """Whether a tokenizer.json is GPT-2's form exactly (byte-level BPE, GPT-2's split, nothing else), which
+    BPETokenizer runs (and save_tokenizer writes back)."""
+    model, pre = d.get("model"), d.get("pre_tokenizer")
+    return (isinstance(model, dict) and model.get("type", "BPE") == "BPE" and isinstance(model.get("vocab"), dict)
+            and isinstance(model.get("merges"), list) and not model.get("byte_fallback")
+            and all(c in model["vocab"] for c in bytes_to_unicode().values())
+            and not model.get("ignore_merges") and model.get("unk_token") is None
+            and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix")
+            and model.get("dropout") in (None, 0, 0.0)
+            and d.get("normalizer") is None
+            and isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) is True
+            and pre.get("add_prefix_space", False) is False
+            and (d.get("decoder") is None or d["decoder"].get("type") == "ByteLevel")
+            and _adds_nothing(d.get("post_processor"))
+            and all(isinstance(a, dict) and a.get("special", True) and not a.get("lstrip") and not a.get("rstrip")
+                    and not a.get("single_word") for a in d.get("added_tokens") or []))
+
+
+def _adds_nothing(post: Any) -> bool:
+    """Whether a post_processor adds no ids (None, ByteLevel, a template of $A alone)."""
+    try:
+        return _post_processor(post, "", lambda t: 0) == ([], [])
+    except ValueError:
+        return False
+
+
+def load_tokenizer_json(path: str | os.PathLike[str]) -> BPETokenizer | JsonTokenizer:
+    """A tokenizer from a Hugging Face tokenizer.json.  GPT-2's own form (byte-level BPE with GPT-2's split
+    and nothing else; its added tokens are special tokens) is a BPETokenizer; every other file runs through
+    JsonTokenizer (tokenizer_json.py), which refuses what it does not implement in one line."""
     p = Path(path)
     d = _read_json(p)
-    model = d.get("model") if isinstance(d, dict) else None
-    if not isinstance(model, dict) or model.get("type", "BPE") != "BPE" or not isinstance(model.get("vocab"), dict) \
-            or not isinstance(model.get("merges"), list):
-        raise ValueError(f"{p}: expected a tokenizer.json with a BPE model (model.vocab and model.merges)")
-    pre = d.get("pre_tokenizer")
-    if not (isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) is True
-            and pre.get("add_prefix_space", False) is False):
-        raise ValueError(f"{p}: pre_tokenizer {json.dumps(pre)[:80]} is not GPT-2's (ByteLevel with use_regex "
-                         f"true and add_prefix_space false); only byte-level GPT-2-style BPE is supported")
-    added = d.get("added_tokens") or []
+    if not isinstance(d, dict) or not isinstance(d.get("model"), dict):
+        raise ValueError(f"{p}: expected a tokenizer.json (a JSON object with a 'model')")
+    if not _plain_gpt2(d):
+        return JsonTokenizer(d, str(p))
+    model = d["model"]
     specials: dict[str, int] = {}
-    for a in added:
-        if not isinstance(a, dict) or not isinstance(a.get("content"), str) or not isinstance(a.get("id"), int):
+    for a in d.get("added_tokens") or []:
+        if not isinstance(a.get("content"), str) or not isinstance(a.get("id"), int):
             raise ValueError(f"{p}: added_tokens: expected {{'id': int, 'content': str}}, got {a!r}"[:160])
         specials[a["content"]] = a["id"]
     merges = parse_merges(model["merges"], str(p))
@@ -189,32 +216,47 @@ def load_tiktoken(path: str | os.PathLike[str], special_tokens: Mapping[str, int
     return BPETokenizer(vocab, merges, specials, where=str(p))
 
 
-def load_tokenizer(path: str | os.PathLike[str]) -> BPETokenizer:
-    """Whatever tokenizer file(s) `path` names: a directory (tokenizer.json, else vocab.json + merges.txt),
-    a tokenizer.json, a vocab.json (merges.txt beside it) or a .tiktoken file."""
+def load_tokenizer(path: str | os.PathLike[str]) -> Any:
+    """Whatever tokenizer file(s) `path` names: a .gguf file (its tokenizer.ggml.* vocabulary), a
+    tokenizer.json, a vocab.json (merges.txt beside it), a SentencePiece tokenizer.model, a .tiktoken file, or
+    a directory holding one of them (tried in that order: tokenizer.json, vocab.json + merges.txt,
+    tokenizer.model, a single .gguf file).  The result is a BPETokenizer (GPT-2's forms, .tiktoken) or a
+    JsonTokenizer (everything else)."""
     p = Path(path)
     if p.is_dir():
         if (p / TOKENIZER_JSON).is_file():
             return load_tokenizer_json(p / TOKENIZER_JSON)
         if (p / VOCAB_NAME).is_file() or (p / MERGES_NAME).is_file():
             return load_hf(p / VOCAB_NAME, p / MERGES_NAME)
-        raise ValueError(f"{p}: no tokenizer files (expected {TOKENIZER_JSON}, or {VOCAB_NAME} + {MERGES_NAME})")
+        if (p / SPM_NAME).is_file():
+            return load_sentencepiece(p / SPM_NAME)
+        ggufs = sorted(p.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return load_gguf_tokenizer(ggufs[0])
+        raise ValueError(f"{p}: no tokenizer files (expected {TOKENIZER_JSON}, {VOCAB_NAME} + {MERGES_NAME}, "
+                         f"{SPM_NAME} or one .gguf file" + (f"; it has {len(ggufs)} .gguf files" if ggufs else "")
+                         + ")")
     if not p.exists():
         raise ValueError(f"{p}: no such file or directory")
+    if p.suffix == ".gguf":
+        return load_gguf_tokenizer(p)
     if p.suffix == ".tiktoken":
         return load_tiktoken(p)
+    if p.suffix == ".model":
+        return load_sentencepiece(p)
     if p.name == VOCAB_NAME:
         return load_hf(p, p.with_name(MERGES_NAME))
     if p.suffix == ".json":
         return load_tokenizer_json(p)
-    raise ValueError(f"{p}: unknown tokenizer file (expected a directory, {TOKENIZER_JSON}, {VOCAB_NAME} or "
-                     f"a .tiktoken file)")
+    raise ValueError(f"{p}: unknown tokenizer file (expected a directory, a .gguf file, {TOKENIZER_JSON}, "
+                     f"{VOCAB_NAME}, a SentencePiece .model or a .tiktoken file)")
 
 
 def has_tokenizer_files(path: str | os.PathLike[str]) -> bool:
-    """Whether directory `path` holds tokenizer.json or vocab.json + merges.txt."""
+    """Whether directory `path` holds tokenizer.json, vocab.json + merges.txt or tokenizer.model."""
     p = Path(path)
-    return (p / TOKENIZER_JSON).is_file() or ((p / VOCAB_NAME).is_file() and (p / MERGES_NAME).is_file())
+    return (p / TOKENIZER_JSON).is_file() or ((p / VOCAB_NAME).is_file() and (p / MERGES_NAME).is_file()) \
+        or (p / SPM_NAME).is_file()
 
 
 def save_tokenizer(tok: BPETokenizer, path: str | os.PathLike[str], model_max_length: int | None = None) -> None:

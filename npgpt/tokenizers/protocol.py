@@ -3,7 +3,8 @@
     tok2 = tokenizer_from_dict(tok.to_dict())    # what a checkpoint stores (JSON, no pickle) and loads back
     ids_dtype(50257)                             # uint16: the smallest unsigned dtype for the ids
 
-Families register their loader: TOKENIZER_LOADERS["char"] (char.py), TOKENIZER_LOADERS["bpe"] (bpe.py).
+Families register their loader: TOKENIZER_LOADERS["char"] (char.py), TOKENIZER_LOADERS["bpe"] (bpe.py),
+TOKENIZER_LOADERS["tokenizer_json"] (tokenizer_json.py: every tokenizer.json, GGUF and SentencePiece vocabulary).
 Guide: docs/tokenizers.md
 """
 

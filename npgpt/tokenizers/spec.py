@@ -22,8 +22,9 @@ from .train_bpe import train_bpe
 
 _BPE_SPEC = re.compile(r"bpe:(\d+)")
 SPEC_HELP = ("char (the text's characters), bpe:VOCAB (a byte-level BPE of VOCAB ids trained on the training "
-             "split, e.g. bpe:512), or a path to tokenizer files (a directory with tokenizer.json or vocab.json + "
-             "merges.txt, or a .tiktoken file)")
+             "split, e.g. bpe:512), or a path to tokenizer files (a .gguf file, a tokenizer.json, a SentencePiece "
+             ".model, a .tiktoken file, or a directory with tokenizer.json, vocab.json + merges.txt or "
+             "tokenizer.model)")
 
 
 def tokenizer_from_spec(spec: str, train_text: str, full_text: str | None = None,
