@@ -628,7 +628,7 @@ def test_42_12_sample_from_a_checkpoint_whose_tokenizer_is_too_small(work):
     """A checkpoint whose tokenizer covers fewer ids than the model draws: refused when loading, naming the
     file, before the sample's header is printed (it was `error: ids: token id 53 is out of range [0, 10)`)."""
     from npgpt.training.checkpoint import save_checkpoint
-    from npgpt.training.data import CharTokenizer
+    from npgpt.tokenizers import CharTokenizer
     assert npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", cwd=work).returncode == 0
     ck = load_checkpoint(work / "out" / "ckpt.npz")
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model_config", "model_family")}
