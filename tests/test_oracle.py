@@ -131,6 +131,8 @@ def test_cli_dump_then_check(tmp_path):
     ("gpt_train.npz", "final.wte.weight"),
     ("gpt_train.npz", "train.losses"),
     ("attention.npz", "out"),
+    ("mla.npz", "grad.p.self_attn.kv_b_proj.weight"),
+    ("mla_absorbed.npz", "latent"),
 ])
 def test_tampered_file_fails_naming_the_tensor(dump64, tmp_path, capsys, file, key):
     bad = tmp_path / file
