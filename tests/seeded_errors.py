@@ -10,6 +10,9 @@ with one error injected by tests/_seed_error_plugin.py:
                its largest-magnitude element times 1.001                                  (kind "elem_max")
                its middle element (flat index size // 2) times 1.001, unless that is ~0  (kind "elem_mid")
 
+A forward-only layer (backward "" in the registry, e.g. mla_absorbed, held equal to mla's forward by its
+tests) gets only its output errors.
+
 A mutation is caught when pytest exits with 1 (tests failed).  A mutation that never changed anything (e.g. the
 middle element was exactly 0 in every call) is reported as a no-op and left out of the count.  The clean suite
 is run first and must pass.  Exit status 0 only if the clean run passes and every mutation is caught.
@@ -42,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from npgpt.families import all_pairs  # noqa: E402
 
 # layer -> (module, forward, backward, names of the backward's gradients in return order), from the one list of
-# pairs (npgpt/layers/registry.py and each family's PAIRS)
+# pairs (npgpt/layers/registry.py and each family's PAIRS); a forward-only layer has backward "" and no gradients
 LAYERS: dict[str, tuple[str, str, str, list[str]]] = {
     p.name: (p.module_name, p.forward, p.backward, list(p.grads)) for p in all_pairs()}
 # the forward's outputs before its cache, when there are several (default: ["out"]); each gets an "out" error
@@ -101,6 +104,8 @@ def mutations(only: set[str] | None, quick: bool = False) -> list[Mutation]:
                 continue
             label = f"{fwd} out" if output == "out" else f"{fwd} {output} out"
             out.append(Mutation(layer, label, f"{module}:{fwd}:out:{j}", test_file))
+        if not bwd:  # forward only: nothing to mutate but its outputs
+            continue
         picked: Sequence[int] = range(len(grads))
         if quick and layer in QUICK_PICK:
             picked = [i for i, g in enumerate(grads) if g in QUICK_PICK[layer][1]]

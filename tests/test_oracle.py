@@ -131,6 +131,8 @@ def test_cli_dump_then_check(tmp_path):
     ("gpt_train.npz", "final.wte.weight"),
     ("gpt_train.npz", "train.losses"),
     ("attention.npz", "out"),
+    ("mla.npz", "grad.p.self_attn.kv_b_proj.weight"),
+    ("mla_absorbed.npz", "latent"),
 ])
 def test_tampered_file_fails_naming_the_tensor(dump64, tmp_path, capsys, file, key):
     bad = tmp_path / file
@@ -443,10 +445,14 @@ def test_meta_fields(dump64):
             "final.": {"rtol": 1e-8, "atol": 1e-10}}} if trains else {})}
         for n in meta["inputs"]:
             assert f"in.{n}" in arrays
+        if not meta["backward"]:  # a forward-only case (mla_absorbed): no upstream gradient, no gradients
+            assert meta["grads"] == [] and "dout" not in arrays and not any(k.startswith("grad.") for k in arrays)
+            continue
         for n in meta["grads"]:
             assert arrays[f"grad.{n}"].shape == arrays[f"in.{n}"].shape
         float_inputs = [k[3:] for k, a in arrays.items() if k.startswith("in.") and a.dtype.kind == "f"]
         assert sorted(float_inputs) == sorted(meta["grads"])  # every float input has exactly one gradient
+    assert [n for n in CASE_NAMES if not load_case(dump64 / f"{n}.npz")[1]["backward"]] == ["mla_absorbed"]
     trained = [n for n in CASE_NAMES if "optimizer" in load_case(dump64 / f"{n}.npz")[1]]
     assert trained == ["gpt_train", "llama_train"]
     for name in trained:
@@ -480,6 +486,30 @@ def test_layer_inputs_are_not_degenerate(dump64):
     assert len(np.unique(e["in.idx"])) < e["in.idx"].size  # a repeated id exercises the scatter-add
     c, _ = load_case(dump64 / "cross_entropy.npz")
     assert c["dout"].shape == () and c["dout"] != 1.0
+
+
+def test_mla_absorbed_file_is_the_plain_form_on_its_inputs(dump64):
+    """mla_absorbed.npz's out is mla_forward's output on the same stored inputs, its latent the plain forward's
+    normalised latent c beside the rotated shared key, and its absorbed matrices mla_absorb's."""
+    from npgpt.layers import MLAConfig, mla_absorb, mla_forward
+    from npgpt.layers.rope import rope_inv_freq, rope_tables
+
+    a, meta = load_case(dump64 / "mla_absorbed.npz")
+    args = meta["args"]
+    config = MLAConfig(**args["config"])
+    assert args["scale"] == config.scale != config.qk_head_dim ** -0.5  # YaRN's mscale_all_dim is exercised
+    p = {k[len("in.p."):]: v for k, v in a.items() if k.startswith("in.p.")}
+    T, r = a["in.x"].shape[1], config.kv_lora_rank
+    cos, sin = rope_tables(np.arange(args["offset"], args["offset"] + T),
+                           rope_inv_freq(config.qk_rope_head_dim, args["rope_theta"]), np.float64)
+    out, cache = mla_forward(a["in.x"], p, config, cos, sin)
+    assert compare_arrays(a["out"], out, 1e-12, 1e-13)[2]
+    assert np.max(np.abs(a["out"] - out)) > 0  # a different computation, not a copy
+    assert compare_arrays(a["latent"][..., :r], cache.c.reshape(a["latent"].shape[:2] + (r,)), 1e-13, 1e-14)[2]
+    w = mla_absorb(p, config)
+    assert np.array_equal(a["w_q"], w.w_q) and np.array_equal(a["w_o"], w.w_o)
+    plain, _ = load_case(dump64 / "mla.npz")  # same config, its own inputs, and a backward
+    assert set(k for k in plain if k.startswith("in.")) == set(k for k in a if k.startswith("in."))
 
 
 # ------------------------------------------------------------------------------------------ docs/oracle.md

@@ -11,6 +11,17 @@ from .layernorm import LayerNormCache, layernorm_backward, layernorm_forward
 from .linear import LinearCache, linear_backward, linear_forward
 from .merge_attention import MergeAttentionCache, merge_attention, merge_attention_backward, merge_attention_forward
 from .merge_heads import MergeHeadsCache, merge_heads_backward, merge_heads_forward
+from .mla import (
+    MLA_PARAM_NAMES,
+    MLACache,
+    MLAConfig,
+    MLAKVSlot,
+    mla_backward,
+    mla_forward,
+    mla_param_shapes,
+    mla_softmax_scale,
+)
+from .mla_absorbed import LatentSlot, MLAAbsorbedCache, MLAAbsorbedWeights, mla_absorb, mla_absorbed_forward
 from .mlp import MLPCache, mlp_backward, mlp_forward
 from .sdpa import SdpaCache, SdpaGrads, sdpa_backward, sdpa_forward
 from .sdpa_qkv import SdpaQkvCache, SdpaQkvGrads, sdpa_qkv_backward, sdpa_qkv_forward
@@ -49,4 +60,7 @@ __all__ = [
     "sdpa_tiled_forward", "sdpa_tiled_backward", "SdpaTiledCache",
     "merge_attention_forward", "merge_attention_backward", "MergeAttentionCache", "merge_attention",
     "sdpa_qkv_forward", "sdpa_qkv_backward", "SdpaQkvCache", "SdpaQkvGrads",
+    "mla_forward", "mla_backward", "MLACache", "MLAConfig", "MLAKVSlot", "MLA_PARAM_NAMES", "mla_param_shapes",
+    "mla_softmax_scale",
+    "mla_absorbed_forward", "MLAAbsorbedCache", "MLAAbsorbedWeights", "LatentSlot", "mla_absorb",
 ]

@@ -1,9 +1,11 @@
 """Every layer pair, once: the list the exports, the oracle's coverage check and the seeded-error check read.
 
 A Pair names its module (npgpt/layers/<name>.py, or a family's block), its forward and backward, the
-backward's gradients in return order and the forward's outputs before its cache.  Adding a pair: its file,
-its page docs/derivations/<name>.md, its test tests/test_<name>.py, its export in layers/__init__.py, and one
-line here (a family's composite block goes in its own package's PAIRS).  Guide: docs/architecture.md
+backward's gradients in return order and the forward's outputs before its cache.  A forward-only layer (a
+faster form held equal to another pair's forward, e.g. mla_absorbed) has backward "", no gradients, and may
+share that pair's derivation page.  Adding a pair: its file, its page docs/derivations/<name>.md, its test
+tests/test_<name>.py, its export in layers/__init__.py, and one line here (a family's composite block goes
+in its own package's PAIRS).  Guide: docs/architecture.md
 """
 
 from __future__ import annotations
@@ -16,18 +18,35 @@ class Pair(NamedTuple):
 
     name: str  # the file's name: npgpt/layers/<name>.py, docs/derivations/<name>.md, tests/test_<name>.py
     forward: str  # the forward's function name
-    backward: str  # the backward's function name
+    backward: str  # the backward's function name; "" for a forward-only layer (no gradients)
     grads: tuple[str, ...]  # the backward's gradients, in return order
     outputs: tuple[str, ...] = ("out",)  # the forward's outputs before its cache
     module: str = ""  # the module's full name; "" means npgpt.layers.<name>
+    page: str = ""  # its derivation page docs/derivations/<page>.md; "" means <name>
 
     @property
     def module_name(self) -> str:
         return self.module or f"npgpt.layers.{self.name}"
 
+    @property
+    def page_name(self) -> str:
+        return self.page or self.name
+
 
 def _pair(name: str, grads: tuple[str, ...], outputs: tuple[str, ...] = ("out",)) -> Pair:
     return Pair(name, f"{name}_forward", f"{name}_backward", grads, outputs)
+
+
+def _forward_only(name: str, page: str, outputs: tuple[str, ...] = ("out",)) -> Pair:
+    return Pair(name, f"{name}_forward", "", (), outputs, page=page)
+
+
+# mla's parameters, in the order of mla.MLA_PARAM_NAMES (test_registry checks the two agree): mla_backward
+# returns (dx, {name: gradient or None}), None where the config lacks the parameter
+_MLA_PARAMS = tuple("self_attn." + n for n in (
+    "q_proj.weight", "q_a_proj.weight", "q_a_proj.bias", "q_a_layernorm.weight", "q_b_proj.weight",
+    "kv_a_proj_with_mqa.weight", "kv_a_proj_with_mqa.bias", "kv_a_layernorm.weight", "kv_b_proj.weight",
+    "o_proj.weight", "o_proj.bias"))
 
 
 PAIRS: tuple[Pair, ...] = (
@@ -53,4 +72,6 @@ PAIRS: tuple[Pair, ...] = (
     _pair("sdpa_tiled", ("dq", "dk", "dv", "dsinks", "dbias"), ("out", "lse")),
     _pair("merge_attention", ("dout1", "dlse1", "dout2", "dlse2"), ("out", "lse")),
     _pair("sdpa_qkv", ("dqkv", "dsinks", "dbias"), ("out", "lse")),
+    _pair("mla", ("dx", *(f"d[{n}]" for n in _MLA_PARAMS))),
+    _forward_only("mla_absorbed", page="mla"),  # derived in mla.md, "The absorbed form"
 )

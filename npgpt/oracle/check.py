@@ -173,7 +173,7 @@ def _recompute(path: Path, arrays: Arrays, meta: dict[str, Any] | None) -> tuple
     if not case.inputs:  # a whole model: token ids and its parameters
         needed = ["idx", "targets"] + [f"param.{n}" for n in meta.get("args", {}).get("param_names", [])]
     else:
-        needed = [f"in.{n}" for n in case.inputs] + ["dout"]
+        needed = [f"in.{n}" for n in case.inputs] + (["dout"] if case.backward else [])  # "": forward only
     missing = [k for k in needed if k not in stored]
     if missing:
         raise OracleError(f"{path}: missing input key(s) {missing}")
