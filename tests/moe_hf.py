@@ -174,4 +174,4 @@ def hf_load_balancing_loss(logits_per_layer: list[np.ndarray], E: int, K: int,
     mask = None if attention_mask is None else torch.from_numpy(attention_mask)
     loss = fn(ts, E, K, mask)
     loss.backward()
-    return float(loss), [t.grad.numpy() for t in ts]
+    return float(loss.detach()), [t.grad.numpy() for t in ts]
