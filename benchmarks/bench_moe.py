@@ -145,34 +145,38 @@ def profile_main(fw: str, args) -> None:
 
     fwd, bwd = (g.moe_grouped_forward, g.moe_grouped_backward) if fw == "npgpt-grouped" else (m.moe_forward,
                                                                                               m.moe_backward)
+    idx = m.moe_forward(x, p, spec)[2].indices  # (N, K) the routing, for the products below
+    x2 = x.reshape(-1, args.C)
+    rows = [x2[np.nonzero(idx == e)[0]] for e in range(args.experts)]
+    keys = [m.expert_keys(spec, e) for e in range(args.experts)]
+    wr = p["block_sparse_moe.gate.weight"]
+    z = x2 @ wr.T
+
+    def products():
+        """Every expert's 3 forward and 6 backward products on its own rows (same shapes), and the router's."""
+        for xe, (kg, ku, kd) in zip(rows, keys):
+            gt, up = xe @ p[kg].T, xe @ p[ku].T  # (n_e, F)
+            y = gt @ p[kd].T  # (n_e, C) the down product's shape
+            _ = y.T @ gt, y @ p[kd]  # dW_down (C, F), dh (n_e, F)
+            _ = gt.T @ xe, up.T @ xe  # dW_gate, dW_up (F, C)
+            _ = gt @ p[kg], up @ p[ku]  # dx from both (n_e, C)
+        _ = x2 @ wr.T, z.T @ x2, z @ wr  # the router's forward and backward products
+
     with blas_threads(args.threads):
         for _ in range(args.warmup):
             bwd(dout, fwd(x, p, spec)[2])
-        t_total, t_f = [], []
-        for _ in range(args.steps):
+            products()
+        t_total, t_f, t_mm = [], [], []
+        for _ in range(args.steps):  # alternated, so that a busy machine slows both alike
             t0 = time.perf_counter()
             cache = fwd(x, p, spec)[2]
             t1 = time.perf_counter()
             bwd(dout, cache)
-            t_total.append(time.perf_counter() - t0)
+            t2 = time.perf_counter()
+            products()
+            t_mm.append(time.perf_counter() - t2)
+            t_total.append(t2 - t0)
             t_f.append(t1 - t0)
-        # the products alone: every expert's 3 forward and 6 backward products on its own rows, same shapes
-        idx = cache.indices
-        x2 = x.reshape(-1, args.C)
-        rows = [x2[np.nonzero(idx == e)[0]] for e in range(args.experts)]
-        keys = [m.expert_keys(spec, e) for e in range(args.experts)]
-        z = x2 @ p["block_sparse_moe.gate.weight"].T
-        t_mm = []
-        for _ in range(args.steps):
-            t0 = time.perf_counter()
-            for xe, (kg, ku, kd) in zip(rows, keys):
-                gt, up = xe @ p[kg].T, xe @ p[ku].T  # (n_e, F)
-                y = gt @ p[kd].T  # (n_e, C) the down product's shape
-                _ = y.T @ gt, y @ p[kd]  # dW_down (C, F), dh (n_e, F)
-                _ = gt.T @ xe, up.T @ xe  # dW_gate, dW_up (F, C)
-                _ = gt @ p[kg], up @ p[ku]  # dx from both (n_e, C)
-            _ = z.T @ x2, z @ p["block_sparse_moe.gate.weight"]  # the router's backward products
-            t_mm.append(time.perf_counter() - t0)
     tot, f, mm = (statistics.median(v) * 1e3 for v in (t_total, t_f, t_mm))
     loads = np.bincount(idx.reshape(-1), minlength=args.experts)
     print(f"{fw}: step {tot:.1f} ms (forward {f:.1f}, backward {tot - f:.1f}); the 9 products per expert alone "

@@ -57,7 +57,12 @@ class MoESpec(NamedTuple):
 
 
 def moe_spec(family: str, n_experts: int, top_k: int, **overrides: Any) -> MoESpec:
-    """The MoESpec of a family's sparse block (HF config defaults for the flags; override any field)."""
+    """The MoESpec of a family's sparse block; override any field with the checkpoint config's value.
+
+    Flags as the released models use them: Qwen2-MoE norm_topk_prob=False, Qwen3-MoE True (its HF config class
+    defaults to False, the released config.json files say true), DeepSeek-V3 routed_scaling_factor=2.5 with
+    n_group=topk_group=1 here because groups depend on E (the released model: n_group=8, topk_group=4).
+    Mixtral's router_jitter_noise (0 by default) is not implemented."""
     base: dict[str, dict[str, Any]] = {
         "mixtral": dict(names="mixtral", prefix="block_sparse_moe."),
         "qwen2_moe": dict(shared="gated", norm_topk_prob=False),
