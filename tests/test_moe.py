@@ -181,3 +181,35 @@ def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "deepseek_v3"])
+def test_names_match_saved_checkpoint(family, tmp_path):
+    """Live: a tiny model of the family saved by transformers' save_pretrained; its layer-0 MoE tensors are exactly
+    moe_param_shapes' names and shapes (per-expert tensors in the file, though transformers 5 stacks them in
+    memory; gpt-oss stacked in both)."""
+    pytest.importorskip("torch")
+    tr = pytest.importorskip("transformers")
+    safetensors = pytest.importorskip("safetensors")
+    C, F, Fs, E, K = 8, 6, 10, 4, 2
+    common = dict(hidden_size=C, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, vocab_size=16,
+                  num_experts_per_tok=K)
+    cfg = {"mixtral": lambda: tr.MixtralConfig(intermediate_size=F, num_local_experts=E, **common),
+           "qwen2_moe": lambda: tr.Qwen2MoeConfig(moe_intermediate_size=F, shared_expert_intermediate_size=Fs,
+                                                  num_experts=E, **common),
+           "qwen3_moe": lambda: tr.Qwen3MoeConfig(moe_intermediate_size=F, num_experts=E, **common),
+           "gpt_oss": lambda: tr.GptOssConfig(intermediate_size=F, num_local_experts=E, head_dim=4, **common),
+           "deepseek_v3": lambda: tr.DeepseekV3Config(moe_intermediate_size=F, n_routed_experts=E, n_shared_experts=2,
+                                                      n_group=2, topk_group=1, first_k_dense_replace=0,
+                                                      q_lora_rank=4, kv_lora_rank=4, qk_rope_head_dim=2,
+                                                      qk_nope_head_dim=2, v_head_dim=2, **common)}[family]()
+    tr.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path)
+    spec = moe_spec(family, E, K, **({"n_group": 2} if family == "deepseek_v3" else {}))
+    want = moe_param_shapes(spec, C, F, {"qwen2_moe": Fs, "deepseek_v3": 2 * F}.get(family))
+    got = {}
+    for f in tmp_path.glob("*.safetensors"):
+        with safetensors.safe_open(str(f), "np") as st_:
+            for k in st_.keys():
+                if k.startswith("model.layers.0.") and k[len("model.layers.0."):].startswith(spec.prefix):
+                    got[k[len("model.layers.0."):]] = tuple(st_.get_slice(k).get_shape())
+    assert got == want

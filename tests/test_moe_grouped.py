@@ -33,6 +33,7 @@ def test_equals_clear(name, n, seed, with_dz):
     dz = rng.standard_normal((n, spec.n_experts)) if with_dz else None
     o1, z1, c1 = moe_forward(x, p, spec)
     o2, z2, c2 = moe_grouped_forward(x, p, spec)
+    np.testing.assert_array_equal(c2.indices, c1.indices)
     dx1, g1 = moe_backward(dout, c1, dz)
     dx2, g2 = moe_grouped_backward(dout, c2, dz)
     assert list(g1) == list(g2)

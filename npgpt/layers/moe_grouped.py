@@ -42,6 +42,7 @@ class MoEGroupedCache(NamedTuple):
     spec: MoESpec
     route: RouteCache
     weights: Array  # (N, K)
+    indices: IntArray  # (N, K) chosen experts (for load statistics and balance_bias_update)
     rows: IntArray  # (N*K,) the token of each sorted row
     ws: Array  # (N*K,) the routing weight of each sorted row
     pos: IntArray  # (N, K) where each token's choices sit among the sorted rows, ascending (= by expert)
@@ -95,8 +96,8 @@ def _moe_grouped_forward(x: Array, params: Params, spec: MoESpec) -> tuple[Array
     if spec.shared != "none":
         ysh, sc = _shared_forward(x2, params, spec)  # (N, C)
         out += ysh
-    return out.reshape(x.shape), z, MoEGroupedCache(x2, x.shape, params, spec, rc, weights, rows, ws, pos, order,
-                                                    bounds, ys, caches, sc)
+    return out.reshape(x.shape), z, MoEGroupedCache(x2, x.shape, params, spec, rc, weights, idx, rows, ws, pos,
+                                                    order, bounds, ys, caches, sc)
 
 
 def moe_grouped_backward(dout: Array, cache: MoEGroupedCache, drouter_logits: Array | None = None
@@ -111,7 +112,7 @@ def moe_grouped_backward(dout: Array, cache: MoEGroupedCache, drouter_logits: Ar
 def _moe_grouped_backward(dout: Array, cache: MoEGroupedCache, drouter_logits: Array | None
                           ) -> tuple[Array, dict[str, Array]]:
     """Unchecked kernel of moe_grouped_backward."""
-    x2, x_shape, params, spec, rc, weights, rows, ws, pos, order, bounds, ys, caches, sc = cache
+    x2, x_shape, params, spec, rc, weights, _, rows, ws, pos, order, bounds, ys, caches, sc = cache
     dout2 = dout.reshape(x2.shape)  # (N, C)
     d = dout2[rows]  # (N*K, C) each sorted row's upstream gradient
     dweights = np.empty_like(weights)  # (N, K)
