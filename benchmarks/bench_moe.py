@@ -9,7 +9,7 @@ wide as a dense 4C MLP), B*T = 4*256 tokens.
 
 Every timed run is a FRESH process (import, build, warm up, time the steps, print one JSON line, exit) with
 OMP/OPENBLAS/MKL_NUM_THREADS = --threads (torch.set_num_threads too; npgpt's products inside
-npgpt.parallel.blas_threads(threads)).  A round runs each framework once, in an order rotated by one every
+npgpt.runtime.parallel.blas_threads(threads)).  A round runs each framework once, in an order rotated by one every
 round; each figure is min / median / max over the rounds of each run's median step time.
 
     python benchmarks/bench_moe.py                  # 5 rounds (~2 min on a quiet 2-core machine)
@@ -99,7 +99,7 @@ def run_main(fw: str, args) -> None:
     else:
         from npgpt.layers.moe import moe_backward, moe_forward
         from npgpt.layers.moe_grouped import moe_grouped_backward, moe_grouped_forward
-        from npgpt.parallel import blas_threads
+        from npgpt.runtime.parallel import blas_threads
 
         fwd, bwd = ((moe_grouped_forward, moe_grouped_backward) if fw == "npgpt-grouped"
                     else (moe_forward, moe_backward))
@@ -143,7 +143,7 @@ def profile_main(fw: str, args) -> None:
         return
     from npgpt.layers import moe as m
     from npgpt.layers import moe_grouped as g
-    from npgpt.parallel import blas_threads
+    from npgpt.runtime.parallel import blas_threads
 
     fwd, bwd = (g.moe_grouped_forward, g.moe_grouped_backward) if fw == "npgpt-grouped" else (m.moe_forward,
                                                                                               m.moe_backward)
