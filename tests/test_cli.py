@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import os
 import shutil
 import signal
@@ -484,7 +485,8 @@ def test_13_a_finished_run_is_extended_and_equals_one_long_run(work):
 def test_bad_input_is_one_line(work, args, expected):
     err = one_line_error(npgpt(*args, cwd=work))
     if expected is not None:
-        assert err.replace("'gpt2'", "gpt2").replace("'llama'", "llama").replace("python -m npgpt", "npgpt") == expected
+        unquoted = re.sub(r"'(\w+)'(?=[,)])", r"\1", err)  # argparse quotes the choices since Python 3.12
+        assert unquoted.replace("python -m npgpt", "npgpt") == expected
     assert not (work / "out").exists()
 
 

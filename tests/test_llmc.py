@@ -145,7 +145,8 @@ _ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file
 _BOUNDED = r"""
 import resource, sys, threading
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-from npgpt import GPTConfig, llmc
+from npgpt import GPTConfig
+from npgpt.gpt2 import llmc
 path, reader = sys.argv[1], sys.argv[2]
 if len(sys.argv) > 3:  # a FIFO: a valid model header, then zeros without end
     def feed():
