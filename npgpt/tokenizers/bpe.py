@@ -7,9 +7,10 @@
 Each pre-token piece (GPT-2's pattern by default; any regex-dialect pattern, or a sequence applied in turn,
 with pattern=) is UTF-8 encoded, spelled one printable character per byte (byte_unicode.py), and then the
 adjacent pair with the lowest merge rank is merged, every occurrence left to right, until no pair has a rank:
-Hugging Face's and openai/gpt-2's rule.  Pieces seen before come from a cache; very long pieces (a megabyte of
-one letter) merge in NumPy rounds.  tiktoken's Encoding methods are here too (encode_single_token,
-decode_with_offsets, encode_batch, ...).  Guide: docs/tokenizers.md
+Hugging Face's and openai/gpt-2's rule.  Pieces seen before come from a cache; the new pieces of a text merge
+all together in NumPy rounds (_merge_batch), as does a very long piece (a megabyte of one letter).
+tiktoken's Encoding methods are here too (encode_single_token, decode_with_offsets, encode_batch, ...).
+Guide: docs/tokenizers.md
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .._checks import is_py_int
 EOT = "<|endoftext|>"
 CACHE_LIMIT = 200_000  # pieces kept in the cache; it is emptied when it grows past this
 LONG_PIECE = 64  # pieces with more bytes than this use the O(n log n) heap merge instead of rescanning
-HUGE_PIECE = 4096  # pieces with more bytes than this merge in NumPy rounds (and are not cached)
+HUGE_PIECE = 4096  # pieces with more bytes than this merge in NumPy rounds of their own
 _NO_RANK = 1 << 62  # larger than any rank
 CHUNK = 1 << 20  # characters encoded at a time by encode_ordinary
 WS = _class_body(WHITE_SPACE)
@@ -305,10 +306,10 @@ class BPETokenizer:
         return np.dtype(np.uint16 if self.vocab_size <= 1 << 16 else np.uint32)
 
     def encode_ordinary(self, text: str) -> np.ndarray:
-        """Token ids (N,) of text with no special-token handling (their text is just text).  Long texts are
-        encoded CHUNK characters at a time, cut only where GPT-2's pattern is sure to cut (after a newline
-        between two non-space characters), so the ids are those of the whole text at a fraction of the
-        memory of one Python list."""
+        """Token ids (N,) of text with no special-token handling (their text is just text).  With GPT-2's
+        pattern, long texts are encoded CHUNK characters at a time, cut only where the pattern is sure to cut
+        (after a newline between two non-space characters), so the ids are those of the whole text; other
+        patterns encode the text whole."""
         if not isinstance(text, str):
             raise ValueError(f"text: expected a str, got {type(text).__name__}")
         chunks = _chunks(text, CHUNK) if self.pattern == (GPT2_PATTERN,) else [text]
