@@ -612,6 +612,10 @@ class BPEModel:
         return merge_scan(parts, self.ranks)
 
 
+# model "type" -> its class (sentencepiece.py adds "SentencePieceBPE"; the package imports both modules)
+MODELS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {"BPE": BPEModel}
+
+
 # ---------------------------------------------------------------- added tokens
 
 class AddedToken:
@@ -674,14 +678,9 @@ class JsonTokenizer:
             raise ValueError(f"{where}: expected a 'model' object")
         mtype = model.get("type", "BPE" if "merges" in model else None)
         self.model: Any
-        if mtype == "BPE":
-            self.model = BPEModel(model, where)
+        if mtype in MODELS:
+            self.model = MODELS[mtype](model, where)
             vocab: dict[str, int] = self.model.vocab
-        elif mtype == "SentencePieceBPE":
-            from .sentencepiece import ScoreBPEModel
-
-            self.model = ScoreBPEModel(model, where)
-            vocab = self.model.vocab
         else:
             raise Refused(f"{where}: model {mtype!r} is not supported (npgpt reads BPE; SentencePiece-style BPE "
                           f"with scores comes from .gguf and tokenizer.model files)")
