@@ -322,3 +322,11 @@ def test_encode_equals_piece_by_piece_rescanning(text):
     want = [tok.encoder[p] for piece in split_gpt2(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
             for p in _merge_scan(bpe_word(piece), tok.ranks)]
     assert tok.encode_ordinary(text).tolist() == want
+
+
+@given(st.text(alphabet="ab", min_size=1, max_size=300))
+def test_long_piece_merges_equal_rescanning_merge(word):
+    tok = _ab_tok()  # the long-piece merges, run here on words of any length
+    want = [tok.encoder[p] for p in _merge_scan(word, tok.ranks)]
+    assert tok._merge_numpy(word) == want
+    assert tok._merge_linked(np.array([tok.encoder[c] for c in word])) == want
