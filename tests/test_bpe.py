@@ -298,3 +298,35 @@ def test_unicode_is_newer_than_pythons_and_agrees_with_tiktoken():
     for cp in random.Random(0).sample(newer, min(200, len(newer))):
         text = f" {chr(cp)}a {chr(cp)}1"
         assert tok.encode_ordinary(text).tolist() == enc.encode_ordinary(text), hex(cp)
+
+
+@given(st.lists(st.text(alphabet="ab ", min_size=1, max_size=40), min_size=1, max_size=30))
+def test_batch_merge_equals_rescanning_merge_word_by_word(words):
+    # many words at once, each applying its own lowest pair per round, on a vocabulary full of overlaps
+    tok = _ab_tok()
+    raws = [w.encode() for w in words]
+    flat, lengths = tok._merge_batch(raws)
+    assert lengths.tolist() == [len(_merge_scan(bpe_word(w), tok.ranks)) for w in words]
+    want = [tok.encoder[p] for w in words for p in _merge_scan(bpe_word(w), tok.ranks)]
+    assert flat.tolist() == want
+
+
+@given(st.text(max_size=200))
+def test_encode_equals_piece_by_piece_rescanning(text):
+    from npgpt.tokenizers.pattern import split_gpt2
+
+    tok = gpt2_tok()
+    tok._cache.clear()  # an empty cache: every piece goes through the batch merge
+    tok._store.clear()
+
+    want = [tok.encoder[p] for piece in split_gpt2(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+            for p in _merge_scan(bpe_word(piece), tok.ranks)]
+    assert tok.encode_ordinary(text).tolist() == want
+
+
+@given(st.text(alphabet="ab", min_size=1, max_size=300))
+def test_long_piece_merges_equal_rescanning_merge(word):
+    tok = _ab_tok()  # the long-piece merges, run here on words of any length
+    want = [tok.encoder[p] for p in _merge_scan(word, tok.ranks)]
+    assert tok._merge_numpy(word) == want
+    assert tok._merge_linked(np.array([tok.encoder[c] for c in word])) == want

@@ -7,9 +7,10 @@
 Each pre-token piece (GPT-2's pattern by default; any regex-dialect pattern, or a sequence applied in turn,
 with pattern=) is UTF-8 encoded, spelled one printable character per byte (byte_unicode.py), and then the
 adjacent pair with the lowest merge rank is merged, every occurrence left to right, until no pair has a rank:
-Hugging Face's and openai/gpt-2's rule.  Pieces seen before come from a cache; very long pieces (a megabyte of
-one letter) merge in NumPy rounds.  tiktoken's Encoding methods are here too (encode_single_token,
-decode_with_offsets, encode_batch, ...).  Guide: docs/tokenizers.md
+Hugging Face's and openai/gpt-2's rule.  Pieces seen before come from a cache; the new pieces of a text merge
+all together in NumPy rounds (_merge_batch), as does a very long piece (a megabyte of one letter).
+tiktoken's Encoding methods are here too (encode_single_token, decode_with_offsets, encode_batch, ...).
+Guide: docs/tokenizers.md
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from .._checks import is_py_int
 EOT = "<|endoftext|>"
 CACHE_LIMIT = 200_000  # pieces kept in the cache; it is emptied when it grows past this
 LONG_PIECE = 64  # pieces with more bytes than this use the O(n log n) heap merge instead of rescanning
-HUGE_PIECE = 4096  # pieces with more bytes than this merge in NumPy rounds (and are not cached)
+HUGE_PIECE = 4096  # pieces with more bytes than this merge in NumPy rounds of their own
+ROUNDS_BEFORE_LINKED = 48  # ... and after this many rounds, on a linked list rank by rank
 _NO_RANK = 1 << 62  # larger than any rank
 CHUNK = 1 << 20  # characters encoded at a time by encode_ordinary
 WS = _class_body(WHITE_SPACE)
@@ -305,10 +307,10 @@ class BPETokenizer:
         return np.dtype(np.uint16 if self.vocab_size <= 1 << 16 else np.uint32)
 
     def encode_ordinary(self, text: str) -> np.ndarray:
-        """Token ids (N,) of text with no special-token handling (their text is just text).  Long texts are
-        encoded CHUNK characters at a time, cut only where GPT-2's pattern is sure to cut (after a newline
-        between two non-space characters), so the ids are those of the whole text at a fraction of the
-        memory of one Python list."""
+        """Token ids (N,) of text with no special-token handling (their text is just text).  With GPT-2's
+        pattern, long texts are encoded CHUNK characters at a time, cut only where the pattern is sure to cut
+        (after a newline between two non-space characters), so the ids are those of the whole text; other
+        patterns encode the text whole."""
         if not isinstance(text, str):
             raise ValueError(f"text: expected a str, got {type(text).__name__}")
         chunks = _chunks(text, CHUNK) if self.pattern == (GPT2_PATTERN,) else [text]
@@ -465,8 +467,92 @@ class BPETokenizer:
         return flat.astype(np.int32), np.bincount(all_words, minlength=len(words)).astype(np.int64)
 
     def _merge_numpy(self, word: str) -> list[int]:
-        """BPE on one long byte-level word in NumPy rounds (see _merge_batch)."""
-        out: list[int] = self._merge_batch([decode_bytes(word)])[0].tolist()
+        """BPE on one long byte-level word: NumPy rounds over the whole word (each the lowest pair, every
+        occurrence) while they are few, then, for a word with many different merges (random letters), a
+        linked list merged rank by rank (_merge_linked).  Both are exactly the rescanning merge."""
+        table, new, byte_ids, byte_pair_rank = self._merge_tables()
+        V, none = self.vocab_size, table.size
+        raw = np.frombuffer(decode_bytes(word), dtype=np.uint8).astype(np.int64)  # (n,)
+        ids = byte_ids[raw]  # (n,)
+        ranks = np.append(byte_pair_rank[raw[:-1] * 256 + raw[1:]], none).astype(np.int64)  # (n,) pair (i, i+1)
+        for _ in range(ROUNDS_BEFORE_LINKED):
+            r = int(ranks.min())
+            if r == none:
+                out: list[int] = ids.tolist()
+                return out
+            at = np.flatnonzero(ranks == r)  # (k,) every occurrence
+            if len(at) > 1:  # overlapping occurrences (a pair of one token twice): every other in a run
+                run_start = np.concatenate([[True], np.diff(at) != 1])  # (k,)
+                first = np.maximum.accumulate(np.where(run_start, np.arange(len(at)), 0))  # (k,)
+                at = at[(np.arange(len(at)) - first) % 2 == 0]
+            ids[at] = new[r]
+            keep = np.ones(len(ids), dtype=bool)  # (n,)
+            keep[at + 1] = False
+            ids, ranks = ids[keep], ranks[keep]
+            merged = at - np.arange(len(at))  # (k,) where the merged tokens are now
+            for p in (merged, merged[merged > 0] - 1):  # the pairs that start or end at a merged token
+                q = p[p + 1 < len(ids)]
+                ranks[q] = table.lookup(ids[q] * V + ids[q + 1])
+                ranks[p[p + 1 >= len(ids)]] = none
+        return self._merge_linked(ids)
+
+    def _merge_linked(self, ids: np.ndarray) -> list[int]:
+        """BPE from the parts `ids` (n,): a linked list of parts in NumPy arrays and, per rank, the positions of
+        its pairs; ranks are taken lowest first from a heap and all the occurrences of one rank merged at once,
+        left to right (in a run of overlapping ones, the 1st, 3rd, ...).  A little Python per distinct rank."""
+        table, new, _, _ = self._merge_tables()
+        V, none = self.vocab_size, table.size
+        ids = ids.astype(np.int64)  # (n,) the token of the part starting at each position, while alive
+        n = len(ids)
+        nxt = np.arange(1, n + 1, dtype=np.int64)  # (n,) next live part, -1 at the end
+        nxt[-1] = -1
+        prv = np.arange(-1, n - 1, dtype=np.int64)  # (n,) previous live part, -1 at the start
+        dead = np.zeros(n, dtype=bool)  # (n,) parts merged into their left neighbour
+        buckets: dict[int, list[np.ndarray]] = {}
+        heap: list[int] = []
+
+        def add(pos: np.ndarray, ranks: np.ndarray) -> None:
+            """File the pairs starting at `pos` under their ranks (ranks == none are dropped)."""
+            keep = ranks != none
+            pos, ranks = pos[keep], ranks[keep]
+            if not len(pos):
+                return
+            order = np.argsort(ranks, kind="stable")  # (k,)
+            pos, ranks = pos[order], ranks[order]
+            cut = np.flatnonzero(np.diff(ranks)) + 1  # (g - 1,) where a new rank starts
+            for r, group in zip(ranks[np.concatenate([[0], cut])].tolist(), np.split(pos, cut)):
+                if r not in buckets:
+                    buckets[r] = []
+                    heapq.heappush(heap, r)
+                buckets[r].append(group)
+
+        add(np.arange(n - 1, dtype=np.int64), table.lookup(ids[:-1] * V + ids[1:]))
+        while heap:
+            r = heapq.heappop(heap)
+            pos = np.unique(np.concatenate(buckets.pop(r)))  # (k,) sorted: left to right
+            pos = pos[~dead[pos]]
+            right = nxt[pos]  # (k,)
+            ok = right >= 0
+            pos, right = pos[ok], right[ok]
+            ok = table.lookup(ids[pos] * V + ids[right]) == r  # still that pair (entries may be stale)
+            pos, right = pos[ok], right[ok]
+            if not len(pos):
+                continue
+            if len(pos) > 1:  # overlapping occurrences (a pair of one token twice): every other in a run
+                run_start = np.concatenate([[True], right[:-1] != pos[1:]])  # (k,)
+                first = np.maximum.accumulate(np.where(run_start, np.arange(len(pos)), 0))  # (k,)
+                keep = (np.arange(len(pos)) - first) % 2 == 0
+                pos, right = pos[keep], right[keep]
+            ids[pos] = new[r]
+            dead[right] = True
+            after = nxt[right]  # (k,)
+            nxt[pos] = after
+            prv[after[after >= 0]] = pos[after >= 0]
+            left = prv[pos]  # (k,)
+            has_left, has_right = left >= 0, after >= 0
+            add(left[has_left], table.lookup(ids[left[has_left]] * V + ids[pos[has_left]]))
+            add(pos[has_right], table.lookup(ids[pos[has_right]] * V + ids[after[has_right]]))
+        out: list[int] = ids[~dead].tolist()  # the list keeps the parts in position order
         return out
 
     # ---- decoding

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .tokenizer_json import CACHE_LIMIT, JsonTokenizer, Refused, cut_at, merge_heap, space_cuts
+from .tokenizer_json import CACHE_LIMIT, MODELS, JsonTokenizer, Refused, cut_at, merge_heap, space_cuts
 
 SPACE = "\u2581"  # ▁, SentencePiece's visible space
 # token types (GGUF's tokenizer.ggml.token_type and SentencePiece's ModelProto use the same numbers)
@@ -87,6 +87,9 @@ class ScoreBPEModel:
                 self._cache.clear()
             self._cache[piece] = out
         return out
+
+
+MODELS["SentencePieceBPE"] = ScoreBPEModel
 
 
 def spm_spec(tokens: Sequence[str], scores: Sequence[float], types: Sequence[int] | None, *,

@@ -378,7 +378,7 @@ def _decoder(d: Any, where: str) -> Callable[[list[str]], list[str]] | None:
 
 # ---------------------------------------------------------------- post-processors: which ids wrap a text
 
-def _post_processor(d: Any, where: str, token_id: Callable[[str], int]) -> tuple[list[int], list[int]]:
+def _post_processor(d: Any, where: str) -> tuple[list[int], list[int]]:
     """(ids before, ids after) the text's ids when add_special_tokens=True."""
     if d is None:
         return [], []
@@ -392,7 +392,7 @@ def _post_processor(d: Any, where: str, token_id: Callable[[str], int]) -> tuple
         before: list[int] = []
         after: list[int] = []
         for x in _get(d, "processors", list, [], where, what):
-            b, a = _post_processor(x, where, token_id)
+            b, a = _post_processor(x, where)
             before, after = b + before, after + a
         return before, after
     if kind in ("RobertaProcessing", "BertProcessing"):
@@ -438,7 +438,7 @@ def merge_scan(parts: list[str], ranks: Mapping[tuple[str, str], int]) -> list[s
         merged = parts[:i]
         n = len(parts)
         while i < n:
-            if i < n - 1 and rs[i] == r and (not merged or merged[-1] is not None):
+            if i < n - 1 and rs[i] == r:  # ranks are unique per pair: this is the pair, left to right
                 merged.append(parts[i] + parts[i + 1])
                 i += 2
             else:
@@ -612,6 +612,10 @@ class BPEModel:
         return merge_scan(parts, self.ranks)
 
 
+# model "type" -> its class (sentencepiece.py adds "SentencePieceBPE"; the package imports both modules)
+MODELS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {"BPE": BPEModel}
+
+
 # ---------------------------------------------------------------- added tokens
 
 class AddedToken:
@@ -674,14 +678,9 @@ class JsonTokenizer:
             raise ValueError(f"{where}: expected a 'model' object")
         mtype = model.get("type", "BPE" if "merges" in model else None)
         self.model: Any
-        if mtype == "BPE":
-            self.model = BPEModel(model, where)
+        if mtype in MODELS:
+            self.model = MODELS[mtype](model, where)
             vocab: dict[str, int] = self.model.vocab
-        elif mtype == "SentencePieceBPE":
-            from .sentencepiece import ScoreBPEModel
-
-            self.model = ScoreBPEModel(model, where)
-            vocab = self.model.vocab
         else:
             raise Refused(f"{where}: model {mtype!r} is not supported (npgpt reads BPE; SentencePiece-style BPE "
                           f"with scores comes from .gguf and tokenizer.model files)")
@@ -710,7 +709,7 @@ class JsonTokenizer:
         self.special_ids = frozenset(a.id for a in added if a.special)
         self._raw_re, self._raw_by = _added_matcher([a for a in added if not a.normalized])
         self._norm_re, self._norm_by = _added_matcher([a for a in added if a.normalized])
-        self.bos_eos = _post_processor(spec.get("post_processor"), where, self._token_to_id.__getitem__)
+        self.bos_eos = _post_processor(spec.get("post_processor"), where)
         for i in self.bos_eos[0] + self.bos_eos[1]:
             if not 0 <= i < n:
                 raise ValueError(f"{where}: post_processor: id {i} is out of range [0, {n})")
