@@ -128,6 +128,15 @@ def _oracle_over(work: Path) -> subprocess.CompletedProcess:
     return npgpt(work, "oracle", "dump", "--out", "mine")
 
 
+def _over_trained(*args: str, best_only: bool = False) -> Callable[[Path], subprocess.CompletedProcess]:
+    def run(work: Path) -> subprocess.CompletedProcess:
+        trained(work)
+        if best_only:
+            (work / "out" / "ckpt.npz").unlink()
+        return npgpt(work, "train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", *args)
+    return run
+
+
 # input cell -> how to reproduce it in a fresh directory holding small.txt
 REPRODUCED: dict[str, Callable[[Path], subprocess.CompletedProcess]] = {
     "TEXT_FILE missing": lambda w: npgpt(w, "train", "nope.txt"),
@@ -154,6 +163,11 @@ REPRODUCED: dict[str, Callable[[Path], subprocess.CompletedProcess]] = {
     "`npgpt sample`, a checkpoint whose tokenizer is smaller than its model's vocabulary": _small_tokenizer,
     "`npgpt oracle dump --out mine`, `mine/block.npz` not a golden file": _oracle_over,
     "`npgpt oracle dump --vocab 1`": lambda w: npgpt(w, "oracle", "dump", "--out", "v1", "--vocab", "1"),
+    "a fresh run (no `--resume`) into an out dir that holds a trained run": _over_trained(),
+    "`--overwrite` over a trained run": _over_trained("--overwrite"),
+    "a fresh run into an out dir that holds only `best.npz`": _over_trained(best_only=True),
+    "`--resume` where the out dir holds only `best.npz`": _over_trained("--resume", best_only=True),
+    "`--resume --overwrite`": lambda w: npgpt(w, "train", "small.txt", "--resume", "--overwrite"),
 }
 DEVICE_ROWS = {"TEXT_FILE is a device (`npgpt train /dev/zero`)", "`npgpt eval CKPT /dev/zero`"}
 
@@ -187,6 +201,16 @@ ELSEWHERE = {
         "test_llmc.py::test_an_endless_file_is_refused_from_its_header",
     "(Python) `check_layer` on a forward with an integer output": "test_gradcheck.py",
     "(Python) `check_layer` with integer-only inputs": "test_gradcheck.py",
+    "`--out-dir` in use by a run that is still writing its last files (the interruption checkpoint, the plot, "
+    "`hf/`)": "test_outdir_safety.py::test_1_* (the final save held open on a FIFO)",
+    "the out dir deleted during the run (`rm -rf out`)": "test_outdir_safety.py::test_3_the_out_dir_deleted_*",
+    "the out dir deleted, and a second run started on it before the first one's next save":
+        "test_outdir_safety.py::test_3_a_second_run_* (SIGSTOP holds the first run between two saves)",
+    "the lock file deleted during the run": "test_outdir_safety.py::test_3_the_lock_file_deleted_*",
+    "disk full while a new best is saved": "test_outdir_safety.py::test_4_* (a real tmpfs, and an injected ENOSPC)",
+    "the loss plot cannot be written (disk full)": "test_outdir_safety.py::test_5_* (a real tmpfs)",
+    "a second SIGTERM (or Ctrl-C) during the interruption save": "test_outdir_safety.py::test_6_*",
+    "a huge `--sample-len`": "test_outdir_safety.py::test_the_closing_sample_is_streamed",
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -93,11 +94,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "npgpt") -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not raise again
         return 141
-    except KeyboardInterrupt:  # a second Ctrl-C during a step, or Ctrl-C outside the training loop
+    except KeyboardInterrupt as e:  # a second Ctrl-C or SIGTERM during a step or a save, or Ctrl-C outside it
         training = bool(args) and args[0] == "train"
         print("error: interrupted: stopped at once" + ("; the last checkpoint written is kept" if training else ""),
               file=sys.stderr)
-        return 130
+        return 128 + int(getattr(e, "signum", signal.SIGINT))  # a second SIGTERM: 143
     except Exception as e:
         return _fail(e)
 

@@ -6,15 +6,11 @@ Guide: docs/training.md
 from __future__ import annotations
 
 import argparse
-import codecs
 import math
-import sys
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from ..tokenizers import CharTokenizer, encode_text, start_token
+from ..tokenizers import CharTokenizer, TextStream, encode_text, start_token
 from .load import load_model_and_tokenizer
 
 
@@ -46,7 +42,7 @@ def _run_sample(a: argparse.Namespace) -> int:
             raise ValueError(f"prompt: characters not in the checkpoint's vocabulary: {where}")
         prompt, skip = np.asarray(encode_text(tok, a.prompt), dtype=np.int64), 0  # (T,) special tokens' text too
     idx = np.tile(prompt, (a.num_samples, 1))  # (N, T): every sample starts from the prompt
-    stream = _TextStream(tok) if a.num_samples == 1 else None  # one sample: each token printed as it is drawn
+    stream = TextStream(tok) if a.num_samples == 1 else None  # one sample: each token printed as it is drawn
     if stream is not None:
         print("---------- sample 1/1 ----------")
         stream.write(prompt[skip:])
@@ -64,23 +60,7 @@ def _run_sample(a: argparse.Namespace) -> int:
     return 0
 
 
-class _TextStream:
-    """Prints a sample's text token by token, the same text as tok.decode of all its ids: a byte-level BPE's
-    tokens go through an incremental UTF-8 decoder, so a character cut between two tokens waits for the rest."""
-
-    def __init__(self, tok: Any) -> None:
-        self.tok = tok
-        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace") if hasattr(tok, "decode_bytes") \
-            else None
-
-    def write(self, ids: npt.NDArray[np.integer]) -> None:
-        """ids (k,): the next tokens of the one sample (a step's (1,) new ids, or the prompt)."""
-        text = self.tok.decode(ids) if self.utf8 is None else self.utf8.decode(self.tok.decode_bytes(ids))
-        sys.stdout.write(text)
-        sys.stdout.flush()
-
-    def close(self) -> None:
-        sys.stdout.write(("" if self.utf8 is None else self.utf8.decode(b"", final=True)) + "\n")
+_TextStream = TextStream  # the name tests and older code import
 
 
 def _check_sample_args(a: argparse.Namespace) -> None:

@@ -38,7 +38,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=metavar, help=help_text)
     p.epilog = ("With --resume, flags not given take their values from the checkpoint; flags given must agree "
                 "with it (except --out-dir, --sample-len, --log-interval, and --max-iters, which extends a run). "
-                "Writes OUT_DIR/ckpt.npz (latest), OUT_DIR/best.npz (lowest val loss) and the loss plot. "
+                "Writes OUT_DIR/ckpt.npz (latest), OUT_DIR/best.npz (lowest val loss) and the loss plot; an "
+                "OUT_DIR that already holds them is refused without --resume or --overwrite. "
                 "Docs: docs/training.md")
 
 

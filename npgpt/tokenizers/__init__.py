@@ -21,6 +21,7 @@ from .pattern import GPT2_PATTERN, pretokenize
 from .protocol import TOKENIZER_LOADERS, Tokenizer, ids_dtype, tokenizer_from_dict
 from .sentencepiece import load_sentencepiece
 from .spec import SPEC_HELP, encode_text, start_token, tokenizer_from_spec
+from .stream import TextStream
 from .tokenizer_json import JsonTokenizer
 from .train_bpe import train_bpe
 
@@ -29,5 +30,5 @@ __all__ = [
     "load_tokenizer_json", "merges_from_ranks", "pretokenize", "read_tiktoken_ranks", "save_tokenizer", "train_bpe",
     "SPEC_HELP", "encode_text", "start_token", "tokenizer_from_spec", "CharTokenizer", "TOKENIZER_LOADERS", "Tokenizer",
     "ids_dtype", "tokenizer_from_dict", "GGUFFile", "gguf_tokenizer_spec", "load_gguf_tokenizer", "read_gguf",
-    "load_sentencepiece", "JsonTokenizer",
+    "load_sentencepiece", "JsonTokenizer", "TextStream",
 ]

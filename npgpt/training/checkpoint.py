@@ -193,21 +193,27 @@ def stored_tokenizer(path: str | os.PathLike[str], ck: Checkpoint, sampling: boo
 def is_training_checkpoint(path: str | os.PathLike[str]) -> bool:
     """True when path is an .npz whose 'metadata' entry says format npgpt-checkpoint (only that entry is read;
     False for anything unreadable).  For tools that take other .npz files (the oracle's golden cases)."""
+    return peek_metadata(path) is not None
+
+
+def peek_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The metadata of a training checkpoint, reading only its 'metadata' entry (no arrays); None for anything
+    that is not a readable npgpt checkpoint."""
     try:
         with open(path, "rb") as f:
             if f.read(4) != _ZIP_MAGIC:
-                return False
+                return None
             f.seek(0)
             with np.load(f, allow_pickle=False) as z:
                 if "metadata" not in z.files:
-                    return False
+                    return None
                 entry = z["metadata"]
                 if entry.dtype.kind != "U" or entry.size != 1:
-                    return False
+                    return None
                 meta = json.loads(str(entry.reshape(())[()]))
     except (*_READ_ERRORS, json.JSONDecodeError):
-        return False
-    return isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT_NAME else None
 
 
 def _entry(path: Path, z: Any, key: str) -> np.ndarray:

@@ -70,6 +70,9 @@ class TrainConfig:
     seed: int = _f(1337, "seeds the initialisation, dropout and the batch samplers")
     out_dir: str = _f("out", "directory for ckpt.npz, best.npz and the loss plot")
     resume: bool = _f(False, "continue from OUT_DIR/ckpt.npz")
+    overwrite: bool = _f(False, "start over in an out_dir that holds a trained run: its ckpt.npz and best.npz are "
+                                "deleted before the first step, and the loss plot and hf/ are replaced when this run "
+                                "writes them (without this flag such a directory is refused)")
     sample_len: int = _f(500, "tokens generated at the end (0: none)")
     # tokenizer and fine-tuning (npgpt/tokenizers/; docs/tokenizers.md)
     tokenizer: str = _f("char", "char (the text's characters), bpe:VOCAB (a byte-level BPE trained on the training "
@@ -121,6 +124,11 @@ class TrainConfig:
             raise ValueError("tokenizer: --init-from uses the directory's own tokenizer; leave --tokenizer out")
         if not isinstance(self.resume, bool):
             raise ValueError(f"resume: expected True or False, got {self.resume!r}")
+        if not isinstance(self.overwrite, bool):
+            raise ValueError(f"overwrite: expected True or False, got {self.overwrite!r}")
+        if self.overwrite and self.resume:
+            raise ValueError("overwrite: cannot be combined with resume (--resume continues the run, --overwrite "
+                             "deletes it)")
         if self.init_from is None:  # the family's own checks of the widths (vocab_size: any valid one)
             arch_config(self.arch, 1, self.widths())
 
@@ -152,7 +160,7 @@ FIELD_HELP: dict[str, str] = {f.name: f.metadata["help"] for f in fields(TrainCo
 
 # Fields that may differ between a checkpoint and the run resuming from it: they do not change the numbers
 # of the steps already taken (max_iters extends or shortens what is left; see _numbers).
-RESUME_FREE_FIELDS = frozenset({"out_dir", "resume", "sample_len", "log_interval", "max_iters"})
+RESUME_FREE_FIELDS = frozenset({"out_dir", "resume", "overwrite", "sample_len", "log_interval", "max_iters"})
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

@@ -16,7 +16,7 @@ directory (init_from).  A loss that is not finite or above 2 ln(V) + 1 stops wit
 bad update, saving nothing.
 
 This file is the loop itself: train() runs setup.py's _setup, then per iteration _evaluate_and_save and _step,
-then report.py's _report.  Guide: docs/training.md
+then report.py's _write_last (under the lock and the signal handlers) and _report.  Guide: docs/training.md
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from ..tokenizers.protocol import Tokenizer
 from .config import TrainConfig
 from .data import BatchSampler
 from .outdir import describe_os_error
-from .progress import _StopSignals
-from .report import _plot, _report
+from .progress import StoppedAtOnce, _StopSignals
+from .report import _plot, _report, _write_last
 from .resume import _save
 from .setup import _setup
 from .state import TrainingDiverged, TrainResult, _check_loss, _diverged, _kept, _Run
@@ -63,19 +63,25 @@ def train(path: str | os.PathLike[str] | None = None, cfg: TrainConfig | None = 
         raise ValueError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
     run = _setup(path, text, cfg, log, live, tokenizer)
     try:
-        _loop(run, callback)
+        # the signal handlers and the out dir's lock last until the last byte is written: a second signal
+        # during the interruption save stops at once (its temporary file removed), and no second run takes the
+        # directory while the checkpoint, the plot or out/hf are being written
+        with _StopSignals() as stop:
+            _loop(run, callback, stop)
+            _write_last(run)
+            if run.stop_signal is None and stop.signum is not None:  # a signal during the last writes
+                run.stop_signal = stop.signum
     finally:
         run.out.close()
     return _report(run)
 
 
-def _loop(run: _Run, callback: Callable[[int, float], Any] | None) -> None:
+def _loop(run: _Run, callback: Callable[[int, float], Any] | None, stop: _StopSignals) -> None:
     """Evaluate when due, stop when done or asked to, else take a step; the plot is drawn on every way out."""
     cfg, st = run.cfg, run.st
     # overflow in a diverging run is caught by the loss checks, which name the step; the warnings filter also
     # covers worker threads (GPT(threads > 1)), which do not inherit this thread's np.errstate
-    with _StopSignals() as stop, run.prog, np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
-            warnings.catch_warnings():
+    with run.prog, np.errstate(over="ignore", invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
         try:
             while True:
@@ -87,6 +93,8 @@ def _loop(run: _Run, callback: Callable[[int, float], Any] | None) -> None:
                 if callback is not None:
                     try:
                         callback(st.it, loss)
+                    except StoppedAtOnce:
+                        raise
                     except KeyboardInterrupt:
                         stop.signum = signal.SIGINT
         except TrainingDiverged:
@@ -133,14 +141,18 @@ def _evaluate_and_save(run: _Run) -> None:
     st.last_eval = st.it
     saved = ""
     if st.it > 0:  # iteration 0 is the fresh initialisation: nothing worth keeping
-        new_best = st.best_saved is None or va < st.best_saved[1]
-        if new_best:
-            st.best_saved = (st.it, va)
+        # best.npz first, and marked as saved only once it is: a failed save leaves st.best_saved and
+        # st.saved_it naming what is really on disk, and ckpt.npz never names a best.npz that was not written
+        if st.best_saved is None or va < st.best_saved[1]:
+            previous, st.best_saved = st.best_saved, (st.it, va)  # best.npz's own metadata names itself
+            try:
+                _save(run, run.best_path)
+            except BaseException:
+                st.best_saved = previous
+                raise
+            saved = f" and {run.best_path}"
         _save(run, run.ckpt_path)
-        saved = f" | saved {run.ckpt_path}"
-        if new_best:
-            _save(run, run.best_path)
-            saved += f" and {run.best_path}"
+        saved = f" | saved {run.ckpt_path}{saved}"
     dt = time.perf_counter() - t0
     run.eval_time += dt
     run.prog.evaluated(dt)

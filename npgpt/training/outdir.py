@@ -2,6 +2,7 @@
 
     guard = OutDir("out").open(min_free_bytes=2 * ckpt_bytes)   # one-line ValueError on any problem
     ...                                                          # train, writing out/ckpt.npz, out/best.npz
+    guard.lost(iteration)                                        # before each write: None while it is ours
     guard.close()                                                # removes out/.lock
 
 open() creates the directory, takes the lock file OUT/.lock (holding "PID HOST"; a second run refuses naming
@@ -39,6 +40,7 @@ class OutDir:
         self.held = False
         self.took_over: int | None = None  # PID of the dead run whose stale lock was taken over
         self.removed: list[str] = []  # leftover temporary files removed at open
+        self.lock_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the lock file this run created
 
     def open(self, min_free_bytes: int = 0) -> OutDir:
         """Create, lock, clean and check the directory; a one-line ValueError naming the path on failure."""
@@ -61,6 +63,31 @@ class OutDir:
                     os.unlink(self.lock_path)
             except OSError:
                 pass
+
+    def lost(self, iteration: int) -> str | None:
+        """None while this run still holds the directory; else the one-line reason to stop without saving (the
+        directory was deleted, or its lock file was deleted or is another run's), for a stop at `iteration`.
+        Checked before every write, so a run never recreates a deleted directory or writes into one that a
+        second run has taken meanwhile."""
+        if not self.held:
+            return None
+        stop = f"stopped at iteration {iteration} without saving"
+        if not self.path.is_dir():
+            return f"{self.path}: the output directory was deleted during the run: {stop} (nothing is written " \
+                   f"anywhere else)"
+        try:
+            st = os.stat(self.lock_path)
+        except FileNotFoundError:
+            return f"{self.lock_path}: the run's lock file was deleted during the run: {stop}, since another run " \
+                   f"may now use {self.path}"
+        except OSError as e:
+            return f"{describe_os_error(e, self.lock_path)}: {stop}"
+        holder = _read_lock(self.lock_path)
+        if (st.st_dev, st.st_ino) == self.lock_id and holder == (os.getpid(), socket.gethostname()):
+            return None
+        who = f" (PID {holder[0]})" if holder is not None else ""
+        return f"{self.lock_path}: the run's lock file now belongs to another run{who}: {stop}, so that two runs " \
+               f"never share {self.path}"
 
     def __enter__(self) -> OutDir:
         return self
@@ -98,7 +125,8 @@ class OutDir:
                                  f"(--out-dir)") from None
             try:
                 os.link(tmp, self.lock_path)  # atomic: fails if the lock exists, and it is never half-written
-                self.held = True
+                st = os.stat(self.lock_path)
+                self.held, self.lock_id = True, (st.st_dev, st.st_ino)
                 return
             except FileExistsError:
                 pass

@@ -3,6 +3,8 @@ with the standard library alone.  Both draw the same chart: axes with ticks and 
 loss as a faint line, and the train and val losses of each evaluation as lines with markers, with a legend.
 
     path = plot_losses("out/loss", step_losses, evals)   # -> out/loss.png or out/loss.svg
+
+The file is written atomically (npgpt/io/atomic.py): a failed write leaves the previous picture as it was.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+from ..io.atomic import atomic_write
 
 TRAIN_COLOR, VAL_COLOR, STEP_COLOR = "#1f77b4", "#d62728", "#9ecae1"
 
@@ -54,10 +58,11 @@ def plot_losses(path: str | os.PathLike[str], step_losses: Sequence[float],
             if steps or ev:
                 ax.legend()
             fig.tight_layout()
-            fig.savefig(out)
+            atomic_write(out, lambda f: fig.savefig(f, format="png"))
             return out
     out = base.with_suffix(".svg")
-    out.write_text(_svg(steps, ev, title), encoding="utf-8")
+    svg = _svg(steps, ev, title).encode("utf-8")
+    atomic_write(out, lambda f: f.write(svg))  # a failed write (disk full) keeps the old picture whole
     return out
 
 

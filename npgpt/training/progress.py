@@ -16,14 +16,26 @@ from typing import Any
 from .config import TrainConfig
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM: stop at once, saving nothing more.  `signum` is the signal (the command
+    exits with 128 + signum)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class _StopSignals:
     """While active in the main thread, the first SIGINT (Ctrl-C) or SIGTERM only records `signum` (the loop
     stops at the next step boundary, where the state is consistent and can be saved); a second one raises
-    KeyboardInterrupt at once.  Handlers are installed only where the signal has its default disposition,
-    and restored on exit."""
+    StoppedAtOnce (a KeyboardInterrupt) at once, and later ones are ignored while that unwinds, so the
+    temporary file of a save it cuts short is always removed.  train() keeps it active until the last write
+    (the interruption checkpoint, the plot, out/hf) is done.  Handlers are installed only where the signal has
+    its default disposition, and restored on exit."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.stopping = False  # the second signal was raised
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopSignals:
@@ -35,9 +47,11 @@ class _StopSignals:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
+        elif not self.stopping:
+            self.stopping = True
+            raise StoppedAtOnce(signum)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, previous in self._previous.items():

@@ -15,10 +15,10 @@ from typing import Any
 
 from .._version import __version__
 from ..families import ARCHS, arch_config
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, peek_metadata, save_checkpoint
 from .config import RESUME_FREE_FIELDS, WIDTHS, TrainConfig
 from .data import _jsonable
-from .outdir import CHECKPOINT_NAME, OutDir
+from .outdir import BEST_NAME, CHECKPOINT_NAME, OutDir
 from .state import _Run
 
 
@@ -70,6 +70,10 @@ def _restore(run: _Run, ck: Checkpoint) -> None:
 
 
 def _save(run: _Run, path: Path) -> None:
+    """Write the run's state to path, if the run still holds its out dir (else a one-line ValueError)."""
+    lost = run.out.lost(run.st.it)
+    if lost is not None:
+        raise ValueError(lost)
     save_checkpoint(path, run.model.params, run.opt.m, run.opt.v, run.model.config, _checkpoint_meta(run))
     if path == run.ckpt_path:
         run.st.saved_it = run.st.it
@@ -126,7 +130,7 @@ def _load_for_resume(path: Path, cfg: TrainConfig, data_info: Mapping[str, Any])
     if busy is not None:  # before "no checkpoint": a run that has not saved yet holds the directory
         raise ValueError(busy)
     if not path.exists():
-        raise ValueError(f"{path}: no checkpoint to resume from (train without resume first)")
+        raise ValueError(_no_checkpoint(path))
     ck = load_checkpoint(path)
     have, want = _numbers(_stored_train_config(path, ck.meta)), _numbers(cfg.to_dict())
     diff = [k for k in want if not _same_setting(have.get(k, _MISSING), want[k])]
@@ -140,6 +144,17 @@ def _load_for_resume(path: Path, cfg: TrainConfig, data_info: Mapping[str, Any])
     return ck
 
 
+def _no_checkpoint(path: Path) -> str:
+    """The error for --resume where path (OUT/ckpt.npz) is missing: a best.npz beside it is offered."""
+    best = path.parent / BEST_NAME
+    if best.is_file():
+        meta = peek_metadata(best)
+        it = f" (iteration {meta['iteration']})" if meta is not None and "iteration" in meta else ""
+        return f"{path}: no checkpoint to resume from, but {best} is there{it}: copy it to {path} to continue " \
+               f"the run from it"
+    return f"{path}: no checkpoint to resume from (train without resume first)"
+
+
 def resume_config(overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """The configuration to resume the run in out_dir with: the checkpoint's own train config, with the
     `overrides` (field name -> value; "out_dir" picks the directory, default "out") put on top, and
@@ -147,6 +162,9 @@ def resume_config(overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     original run put it, so the added steps run at min_lr.  train() rejects overrides that would change the
     numbers of the steps already taken.  A missing or unreadable checkpoint is a ValueError."""
     overrides = dict(overrides or {})
+    if overrides.get("overwrite"):  # before looking for the checkpoint: the two ask for opposite things
+        raise ValueError("overwrite: cannot be combined with resume (--resume continues the run, --overwrite "
+                         "deletes it)")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -157,7 +175,7 @@ def resume_config(overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     if busy is not None:  # before "no checkpoint": a run that has not saved yet holds the directory
         raise ValueError(busy)
     if not path.exists():
-        raise ValueError(f"{path}: no checkpoint to resume from (train without resume first)")
+        raise ValueError(_no_checkpoint(path))
     stored = _stored_train_config(path, load_checkpoint(path).meta)
     base = {k: v for k, v in stored.items() if k in known and k not in RESUME_FREE_FIELDS - {"max_iters"}}
     if "max_iters" in overrides and "lr_decay_iters" not in overrides and stored.get("lr_decay_iters") is None:

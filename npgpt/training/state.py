@@ -129,11 +129,15 @@ class _Run:
     steps_this_session: int = 0
     stop_signal: int | None = None
     plot_path: Path | None = None
+    hf_dir: Path | None = None  # out_dir/hf, once written
 
 
 def _kept(run: _Run) -> str:
     """What a stop leaves on disk, for the error message."""
     st = run.st
+    if st.saved_it is None and st.best_saved is not None:  # best.npz written, then the first ckpt.npz failed
+        return (f"the best ({run.best_path}, iteration {st.best_saved[0]}, val loss {st.best_saved[1]:.4f}) is "
+                f"untouched; {run.ckpt_path} is left as it was")
     if st.saved_it is None:
         return f"this run saved nothing ({run.ckpt_path} is left as it was)"
     text = f"the last good checkpoint ({run.ckpt_path}, iteration {st.saved_it})"
