@@ -22,7 +22,7 @@ NOT_PAIRS = {"__init__", "registry", "reductions"}  # modules of npgpt/layers th
 def test_each_pair_has_its_functions_file_page_and_test(pair):
     module = importlib.import_module(pair.module_name)
     assert callable(getattr(module, pair.forward)) and callable(getattr(module, pair.backward))
-    assert (ROOT / "docs" / "derivations" / f"{pair.name}.md").is_file()
+    assert (ROOT / "docs" / pair.doc_path).is_file()
     assert (ROOT / "tests" / f"test_{pair.name}.py").is_file()
 
 

@@ -16,6 +16,7 @@ from .sdpa import SdpaCache, SdpaGrads, sdpa_backward, sdpa_forward
 from .sdpa_qkv import SdpaQkvCache, SdpaQkvGrads, sdpa_qkv_backward, sdpa_qkv_forward
 from .sdpa_tiled import SdpaTiledCache, sdpa_tiled_backward, sdpa_tiled_forward
 from .self_attention import KVSlot, SelfAttentionCache, self_attention_backward, self_attention_forward
+from .softcap import SoftcapCache, softcap_backward, softcap_forward
 from .softmax import SoftmaxCache, softmax_backward, softmax_forward
 from .split_heads import SplitHeadsCache, split_heads_backward, split_heads_forward
 from .gated_mlp import GatedMLPCache, gated_mlp_backward, gated_mlp_forward
@@ -49,4 +50,5 @@ __all__ = [
     "sdpa_tiled_forward", "sdpa_tiled_backward", "SdpaTiledCache",
     "merge_attention_forward", "merge_attention_backward", "MergeAttentionCache", "merge_attention",
     "sdpa_qkv_forward", "sdpa_qkv_backward", "SdpaQkvCache", "SdpaQkvGrads",
+    "softcap_forward", "softcap_backward", "SoftcapCache",
 ]

@@ -2,7 +2,7 @@
 
 A Pair names its module (npgpt/layers/<name>.py, or a family's block), its forward and backward, the
 backward's gradients in return order and the forward's outputs before its cache.  Adding a pair: its file,
-its page docs/derivations/<name>.md, its test tests/test_<name>.py, its export in layers/__init__.py, and one
+its page docs/derivations/<name>.md (or `doc`), its test tests/test_<name>.py, its export in layers/__init__.py, and one
 line here (a family's composite block goes in its own package's PAIRS).  Guide: docs/architecture.md
 """
 
@@ -20,10 +20,16 @@ class Pair(NamedTuple):
     grads: tuple[str, ...]  # the backward's gradients, in return order
     outputs: tuple[str, ...] = ("out",)  # the forward's outputs before its cache
     module: str = ""  # the module's full name; "" means npgpt.layers.<name>
+    doc: str = ""  # its derivation page, a path under docs/; "" means derivations/<name>.md
 
     @property
     def module_name(self) -> str:
         return self.module or f"npgpt.layers.{self.name}"
+
+    @property
+    def doc_path(self) -> str:
+        """The derivation page's path under docs/."""
+        return self.doc or f"derivations/{self.name}.md"
 
 
 def _pair(name: str, grads: tuple[str, ...], outputs: tuple[str, ...] = ("out",)) -> Pair:
@@ -53,4 +59,5 @@ PAIRS: tuple[Pair, ...] = (
     _pair("sdpa_tiled", ("dq", "dk", "dv", "dsinks", "dbias"), ("out", "lse")),
     _pair("merge_attention", ("dout1", "dlse1", "dout2", "dlse2"), ("out", "lse")),
     _pair("sdpa_qkv", ("dqkv", "dsinks", "dbias"), ("out", "lse")),
+    _pair("softcap", ("dx",)),
 )
