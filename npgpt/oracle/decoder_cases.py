@@ -14,6 +14,7 @@ or 4D / 8D where a partial rotary factor of 1/2 / 1/4 must leave an even number 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -23,10 +24,11 @@ from ..layers.softcap import softcap_backward, softcap_forward
 from ..llama import Llama, LlamaConfig, layer_param_shapes, llama_layer_backward, llama_layer_forward, param_shapes
 from ..llama.core import layer_tables
 from ..llama.hf_families import FAMILIES as HF_FAMILIES
-from ..llama.hf_families import style_config
+from ..llama.hf_families import same_config, style_config
 from .case import Arrays, Case, OracleError, Sizes, run_training
 from .llama_cases import ADAMW_HPARAMS, TRAIN_STEPS
 
+Make = Callable[[np.random.Generator, Sizes], tuple[Arrays, dict[str, Any]]]
 # With a k_proj bias and partial rotary (StableLM, GPT-NeoX, Phi-2), the bias's channels that RoPE leaves alone
 # add q . b to every score of a query's row, which the softmax ignores: their gradient is exactly zero, and
 # computed it is rounding noise (~1e-9 in float32).  Adam's m / (sqrt(v) + eps) would turn that noise into
@@ -102,7 +104,7 @@ def block_config(variant: str, s: Sizes) -> LlamaConfig:
                        n_embd=s.C, head_dim=head_dim, intermediate_size=3 * s.C, **fields)
 
 
-def _make_block(variant: str):  # type: ignore[no-untyped-def]
+def _make_block(variant: str) -> Make:
     def make(rng: np.random.Generator, s: Sizes) -> tuple[Arrays, dict[str, Any]]:
         config = block_config(variant, s)
         shapes = layer_param_shapes(config)
@@ -139,14 +141,44 @@ def _block_case(variant: str, s: Sizes) -> Case:
 
 # ---------------------------------------------------------------------------------------------- whole models
 
+def _as_family_says(family: str, config: LlamaConfig) -> LlamaConfig | None:
+    """The config as the family's config.json says it (written and read back), or None if it cannot say it."""
+    fam = HF_FAMILIES[family]
+    try:
+        back = fam.config_from_hf(fam.config_to_hf(config, np.float32), "config")
+    except ValueError:
+        return None
+    def plain(c: LlamaConfig) -> LlamaConfig:  # every layer global, written out or not (Gemma 3 with one layer)
+        if c.layer_types is not None and c.sliding_window is None and "sliding_attention" not in c.layer_types:
+            return replace(c, layer_types=None)
+        return c
+    return back if same_config(plain(back), plain(config)) else None
+
+
 def train_config(family: str, s: Sizes) -> LlamaConfig:
-    """style_config(family) at the oracle's sizes: softcaps tightened (attention 2, logits 3) and a sliding
-    window of _window(s), so that each of them bends the numbers."""
+    """style_config(family) at the oracle's sizes, as its config.json can say it, with softcaps tightened
+    (attention 2, logits 3), a sliding window of _window(s) and (SmolLM3) the last layer without RoPE, so that
+    each of them bends the numbers.
+
+    Heads of size mD (m = 2, or 2 / f for a partial rotary factor f, so that 2D channels rotate at any D): an
+    explicit head_dim where the family has one, else a residual width of 2mC (Falcon); and H kv heads, or
+    2H where the family has no grouped-query attention (GPT-NeoX)."""
     probe = style_config(family, n_layer=1, n_head=1, n_kv_head=1, n_embd=16, block_size=8)  # for its rotary factor
     f = probe.partial_rotary_factor
-    mult = 2 if f == 1.0 else round(2 / f)  # int(mult D f) = 2D: even at every D
-    config = style_config(family, vocab_size=s.V, block_size=s.T, n_layer=s.L, n_head=2 * s.H, n_kv_head=s.H,
-                          n_embd=s.C, head_dim=mult * s.D, intermediate_size=3 * s.C)
+    m = 2 if f == 1.0 else round(2 / f)
+    shapes = {"vocab_size": s.V, "block_size": s.T, "n_layer": s.L, "n_head": 2 * s.H,
+              "intermediate_size": 3 * s.C}
+    config = None
+    for widths in ({"n_embd": s.C, "head_dim": m * s.D, "n_kv_head": s.H}, {"n_embd": 2 * m * s.C, "n_kv_head": s.H},
+                   {"n_embd": 2 * m * s.C, "n_kv_head": 2 * s.H}):
+        try:
+            config = _as_family_says(family, style_config(family, **shapes, **widths))
+        except (ValueError, ZeroDivisionError):  # Granite's scale 1 / (C // Hq) at C < Hq
+            config = None
+        if config is not None:
+            break
+    if config is None:
+        raise OracleError(f"{family}_train: the {family} family cannot say its config at these sizes")
     changes: dict[str, Any] = {}
     if config.attn_logit_softcapping is not None:
         changes["attn_logit_softcapping"] = 2.0
@@ -154,10 +186,15 @@ def train_config(family: str, s: Sizes) -> LlamaConfig:
         changes["final_logit_softcapping"] = 3.0
     if config.sliding_window is not None:
         changes["sliding_window"] = _window(s)
-    return replace(config, **changes) if changes else config
+    if config.no_rope_layers is not None:  # SmolLM3 drops RoPE in every 4th layer: here the last one
+        changes["no_rope_layers"] = tuple(int(i < s.L - 1) for i in range(s.L))
+    final = _as_family_says(family, replace(config, **changes))
+    if final is None:
+        raise OracleError(f"{family}_train: the {family} family cannot say its config at these sizes")
+    return final
 
 
-def _make_train(family: str):  # type: ignore[no-untyped-def]
+def _make_train(family: str) -> Make:
     def make(rng: np.random.Generator, s: Sizes) -> tuple[Arrays, dict[str, Any]]:
         config = train_config(family, s)
         shapes = param_shapes(config)
