@@ -59,7 +59,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("gpt2", gpt2.GPT, gpt2_pretrained.MODEL_TYPES, gpt2_pretrained.from_pretrained,
            gpt2_pretrained.save_pretrained, gpt2_training_config, gpt2.PAIRS),
     Family("llama", llama.Llama, llama_pretrained.MODEL_TYPES, llama_pretrained.from_pretrained,
-           llama_pretrained.save_pretrained, llama_training_config),
+           llama_pretrained.save_pretrained, llama_training_config, llama.PAIRS),
 )}
 
 # `npgpt train --arch NAME`: the family it builds and the config fields it fixes beyond the shared widths

@@ -26,7 +26,7 @@ def test_each_pair_has_its_functions_file_page_and_test(pair):
         assert callable(getattr(module, pair.backward)) and pair.grads
     else:  # forward only (a form held equal to another pair's forward): no backward, so no gradients
         assert pair.grads == () and not hasattr(module, pair.forward.replace("_forward", "_backward"))
-    assert (ROOT / "docs" / "derivations" / f"{pair.page_name}.md").is_file()
+    assert (ROOT / "docs" / pair.doc_path).is_file()
     assert (ROOT / "tests" / f"test_{pair.name}.py").is_file()
 
 

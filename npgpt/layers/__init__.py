@@ -27,6 +27,7 @@ from .sdpa import SdpaCache, SdpaGrads, sdpa_backward, sdpa_forward
 from .sdpa_qkv import SdpaQkvCache, SdpaQkvGrads, sdpa_qkv_backward, sdpa_qkv_forward
 from .sdpa_tiled import SdpaTiledCache, sdpa_tiled_backward, sdpa_tiled_forward
 from .self_attention import KVSlot, SelfAttentionCache, self_attention_backward, self_attention_forward
+from .softcap import SoftcapCache, softcap_backward, softcap_forward
 from .softmax import SoftmaxCache, softmax_backward, softmax_forward
 from .split_heads import SplitHeadsCache, split_heads_backward, split_heads_forward
 from .gated_mlp import GatedMLPCache, gated_mlp_backward, gated_mlp_forward
@@ -63,4 +64,5 @@ __all__ = [
     "mla_forward", "mla_backward", "MLACache", "MLAConfig", "MLAKVSlot", "MLA_PARAM_NAMES", "mla_param_shapes",
     "mla_softmax_scale",
     "mla_absorbed_forward", "MLAAbsorbedCache", "MLAAbsorbedWeights", "LatentSlot", "mla_absorb",
+    "softcap_forward", "softcap_backward", "SoftcapCache",
 ]

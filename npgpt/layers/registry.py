@@ -3,9 +3,9 @@
 A Pair names its module (npgpt/layers/<name>.py, or a family's block), its forward and backward, the
 backward's gradients in return order and the forward's outputs before its cache.  A forward-only layer (a
 faster form held equal to another pair's forward, e.g. mla_absorbed) has backward "", no gradients, and may
-share that pair's derivation page.  Adding a pair: its file, its page docs/derivations/<name>.md, its test
-tests/test_<name>.py, its export in layers/__init__.py, and one line here (a family's composite block goes
-in its own package's PAIRS).  Guide: docs/architecture.md
+share that pair's derivation page.  Adding a pair: its file, its page docs/derivations/<name>.md (or `doc`),
+its test tests/test_<name>.py, its export in layers/__init__.py, and one line here (a family's composite block
+goes in its own package's PAIRS).  Guide: docs/architecture.md
 """
 
 from __future__ import annotations
@@ -22,23 +22,24 @@ class Pair(NamedTuple):
     grads: tuple[str, ...]  # the backward's gradients, in return order
     outputs: tuple[str, ...] = ("out",)  # the forward's outputs before its cache
     module: str = ""  # the module's full name; "" means npgpt.layers.<name>
-    page: str = ""  # its derivation page docs/derivations/<page>.md; "" means <name>
+    doc: str = ""  # its derivation page, a path under docs/; "" means derivations/<name>.md
 
     @property
     def module_name(self) -> str:
         return self.module or f"npgpt.layers.{self.name}"
 
     @property
-    def page_name(self) -> str:
-        return self.page or self.name
+    def doc_path(self) -> str:
+        """The derivation page's path under docs/."""
+        return self.doc or f"derivations/{self.name}.md"
 
 
 def _pair(name: str, grads: tuple[str, ...], outputs: tuple[str, ...] = ("out",)) -> Pair:
     return Pair(name, f"{name}_forward", f"{name}_backward", grads, outputs)
 
 
-def _forward_only(name: str, page: str, outputs: tuple[str, ...] = ("out",)) -> Pair:
-    return Pair(name, f"{name}_forward", "", (), outputs, page=page)
+def _forward_only(name: str, doc: str, outputs: tuple[str, ...] = ("out",)) -> Pair:
+    return Pair(name, f"{name}_forward", "", (), outputs, doc=doc)
 
 
 # mla's parameters, in the order of mla.MLA_PARAM_NAMES (test_registry checks the two agree): mla_backward
@@ -73,5 +74,6 @@ PAIRS: tuple[Pair, ...] = (
     _pair("merge_attention", ("dout1", "dlse1", "dout2", "dlse2"), ("out", "lse")),
     _pair("sdpa_qkv", ("dqkv", "dsinks", "dbias"), ("out", "lse")),
     _pair("mla", ("dx", *(f"d[{n}]" for n in _MLA_PARAMS))),
-    _forward_only("mla_absorbed", page="mla"),  # derived in mla.md, "The absorbed form"
+    _forward_only("mla_absorbed", doc="derivations/mla.md"),  # derived in mla.md, "The absorbed form"
+    _pair("softcap", ("dx",)),
 )
