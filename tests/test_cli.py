@@ -523,7 +523,7 @@ def test_one_sample_is_streamed_and_is_the_same_text(work):
 
 def test_the_stream_waits_for_a_character_cut_between_tokens(capsys):
     """A byte-level BPE can split one character over two tokens: the stream prints it whole, once."""
-    from npgpt.cli.sample import _TextStream
+    from npgpt.tokenizers import TextStream as _TextStream
     from npgpt.tokenizers import train_bpe
     tok = train_bpe("héllo wörld " * 20, 300)
     ids = tok.encode("héllo wörld €")

@@ -60,7 +60,6 @@ def _run_sample(a: argparse.Namespace) -> int:
     return 0
 
 
-_TextStream = TextStream  # the name tests and older code import
 
 
 def _check_sample_args(a: argparse.Namespace) -> None:

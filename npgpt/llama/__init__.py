@@ -1,8 +1,12 @@
-"""A Llama-style model family (RMSNorm, RoPE, SwiGLU, grouped-query attention, no biases) built from the
-layer pairs, with parameters keyed by Hugging Face's LlamaForCausalLM names.  Walkthrough: docs/llama.md
+"""The Llama family and the configurable decoder: one LlamaConfig, one block, one core, one KV decoder, which
+plain Llama (RMSNorm, RoPE, SwiGLU, grouped-query attention) and every dense family after it run through
+(norm kinds and placements, parallel blocks, QK-norm, biases, partial / per-layer / no RoPE, windows, softcaps,
+sinks, multipliers, plain or gated MLPs).  Parameters keyed by Hugging Face's Llama names; other checkpoints'
+names map onto them in hf_families.py.  Walkthrough: docs/llama.md; the families: docs/families.md
 
-config.py (LlamaConfig) < block.py (one decoder layer) < core.py (the functional model) < generate.py (KV
-cache) < model.py (the Llama class); pretrained.py reads and writes HF directories.
+config.py (LlamaConfig, block_style) < block.py (one decoder layer) < core.py (the functional model)
+< decode.py (the one-token step) < generate.py (KV cache) < model.py (the Llama class) < hf_families.py
+(one HFFamily adapter per Hugging Face family) < pretrained.py (reads and writes their directories).
 """
 
 from ..layers.registry import Pair
