@@ -259,13 +259,23 @@ def has_tokenizer_files(path: str | os.PathLike[str]) -> bool:
         or (p / SPM_NAME).is_file()
 
 
-def save_tokenizer(tok: BPETokenizer, path: str | os.PathLike[str], model_max_length: int | None = None) -> None:
-    """Write vocab.json, merges.txt and tokenizer_config.json into directory `path` (created if needed;
-    each file atomically).  Special tokens go into vocab.json too, as GPT-2's does."""
-    if not isinstance(tok, BPETokenizer):
-        raise ValueError(f"tok: expected a BPETokenizer, got {type(tok).__name__}")
+def save_tokenizer(tok: BPETokenizer | JsonTokenizer, path: str | os.PathLike[str],
+                   model_max_length: int | None = None) -> None:
+    """Write the tokenizer's Hugging Face files into directory `path` (created if needed; each file atomically):
+    a BPETokenizer as vocab.json, merges.txt and tokenizer_config.json (special tokens in vocab.json too, as
+    GPT-2's); a JsonTokenizer (a family's own tokenizer.json) as that tokenizer.json and tokenizer_config.json."""
+    if not isinstance(tok, (BPETokenizer, JsonTokenizer)):
+        raise ValueError(f"tok: expected a BPETokenizer or a JsonTokenizer, got {type(tok).__name__}")
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
+    if isinstance(tok, JsonTokenizer):
+        spec = {k: v for k, v in tok.spec.items() if k != "npgpt"}  # npgpt's own flags stay in checkpoints
+        cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast"}
+        if model_max_length is not None:
+            cfg["model_max_length"] = model_max_length
+        _write_text(p / TOKENIZER_JSON, json.dumps(spec, ensure_ascii=False) + "\n")
+        _write_text(p / CONFIG_NAME, json.dumps(cfg, indent=2) + "\n")
+        return
     vocab = {**tok.encoder, **tok.special_tokens}
     vocab_text = json.dumps(dict(sorted(vocab.items(), key=lambda kv: kv[1])), ensure_ascii=False) + "\n"
     merges_text = MERGES_HEADER + "\n" + "".join(f"{a} {b}\n" for a, b in tok.merges)
