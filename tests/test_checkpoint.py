@@ -219,7 +219,7 @@ def test_a_tokenizer_smaller_than_the_model_is_refused_for_sampling(tmp_path):
     """Issue 42, item 12: a sample may draw any of the model's ids, so a tokenizer with fewer is refused when
     loading for sampling, naming the checkpoint (eval only encodes text, which such a tokenizer can)."""
     from npgpt.training.checkpoint import stored_tokenizer
-    from npgpt.training.data import CharTokenizer
+    from npgpt.tokenizers import CharTokenizer
     path = _save(tmp_path / "few.npz", meta={"tokenizer": CharTokenizer("abcdefghij").to_dict()})
     ck = load_checkpoint(path)
     assert stored_tokenizer(path, ck).vocab_size == 10

@@ -250,8 +250,8 @@ def test_8_kill_9_then_restart_leaves_no_temp_files(work):
     a.kill()
     a.wait()
     (work / "out" / ".ckpt.npz.00aa11bb22cc.tmp").write_bytes(b"")  # as a kill during np.savez leaves it
-    proc = npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", "--out-dir", "out",
-                 cwd=work)
+    it = load_checkpoint(work / "out" / "ckpt.npz").meta["iteration"]
+    proc = npgpt("train", "small.txt", *TINY, "--resume", "--max-iters", it + 2, "--out-dir", "out", cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert not list((work / "out").glob(".*.tmp")) and not (work / "out" / ".lock").exists()
 
@@ -308,10 +308,12 @@ sys.exit(main(sys.argv[1:]))
     args = ["train", "small.txt", *TINY, "--max-iters", "10", "--eval-interval", "2"]
     proc = subprocess.run([sys.executable, "-c", code, *args], cwd=work, env=ENV, capture_output=True, text=True,
                           timeout=120)
-    err = one_line_error(proc)
-    assert err.startswith("error: out/ckpt.npz: no space left on the device (disk full): the checkpoint was not "
-                          "written; the last good checkpoint (out/ckpt.npz, iteration 2)"), err
+    err = one_line_error(proc)  # iteration 4 is a new best: best.npz is written first, and fails
+    assert err.startswith("error: out/best.npz: no space left on the device (disk full): the checkpoint was not "
+                          "written; the last good checkpoint (out/ckpt.npz, iteration 2) and the best "
+                          "(out/best.npz, iteration 2, "), err
     assert load_checkpoint(work / "out" / "ckpt.npz").meta["iteration"] == 2
+    assert load_checkpoint(work / "out" / "best.npz").meta["iteration"] == 2
     assert list((work / "out").glob("loss.*"))
 
 
@@ -628,7 +630,7 @@ def test_42_12_sample_from_a_checkpoint_whose_tokenizer_is_too_small(work):
     """A checkpoint whose tokenizer covers fewer ids than the model draws: refused when loading, naming the
     file, before the sample's header is printed (it was `error: ids: token id 53 is out of range [0, 10)`)."""
     from npgpt.training.checkpoint import save_checkpoint
-    from npgpt.training.data import CharTokenizer
+    from npgpt.tokenizers import CharTokenizer
     assert npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", cwd=work).returncode == 0
     ck = load_checkpoint(work / "out" / "ckpt.npz")
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model_config", "model_family")}

@@ -97,7 +97,7 @@ def _nan_init(work: Path) -> subprocess.CompletedProcess:
     from tokenizer_fixtures import gpt2_tok
 
     from npgpt import GPT, GPTConfig
-    from npgpt.training.finetune import save_gpt2_dir
+    from npgpt.families import save_dir as save_gpt2_dir
     model = GPT(GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=8), seed=0)
     model.params["h.0.attn.c_proj.weight"][1, 2] = np.nan
     save_gpt2_dir(model, gpt2_tok(), work / "nan_gpt2")
@@ -106,7 +106,7 @@ def _nan_init(work: Path) -> subprocess.CompletedProcess:
 
 def _small_tokenizer(work: Path) -> subprocess.CompletedProcess:
     from npgpt.training.checkpoint import load_checkpoint, save_checkpoint
-    from npgpt.training.data import CharTokenizer
+    from npgpt.tokenizers import CharTokenizer
     trained(work)
     ck = load_checkpoint(work / "out" / "ckpt.npz")
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "version", "model_config", "model_family")}

@@ -262,7 +262,7 @@ def test_2_a_fresh_run_over_a_trained_directory_is_refused(work):
     before = snapshot(work / "out")
     err = one_line_error(npgpt("train", "small.txt", *TINY, "--max-iters", "3", cwd=work))
     assert err == ("error: out: holds a trained run (ckpt.npz at iteration 4, best.npz at iteration 4); continue "
-                   "it with --resume, train into a new --out-dir, or start over with --overwrite (which deletes "
+                   "it with --resume, train into a new --out-dir, or start over with --overwrite (which replaces "
                    "them)"), err
     assert snapshot(work / "out") == before
 
@@ -271,12 +271,13 @@ def test_2_overwrite_starts_over(work):
     trained(work)
     proc = npgpt("train", "small.txt", *TINY, "--max-iters", "3", "--eval-interval", "3", "--overwrite", cwd=work)
     assert proc.returncode == 0, proc.stderr
-    assert "note: --overwrite: deleted out/ckpt.npz and out/best.npz of the run that was there" in proc.stdout
+    assert "note: --overwrite: this run replaces out/ckpt.npz and out/best.npz of the run that was there at its " \
+           "first save" in proc.stdout
     assert load_checkpoint(work / "out" / "ckpt.npz").meta["iteration"] == 3
     assert load_checkpoint(work / "out" / "best.npz").meta["iteration"] == 3
     err = one_line_error(npgpt("train", "small.txt", *TINY, "--resume", "--overwrite", cwd=work))
     assert err == "error: overwrite: cannot be combined with resume (--resume continues the run, --overwrite " \
-                  "deletes it)"
+                  "replaces it)"
 
 
 def test_2_only_best_npz_offers_resume_from_it(work):
@@ -285,7 +286,7 @@ def test_2_only_best_npz_offers_resume_from_it(work):
     err = one_line_error(npgpt("train", "small.txt", *TINY, "--max-iters", "3", cwd=work))
     assert err == ("error: out: holds a trained run (best.npz at iteration 4, no ckpt.npz); to continue it from "
                    "best.npz, copy it to out/ckpt.npz and use --resume; or train into a new --out-dir, or start "
-                   "over with --overwrite (which deletes it)"), err
+                   "over with --overwrite (which replaces it)"), err
     err = one_line_error(npgpt("train", "small.txt", *TINY, "--resume", cwd=work))
     assert err == ("error: out/ckpt.npz: no checkpoint to resume from, but out/best.npz is there (iteration 4): "
                    "copy it to out/ckpt.npz to continue the run from it"), err
