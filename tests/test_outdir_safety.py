@@ -361,7 +361,7 @@ def _check_the_error_names_what_is_on_disk(err, out):
     assert int(m.group(2)) == ckpt["iteration"]
     assert int(m.group(3)) == best["iteration"]
     assert f"{best['best_checkpoint'][1]:.4f}" == m.group(4)
-    assert ckpt["best_checkpoint"][0] == best["iteration"]  # what ckpt.npz says of best.npz is true too
+    assert ckpt["best_checkpoint"][0] <= best["iteration"]  # ckpt.npz never names a best.npz that was not written
     assert not list(out.glob(".*.tmp"))
     assert all(p.stat().st_size > 0 for p in out.glob("loss.*"))  # a plot is whole or absent
 
@@ -381,6 +381,23 @@ def test_4_a_really_full_disk_during_a_save(work, tmpfs):
 def test_4_an_injected_enospc_during_a_save(work):
     err = one_line_error(npgpt(*ARGS4, cwd=work, code=INJECT))
     assert err.startswith("error: out/best.npz: no space left on the device (disk full): "), err
+    _check_the_error_names_what_is_on_disk(err, work / "out")
+
+
+@POSIX
+def test_4_an_immutable_ckpt_npz(work):
+    """chattr +i on ckpt.npz (root, on a file system with the flag; skipped elsewhere): best.npz of the resumed
+    run is written, ckpt.npz cannot be, and the error names both files' real iterations."""
+    trained(work, "out", "--eval-iters", "4", "--max-iters", "2")  # iteration 4 of the resumed run: a new best
+    ckpt = work / "out" / "ckpt.npz"
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(ckpt)], capture_output=True).returncode:
+        pytest.skip("cannot make a file immutable here")
+    try:
+        proc = npgpt("train", "small.txt", *TINY, "--eval-iters", "4", "--resume", "--max-iters", "12", cwd=work)
+    finally:
+        subprocess.run(["chattr", "-i", str(ckpt)], check=True)
+    err = one_line_error(proc)
+    assert err.startswith("error: out/ckpt.npz: operation not permitted: the checkpoint was not written; "), err
     _check_the_error_names_what_is_on_disk(err, work / "out")
 
 
