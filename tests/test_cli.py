@@ -251,8 +251,8 @@ def test_8_kill_9_then_restart_leaves_no_temp_files(work):
     a.kill()
     a.wait()
     (work / "out" / ".ckpt.npz.00aa11bb22cc.tmp").write_bytes(b"")  # as a kill during np.savez leaves it
-    proc = npgpt("train", "small.txt", *TINY, "--max-iters", "2", "--eval-interval", "2", "--out-dir", "out",
-                 cwd=work)
+    it = load_checkpoint(work / "out" / "ckpt.npz").meta["iteration"]
+    proc = npgpt("train", "small.txt", *TINY, "--resume", "--max-iters", it + 2, "--out-dir", "out", cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert not list((work / "out").glob(".*.tmp")) and not (work / "out" / ".lock").exists()
 
@@ -309,10 +309,12 @@ sys.exit(main(sys.argv[1:]))
     args = ["train", "small.txt", *TINY, "--max-iters", "10", "--eval-interval", "2"]
     proc = subprocess.run([sys.executable, "-c", code, *args], cwd=work, env=ENV, capture_output=True, text=True,
                           timeout=120)
-    err = one_line_error(proc)
-    assert err.startswith("error: out/ckpt.npz: no space left on the device (disk full): the checkpoint was not "
-                          "written; the last good checkpoint (out/ckpt.npz, iteration 2)"), err
+    err = one_line_error(proc)  # iteration 4 is a new best: best.npz is written first, and fails
+    assert err.startswith("error: out/best.npz: no space left on the device (disk full): the checkpoint was not "
+                          "written; the last good checkpoint (out/ckpt.npz, iteration 2) and the best "
+                          "(out/best.npz, iteration 2, "), err
     assert load_checkpoint(work / "out" / "ckpt.npz").meta["iteration"] == 2
+    assert load_checkpoint(work / "out" / "best.npz").meta["iteration"] == 2
     assert list((work / "out").glob("loss.*"))
 
 

@@ -208,6 +208,7 @@ ELSEWHERE = {
         "test_outdir_safety.py::test_3_a_second_run_* (SIGSTOP holds the first run between two saves)",
     "the lock file deleted during the run": "test_outdir_safety.py::test_3_the_lock_file_deleted_*",
     "disk full while a new best is saved": "test_outdir_safety.py::test_4_* (a real tmpfs, and an injected ENOSPC)",
+    "`ckpt.npz` immutable (`chattr +i`) when a resumed run saves": "test_outdir_safety.py::test_4_an_immutable_*",
     "the loss plot cannot be written (disk full)": "test_outdir_safety.py::test_5_* (a real tmpfs)",
     "a second SIGTERM (or Ctrl-C) during the interruption save": "test_outdir_safety.py::test_6_*",
     "a huge `--sample-len`": "test_outdir_safety.py::test_the_closing_sample_is_streamed",

@@ -98,7 +98,8 @@ def _bad_inputs(d):
         "empty file": ({"empty.txt": b""}, ["empty.txt", *TINY], "empty.txt: file is empty", 2),
         "not utf-8": ({"bin.txt": b"hello \xff\xfe"}, ["bin.txt", *TINY], "not UTF-8 text (invalid byte 0xff at byte "
                                                                            "offset 6)", 2),
-        "too short": ({"short.txt": b"to be or not to be" * 3}, ["short.txt", *TINY], "text too short", 2),
+        "too short": ({"short.txt": b"to be or not to be" * 3}, ["short.txt", *TINY, "--overwrite"], "text too short",
+                      2),
         "bad flag value": (None, ["--lr", "fast"], "argument --lr: invalid float value: 'fast'", 2),
         "bad config value": (None, ["--max-iters", "0"], "max_iters: expected a positive integer, got 0", 2),
         "indivisible heads": (None, ["--n-head", "3"], "n_embd: expected a multiple of n_head=3", 2),
@@ -112,7 +113,7 @@ def _bad_inputs(d):
         "resume truncated": ({"run/ckpt.npz": good[: len(good) // 2]}, resume, "corrupt or truncated", 2),
         "resume nothing": (None, [*resume[:-3], "--out-dir", "empty_run", "--resume"], "no checkpoint to resume", 2),
         "nan loss": (None, ["small.txt", *TINY, "--lr", "1e6", "--max-iters", 40, "--eval-interval", 1000,
-                            "--out-dir", "run"], "the run diverged: stopped without saving", 1),
+                            "--out-dir", "run", "--overwrite"], "the run diverged: stopped without saving", 1),
     }
 
 

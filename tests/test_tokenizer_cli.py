@@ -156,7 +156,7 @@ def test_bad_init_from_directories(work, tiny_gpt2, tmp_path):
     (work / "keep" / "ckpt.npz").write_bytes(b"previous run")
     for extra, msg in cases:
         err = one_line_error(npgpt("train", "small.txt", "--max-iters", "2", "--init-from", *extra,
-                                   "--out-dir", "keep", cwd=work))
+                                   "--out-dir", "keep", "--overwrite", cwd=work))  # kept until the first save
         assert msg in err, err
     assert (work / "keep" / "ckpt.npz").read_bytes() == b"previous run"  # nothing overwritten
 

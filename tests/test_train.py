@@ -233,7 +233,7 @@ def test_divergence_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path
     pattern = (r"(training loss|gradient norm) is \S+ at iteration \d+(, above 9\.\d\d .*diverged)?: "
                r"stopped without saving")
     with pytest.raises(TrainingDiverged, match=pattern):
-        run(tmp_path, "o", lr=1e6, eval_interval=1000)
+        run(tmp_path, "o", lr=1e6, eval_interval=1000, overwrite=True)  # kept until the first save
     assert path.read_bytes() == before
 
 

@@ -71,8 +71,8 @@ class TrainConfig:
     out_dir: str = _f("out", "directory for ckpt.npz, best.npz and the loss plot")
     resume: bool = _f(False, "continue from OUT_DIR/ckpt.npz")
     overwrite: bool = _f(False, "start over in an out_dir that holds a trained run: its ckpt.npz and best.npz are "
-                                "deleted before the first step, and the loss plot and hf/ are replaced when this run "
-                                "writes them (without this flag such a directory is refused)")
+                                "replaced at this run's first save (kept until then), the loss plot and hf/ when "
+                                "this run writes them (without this flag such a directory is refused)")
     sample_len: int = _f(500, "tokens generated at the end (0: none)")
     # tokenizer and fine-tuning (npgpt/tokenizers/; docs/tokenizers.md)
     tokenizer: str = _f("char", "char (the text's characters), bpe:VOCAB (a byte-level BPE trained on the training "
@@ -128,7 +128,7 @@ class TrainConfig:
             raise ValueError(f"overwrite: expected True or False, got {self.overwrite!r}")
         if self.overwrite and self.resume:
             raise ValueError("overwrite: cannot be combined with resume (--resume continues the run, --overwrite "
-                             "deletes it)")
+                             "replaces it)")
         if self.init_from is None:  # the family's own checks of the widths (vocab_size: any valid one)
             arch_config(self.arch, 1, self.widths())
 

@@ -11,9 +11,11 @@ and takes an AdamW step.  Every eval_interval steps, and at the end, the mean lo
 each split is measured (dropout off) and out_dir/ckpt.npz (the latest state) is written, and out_dir/best.npz
 when the validation loss is the lowest so far.  Ctrl-C or SIGTERM finishes the current step, saves and
 returns; resume=True continues from out_dir/ckpt.npz and ends with exactly the parameters, optimizer state
-and loss history of an uninterrupted run.  Fine-tuning is the same loop started from a Hugging Face
-directory (init_from).  A loss that is not finite or above 2 ln(V) + 1 stops with TrainingDiverged before the
-bad update, saving nothing.
+and loss history of an uninterrupted run.  A run without resume refuses an out_dir that holds a trained run
+(overwrite=True starts over, replacing its files at the first save); the out dir's lock and the signal
+handlers last until the last write, and a run whose out dir was deleted or taken over stops at its next
+save.  Fine-tuning is the same loop started from a Hugging Face directory (init_from).  A loss that is not
+finite or above 2 ln(V) + 1 stops with TrainingDiverged before the bad update, saving nothing.
 
 This file is the loop itself: train() runs setup.py's _setup, then per iteration _evaluate_and_save and _step,
 then report.py's _write_last (under the lock and the signal handlers) and _report.  Guide: docs/training.md
@@ -55,8 +57,9 @@ def train(path: str | os.PathLike[str] | None = None, cfg: TrainConfig | None = 
     is print and stdout is a terminal); otherwise a line every log_interval steps.  callback(iteration, loss)
     runs after every step; raising KeyboardInterrupt from it acts like Ctrl-C.  tokenizer: any Tokenizer
     (default: a CharTokenizer of the text); on resume the checkpoint's own is used.  Input problems (file, text too
-    short, not enough memory or disk, out dir locked or unwritable, checkpoint unusable or from another
-    config, a failing save) raise a one-line ValueError; a diverging loss raises TrainingDiverged.
+    short, not enough memory or disk, out dir locked, unwritable or holding a trained run without resume or
+    overwrite, checkpoint unusable or from another config, a failing save, the out dir deleted or taken over
+    during the run) raise a one-line ValueError; a diverging loss raises TrainingDiverged.
     """
     cfg = TrainConfig() if cfg is None else cfg
     if not isinstance(cfg, TrainConfig):

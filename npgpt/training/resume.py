@@ -164,7 +164,7 @@ def resume_config(overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     overrides = dict(overrides or {})
     if overrides.get("overwrite"):  # before looking for the checkpoint: the two ask for opposite things
         raise ValueError("overwrite: cannot be combined with resume (--resume continues the run, --overwrite "
-                         "deletes it)")
+                         "replaces it)")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:

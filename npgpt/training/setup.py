@@ -27,7 +27,7 @@ from .config import VAL_FRACTION, TrainConfig, _field_default
 from .data import BatchSampler, bundled_corpus_path, load_text, split
 from .footprint import available_bytes, training_bytes
 from .checkpoint import peek_metadata
-from .outdir import BEST_NAME, CHECKPOINT_NAME, OutDir, describe_os_error, format_bytes
+from .outdir import BEST_NAME, CHECKPOINT_NAME, OutDir, format_bytes
 from .progress import _Progress
 from .resume import _load_for_resume, _restore
 from .state import GradAccumulator, _Run, _RunState, divergence_limit
@@ -69,7 +69,7 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
     _check_memory(cfg, mcfg, n_params)
     out = OutDir(out_dir).open(min_free_bytes=2 * (12 * n_params + (1 << 20)))  # ckpt.npz and best.npz
     try:
-        deleted = [] if cfg.resume else _check_fresh(out_dir, cfg)
+        replaced = [] if cfg.resume else _check_fresh(out_dir, cfg)
         seeds = np.random.SeedSequence(cfg.seed).spawn(3)
         samplers = {
             "train": BatchSampler(train_ids, cfg.block_size, cfg.batch_size, seeds[0], "train"),
@@ -98,40 +98,34 @@ def _setup(path: str | os.PathLike[str] | None, text: str | None, cfg: TrainConf
     except BaseException:
         out.close()
         raise
-    _announce(run, init is not None, source, len(train_ids), len(val_ids), ck is not None, deleted)
+    _announce(run, init is not None, source, len(train_ids), len(val_ids), ck is not None, replaced)
     return run
 
 
 def _check_fresh(out_dir: Path, cfg: TrainConfig, busy: bool = False) -> list[Path]:
     """A run without resume never replaces a trained run's files unasked: a directory holding ckpt.npz or
     best.npz is refused (one line naming them, offering resume, another out dir or overwrite); with overwrite
-    they are deleted (under the lock) and returned.  busy: first refuse a directory another run holds."""
+    they are returned, and left in place until this run's first save replaces them (a run that fails before
+    it leaves them as they were).  busy: first refuse a directory another run holds."""
     if busy:
         held = OutDir(out_dir).busy()
         if held is not None:
             raise ValueError(held)
     found = [out_dir / name for name in (CHECKPOINT_NAME, BEST_NAME) if (out_dir / name).is_file()]
-    if not found or busy and cfg.overwrite:
-        return []
-    if cfg.overwrite:
-        for p in found:
-            try:
-                os.unlink(p)
-            except OSError as e:
-                raise ValueError(f"{describe_os_error(e, p)}: cannot delete it for overwrite (--overwrite)") from None
+    if not found or cfg.overwrite:
         return found
     parts = []
     for p in found:
         meta = peek_metadata(p)
         parts.append(f"{p.name} at iteration {meta['iteration']}" if meta is not None and "iteration" in meta
-                     else f"{p.name} (not a readable checkpoint)")
+                     else f"an unreadable {p.name}")
     them = "them" if len(found) > 1 else "it"
     if found[0].name == BEST_NAME:  # best.npz alone: resume needs it as ckpt.npz
         raise ValueError(f"{out_dir}: holds a trained run ({parts[0]}, no {CHECKPOINT_NAME}); to continue it from "
                          f"{BEST_NAME}, copy it to {out_dir / CHECKPOINT_NAME} and use --resume; or train into a "
-                         f"new --out-dir, or start over with --overwrite (which deletes {them})")
+                         f"new --out-dir, or start over with --overwrite (which replaces {them})")
     raise ValueError(f"{out_dir}: holds a trained run ({', '.join(parts)}); continue it with --resume, train into "
-                     f"a new --out-dir, or start over with --overwrite (which deletes {them})")
+                     f"a new --out-dir, or start over with --overwrite (which replaces {them})")
 
 
 def _check_init(cfg: TrainConfig, icfg: Any) -> None:
@@ -159,11 +153,12 @@ def _split_ids(cfg: TrainConfig, ids: Any) -> tuple[Any, Any]:
 
 
 def _announce(run: _Run, from_dir: bool, source: str, n_train: int, n_val: int, resumed: bool,
-              deleted: list[Path]) -> None:
+              replaced: list[Path]) -> None:
     """The lines a run starts with: notes on the out dir, the data, the model, the BLAS kernels, resume."""
     cfg, out, prog, tok, mc = run.cfg, run.out, run.prog, run.tok, run.model.config
-    if deleted:
-        prog.message(f"note: --overwrite: deleted {' and '.join(map(str, deleted))} of the run that was there")
+    if replaced:
+        prog.message(f"note: --overwrite: this run replaces {' and '.join(map(str, replaced))} of the run that was "
+                     f"there at its first save")
     if out.took_over is not None:
         prog.message(f"note: took over the lock of a run that is no longer running (PID {out.took_over})")
     if out.removed:
