@@ -20,6 +20,8 @@ import pytest
 from npgpt import layers
 from npgpt.gpt2 import BLOCK_PARAM_NAMES, BlockCache, GPTCache
 from npgpt.oracle.__main__ import main as oracle_main
+from npgpt.oracle.moe_cases import E as MOE_E  # the MoE cases' fixed sizes (docs/oracle.md's E and K)
+from npgpt.oracle.moe_cases import K as MOE_K
 from npgpt.oracle import (
     CASE_NAMES,
     OracleError,
@@ -450,9 +452,13 @@ def test_meta_fields(dump64):
             continue
         for n in meta["grads"]:
             assert arrays[f"grad.{n}"].shape == arrays[f"in.{n}"].shape
-        float_inputs = [k[3:] for k, a in arrays.items() if k.startswith("in.") and a.dtype.kind == "f"]
-        assert sorted(float_inputs) == sorted(meta["grads"])  # every float input has exactly one gradient
-    assert [n for n in CASE_NAMES if not load_case(dump64 / f"{n}.npz")[1]["backward"]] == ["mla_absorbed"]
+        # every float input has exactly one gradient, but DeepSeek's correction bias: a buffer that only steers
+        # the router's choice (piecewise constant, so no gradient)
+        float_inputs = [k[3:] for k, a in arrays.items() if k.startswith("in.") and a.dtype.kind == "f"
+                        and not k.endswith("e_score_correction_bias")]
+        assert sorted(float_inputs) == sorted(meta["grads"])
+    assert [n for n in CASE_NAMES if not load_case(dump64 / f"{n}.npz")[1]["backward"]] == [
+        "mla_absorbed", "router_softmax_topk_ties", "router_topk_softmax_ties", "router_deepseek_ties"]
     trained = [n for n in CASE_NAMES if "optimizer" in load_case(dump64 / f"{n}.npz")[1]]
     assert trained == ["gpt_train", "llama_train"]
     for name in trained:
@@ -534,6 +540,9 @@ def _shape(text: str, sizes: dict[str, int]) -> tuple[int, ...]:
     assert inner.startswith("(") and inner.endswith(")"), text
     out = []
     for tok in filter(None, (t.strip() for t in inner[1:-1].split(","))):
+        if tok.isdigit():  # a fixed length, e.g. the (1, C) of Qwen2-MoE's shared-expert gate
+            out.append(int(tok))
+            continue
         m = re.fullmatch(r"(\d*)([A-Z])", tok)
         assert m, f"undocumented shape token {tok!r} in {text!r}"
         out.append(int(m.group(1) or 1) * sizes[m.group(2)])
@@ -570,6 +579,9 @@ def documented_layout(L: int, sizes: dict[str, int], dtype: str) -> dict[str, di
                 assert shape == "(as `<name>`)", shape
                 for name, s in params[m.group(1)].items():
                     keys[key.replace("<name>", name)] = (s, dtypes[dt])
+            elif "{e}" in key:  # one key per expert (the MoE cases' per-expert tensors)
+                for e in range(sizes["E"]):
+                    keys[key.replace("{e}", str(e))] = (_shape(shape, sizes), dtypes[dt])
             else:
                 keys[key] = (_shape(shape, sizes), dtypes[dt])
         layout[m.group(1)] = keys
@@ -582,7 +594,7 @@ def test_written_files_match_the_documented_layout(tmp_path, dtype):
     paths = dump_cases(tmp_path, dtype=dtype, seed=5, **LAYOUT_SIZES)
     s = LAYOUT_SIZES
     sizes = {"B": s["batch"], "T": s["seq"], "C": s["channels"], "H": s["heads"], "D": s["channels"] // s["heads"],
-             "V": s["vocab"], "L": s["layers"], "S": 10}
+             "V": s["vocab"], "L": s["layers"], "S": 10, "N": s["batch"] * s["seq"], "E": MOE_E, "K": MOE_K}
     layout = documented_layout(s["layers"], sizes, dtype)
     assert set(layout) == set(CASE_NAMES)
     descr = {"float64": "<f8", "float32": "<f4", "int64": "<i8", "uint8": "|u1"}
