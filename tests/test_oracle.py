@@ -518,6 +518,31 @@ def test_mla_absorbed_file_is_the_plain_form_on_its_inputs(dump64):
     assert set(k for k in plain if k.startswith("in.")) == set(k for k in a if k.startswith("in."))
 
 
+@pytest.mark.parametrize("router", ["softmax_topk", "topk_softmax", "deepseek"])
+def test_tie_cases_pin_the_lower_index_rule(dump64, router):
+    """Each *_ties.npz row was built to tie: the stored choice is the lower-index rule's (TIE_INDICES, worked out
+    by hand beside each row in moe_cases.py), and the tied experts share their weight."""
+    from npgpt.oracle.moe_cases import TIE_INDICES
+
+    a, meta = load_case(dump64 / f"router_{router}_ties.npz")
+    assert meta["backward"] == "" and a["indices"].tolist() == TIE_INDICES[router]
+    z = np.take_along_axis(a["in.logits"], a["indices"], axis=1)  # (E, K) the chosen experts' logits
+    tied = z[:, 0] == z[:, 1]
+    assert tied.sum() >= 3 and np.all(a["weights"][tied, 0] == a["weights"][tied, 1])
+
+
+def test_moe_grouped_file_checks_the_clear_layer_too(dump64):
+    """moe_grouped_deepseek_v3.npz holds the clear layer's results on its inputs, to round-off."""
+    from npgpt.layers import MoESpec, moe_backward, moe_forward
+
+    a, meta = load_case(dump64 / "moe_grouped_deepseek_v3.npz")
+    p = {k[len("in.p."):]: v for k, v in a.items() if k.startswith("in.p.")}
+    out, z, cache = moe_forward(a["in.x"], p, MoESpec(**meta["args"]["spec"]))
+    dx, g = moe_backward(a["dout"], cache, a["drouter_logits"])
+    for key, got in [("out", out), ("router_logits", z), ("grad.x", dx), *((f"grad.p.{k}", v) for k, v in g.items())]:
+        assert compare_arrays(a[key], got, 1e-13, 1e-14)[2], key
+
+
 # ------------------------------------------------------------------------------------------ docs/oracle.md
 
 LAYOUT_SIZES = {"batch": 2, "seq": 5, "channels": 12, "heads": 3, "vocab": 7, "layers": 2}  # all distinct
