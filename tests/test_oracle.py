@@ -20,6 +20,8 @@ import pytest
 from npgpt import layers
 from npgpt.gpt2 import BLOCK_PARAM_NAMES, BlockCache, GPTCache
 from npgpt.oracle.__main__ import main as oracle_main
+from npgpt.oracle.moe_cases import E as MOE_E  # the MoE cases' fixed sizes (docs/oracle.md's E and K)
+from npgpt.oracle.moe_cases import K as MOE_K
 from npgpt.oracle import (
     CASE_NAMES,
     OracleError,
@@ -450,9 +452,13 @@ def test_meta_fields(dump64):
             continue
         for n in meta["grads"]:
             assert arrays[f"grad.{n}"].shape == arrays[f"in.{n}"].shape
-        float_inputs = [k[3:] for k, a in arrays.items() if k.startswith("in.") and a.dtype.kind == "f"]
-        assert sorted(float_inputs) == sorted(meta["grads"])  # every float input has exactly one gradient
-    assert [n for n in CASE_NAMES if not load_case(dump64 / f"{n}.npz")[1]["backward"]] == ["mla_absorbed"]
+        # every float input has exactly one gradient, but DeepSeek's correction bias: a buffer that only steers
+        # the router's choice (piecewise constant, so no gradient)
+        float_inputs = [k[3:] for k, a in arrays.items() if k.startswith("in.") and a.dtype.kind == "f"
+                        and not k.endswith("e_score_correction_bias")]
+        assert sorted(float_inputs) == sorted(meta["grads"])
+    assert [n for n in CASE_NAMES if not load_case(dump64 / f"{n}.npz")[1]["backward"]] == [
+        "mla_absorbed", "router_softmax_topk_ties", "router_topk_softmax_ties", "router_deepseek_ties"]
     trained = [n for n in CASE_NAMES if "optimizer" in load_case(dump64 / f"{n}.npz")[1]]
     assert trained == [n for n in CASE_NAMES if n.endswith("_train")] and trained[:2] == ["gpt_train", "llama_train"]
     for name in trained:
@@ -514,6 +520,31 @@ def test_mla_absorbed_file_is_the_plain_form_on_its_inputs(dump64):
     assert set(k for k in plain if k.startswith("in.")) == set(k for k in a if k.startswith("in."))
 
 
+@pytest.mark.parametrize("router", ["softmax_topk", "topk_softmax", "deepseek"])
+def test_tie_cases_pin_the_lower_index_rule(dump64, router):
+    """Each *_ties.npz row was built to tie: the stored choice is the lower-index rule's (TIE_INDICES, worked out
+    by hand beside each row in moe_cases.py), and the tied experts share their weight."""
+    from npgpt.oracle.moe_cases import TIE_INDICES
+
+    a, meta = load_case(dump64 / f"router_{router}_ties.npz")
+    assert meta["backward"] == "" and a["indices"].tolist() == TIE_INDICES[router]
+    z = np.take_along_axis(a["in.logits"], a["indices"], axis=1)  # (E, K) the chosen experts' logits
+    tied = z[:, 0] == z[:, 1]
+    assert tied.sum() >= 3 and np.all(a["weights"][tied, 0] == a["weights"][tied, 1])
+
+
+def test_moe_grouped_file_checks_the_clear_layer_too(dump64):
+    """moe_grouped_deepseek_v3.npz holds the clear layer's results on its inputs, to round-off."""
+    from npgpt.layers import MoESpec, moe_backward, moe_forward
+
+    a, meta = load_case(dump64 / "moe_grouped_deepseek_v3.npz")
+    p = {k[len("in.p."):]: v for k, v in a.items() if k.startswith("in.p.")}
+    out, z, cache = moe_forward(a["in.x"], p, MoESpec(**meta["args"]["spec"]))
+    dx, g = moe_backward(a["dout"], cache, a["drouter_logits"])
+    for key, got in [("out", out), ("router_logits", z), ("grad.x", dx), *((f"grad.p.{k}", v) for k, v in g.items())]:
+        assert compare_arrays(a[key], got, 1e-13, 1e-14)[2], key
+
+
 # ------------------------------------------------------------------------------------------ docs/oracle.md
 
 LAYOUT_SIZES = {"batch": 2, "seq": 5, "channels": 12, "heads": 3, "vocab": 7, "layers": 2}  # all distinct
@@ -536,6 +567,9 @@ def _shape(text: str, sizes: dict[str, int]) -> tuple[int, ...]:
     assert inner.startswith("(") and inner.endswith(")"), text
     out = []
     for tok in filter(None, (t.strip() for t in inner[1:-1].split(","))):
+        if tok.isdigit():  # a fixed length, e.g. the (1, C) of Qwen2-MoE's shared-expert gate
+            out.append(int(tok))
+            continue
         m = re.fullmatch(r"(\d*)([A-Z])", tok)
         assert m, f"undocumented shape token {tok!r} in {text!r}"
         out.append(int(m.group(1) or 1) * sizes[m.group(2)])
@@ -572,6 +606,9 @@ def documented_layout(L: int, sizes: dict[str, int], dtype: str) -> dict[str, di
                 assert shape == "(as `<name>`)", shape
                 for name, s in params[m.group(1)].items():
                     keys[key.replace("<name>", name)] = (s, dtypes[dt])
+            elif "{e}" in key:  # one key per expert (the MoE cases' per-expert tensors)
+                for e in range(sizes["E"]):
+                    keys[key.replace("{e}", str(e))] = (_shape(shape, sizes), dtypes[dt])
             else:
                 keys[key] = (_shape(shape, sizes), dtypes[dt])
         layout[m.group(1)] = keys
@@ -584,7 +621,7 @@ def test_written_files_match_the_documented_layout(tmp_path, dtype):
     paths = dump_cases(tmp_path, dtype=dtype, seed=5, **LAYOUT_SIZES)
     s = LAYOUT_SIZES
     sizes = {"B": s["batch"], "T": s["seq"], "C": s["channels"], "H": s["heads"], "D": s["channels"] // s["heads"],
-             "V": s["vocab"], "L": s["layers"], "S": 10}
+             "V": s["vocab"], "L": s["layers"], "S": 10, "N": s["batch"] * s["seq"], "E": MOE_E, "K": MOE_K}
     layout = documented_layout(s["layers"], sizes, dtype)
     assert set(layout) == set(CASE_NAMES)
     descr = {"float64": "<f8", "float32": "<f4", "int64": "<i8", "uint8": "|u1"}

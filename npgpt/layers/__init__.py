@@ -22,7 +22,14 @@ from .mla import (
     mla_softmax_scale,
 )
 from .mla_absorbed import LatentSlot, MLAAbsorbedCache, MLAAbsorbedWeights, mla_absorb, mla_absorbed_forward
+from .load_balancing_loss import LoadBalancingCache, load_balancing_loss_backward, load_balancing_loss_forward
 from .mlp import MLPCache, mlp_backward, mlp_forward
+from .moe import MoECache, MoESpec, moe_backward, moe_forward, moe_init_params, moe_param_shapes, moe_spec
+from .moe_grouped import MoEGroupedCache, moe_grouped_backward, moe_grouped_forward
+from .router_deepseek import RouterDeepseekCache, balance_bias_update, router_deepseek_backward, router_deepseek_forward
+from .router_softmax_topk import RouterSoftmaxTopKCache, router_softmax_topk_backward, router_softmax_topk_forward
+from .router_topk_softmax import RouterTopKSoftmaxCache, router_topk_softmax_backward, router_topk_softmax_forward
+from .router_z_loss import RouterZLossCache, router_z_loss_backward, router_z_loss_forward
 from .sdpa import SdpaCache, SdpaGrads, sdpa_backward, sdpa_forward
 from .sdpa_qkv import SdpaQkvCache, SdpaQkvGrads, sdpa_qkv_backward, sdpa_qkv_forward
 from .sdpa_tiled import SdpaTiledCache, sdpa_tiled_backward, sdpa_tiled_forward
@@ -65,4 +72,11 @@ __all__ = [
     "mla_softmax_scale",
     "mla_absorbed_forward", "MLAAbsorbedCache", "MLAAbsorbedWeights", "LatentSlot", "mla_absorb",
     "softcap_forward", "softcap_backward", "SoftcapCache",
+    "router_softmax_topk_forward", "router_softmax_topk_backward", "RouterSoftmaxTopKCache",
+    "router_topk_softmax_forward", "router_topk_softmax_backward", "RouterTopKSoftmaxCache",
+    "router_deepseek_forward", "router_deepseek_backward", "RouterDeepseekCache", "balance_bias_update",
+    "moe_forward", "moe_backward", "MoECache", "MoESpec", "moe_spec", "moe_param_shapes", "moe_init_params",
+    "moe_grouped_forward", "moe_grouped_backward", "MoEGroupedCache",
+    "load_balancing_loss_forward", "load_balancing_loss_backward", "LoadBalancingCache",
+    "router_z_loss_forward", "router_z_loss_backward", "RouterZLossCache",
 ]

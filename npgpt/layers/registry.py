@@ -50,6 +50,14 @@ _MLA_PARAMS = tuple("self_attn." + n for n in (
     "o_proj.weight", "o_proj.bias"))
 
 
+# moe's backward returns (dx, {name: gradient}), the names and their number depending on the MoESpec (E experts
+# each with its own tensors, or gpt-oss's four stacked ones; a shared expert or not).  The seeded-error plugin
+# flattens that dict in moe_param_shapes' order, so only positions every spec has are named here: dx, the router
+# weight, then the next five parameters (gpt-oss: router bias and its four stacked expert tensors; the others:
+# expert 0's three tensors and expert 1's first two).  tests/moe_cases.py's smallest spec (gpt_oss) has 6.
+_MOE_GRADS = ("dx", "d[router.weight]", *(f"d[param {i}]" for i in range(2, 7)))
+
+
 PAIRS: tuple[Pair, ...] = (
     _pair("embedding", ("dw",)),
     _pair("linear", ("dx", "dw", "db")),
@@ -76,4 +84,13 @@ PAIRS: tuple[Pair, ...] = (
     _pair("mla", ("dx", *(f"d[{n}]" for n in _MLA_PARAMS))),
     _forward_only("mla_absorbed", doc="derivations/mla.md"),  # derived in mla.md, "The absorbed form"
     _pair("softcap", ("dx",)),
+    # routers: (weights, indices, cache); the integer indices are a choice, not an output an error can nudge
+    _pair("router_softmax_topk", ("dlogits",), ("weights",)),
+    _pair("router_topk_softmax", ("dlogits",), ("weights",)),
+    _pair("router_deepseek", ("dlogits",), ("weights",)),
+    _pair("moe", _MOE_GRADS, ("out", "router_logits")),
+    Pair("moe_grouped", "moe_grouped_forward", "moe_grouped_backward", _MOE_GRADS, ("out", "router_logits"),
+         doc="derivations/moe.md"),  # derived in moe.md, "The grouped version"
+    _pair("load_balancing_loss", ("drouter_logits",), ("loss",)),
+    _pair("router_z_loss", ("drouter_logits",), ("loss",)),
 )

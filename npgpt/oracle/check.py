@@ -18,7 +18,7 @@ from .registry import CASES
 
 __all__ = ["check_path", "compare_arrays", "Report", "TensorResult", "is_input_key"]
 
-UPSTREAM_KEYS = ("dout", "dlse", "idx", "targets")  # stored inputs that are not in.* or param.*
+UPSTREAM_KEYS = ("dout", "dlse", "drouter_logits", "idx", "targets")  # stored inputs that are not in.* or param.*
 
 
 def is_input_key(key: str) -> bool:

@@ -14,7 +14,8 @@ from typing import Any
 
 __all__ = ["CASE_MODULES", "CASES", "CASE_NAMES", "get_case"]
 
-CASE_MODULES: tuple[str, ...] = ("gpt2_cases", "attention_cases", "llama_cases", "mla_cases", "decoder_cases")
+CASE_MODULES: tuple[str, ...] = ("gpt2_cases", "attention_cases", "llama_cases", "mla_cases", "decoder_cases",
+                                 "moe_cases")
 
 _FIELDS = ("name", "forward", "backward", "inputs", "grads", "make", "run", "outputs")
 
