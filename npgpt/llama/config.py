@@ -27,9 +27,10 @@ LAYER_TYPES = ("full_attention", "sliding_attention")
 
 MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")  # moe_family's flavours (layers/moe.py's moe_spec)
 MOE_IMPLS = ("grouped", "clear")
+MOE_DEFAULTS: dict[str, Any] = {"n_experts": 8, "top_k": 2, "aux_loss_coef": 0.01}  # --arch moe's experts
 
 
-BLOCK_STYLES = ("llama", "qwen3", "gemma3", "olmo2")  # block_style's names: training from scratch (--arch)
+BLOCK_STYLES = ("llama", "qwen3", "gemma3", "olmo2", "moe")  # block_style's names: training from scratch (--arch)
 
 
 def block_style(name: str, n_layer: int, n_embd: int, head_dim: int, block_size: int) -> dict[str, Any]:
@@ -38,10 +39,13 @@ def block_style(name: str, n_layer: int, n_embd: int, head_dim: int, block_size:
     qwen3: per-head QK-norm, RoPE base 1e6.  gemma3: (1 + w) RMSNorms in a sandwich, per-head QK-norm, GeGLU,
     embeddings times sqrt(C), scale 1/sqrt(D), five sliding-window layers (W = block_size // 2, local RoPE
     base 1e4) per global one (base 1e6, the last layer always global as in Gemma 3's pattern of 6), tied
-    head.  olmo2: post-norm with QK-norm over the whole projection, RoPE base 5e5.  llama: none.
+    head.  olmo2: post-norm with QK-norm over the whole projection, RoPE base 5e5.  moe: Mixtral's block, a
+    mixture of SwiGLU experts in every MLP slot with the load-balancing loss on.  llama: none.
     """
     if name == "llama":
         return {}
+    if name == "moe":
+        return {"moe_family": "mixtral", "output_router_logits": True}
     if name == "qwen3":
         return {"qk_norm": "head", "rope_theta": 1e6}
     if name == "olmo2":
@@ -323,12 +327,27 @@ def training_widths(n_head: int, n_embd: int, n_kv_head: int | None,
 
 def training_config(*, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
                     dropout: float = 0.0, n_kv_head: int | None = None, intermediate_size: int | None = None,
-                    style: str = "llama", **preset: Any) -> LlamaConfig:
+                    style: str = "llama", n_experts: int | None = None, top_k: int | None = None,
+                    aux_loss_coef: float | None = None, **preset: Any) -> LlamaConfig:
     """The LlamaConfig `npgpt train --arch STYLE` builds from the run's widths: RMSNorm eps 1e-5 and a tied head,
-    as Llama 3.2's small models, with the block of `style` (block_style: llama, qwen3, gemma3, olmo2);
-    `preset` sets further fields."""
+    as Llama 3.2's small models, with the block of `style` (block_style: llama, qwen3, gemma3, olmo2, moe);
+    `preset` sets further fields.  The moe style's experts: n_experts (default 8), top_k (2), and the
+    load-balancing loss's coefficient aux_loss_coef (0.01); other styles refuse them."""
     if dropout:
         raise ValueError(f"dropout: the {style} arch has no dropout; expected 0, got {dropout}")
+    moe = {"n_experts": n_experts, "top_k": top_k, "aux_loss_coef": aux_loss_coef}
+    if style == "moe":
+        preset = {"num_experts": MOE_DEFAULTS["n_experts"] if n_experts is None else n_experts,
+                  "num_experts_per_tok": MOE_DEFAULTS["top_k"] if top_k is None else top_k,
+                  "router_aux_loss_coef": MOE_DEFAULTS["aux_loss_coef"] if aux_loss_coef is None else aux_loss_coef,
+                  **preset}
+        E, K = preset["num_experts"], preset["num_experts_per_tok"]
+        if is_py_int(E) and is_py_int(K) and E >= 1 and K > E:
+            raise ValueError(f"top_k: expected at most n_experts={E}, got {K}")
+    else:
+        given = next((k for k, v in moe.items() if v is not None), None)
+        if given is not None:
+            raise ValueError(f"{given}: only --arch moe has experts (got the {style} arch)")
     n_kv_head, intermediate_size = training_widths(n_head, n_embd, n_kv_head, intermediate_size)
     if n_embd % n_head:
         raise ValueError(f"n_embd: expected a multiple of n_head={n_head}, got {n_embd}")

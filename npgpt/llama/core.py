@@ -23,6 +23,8 @@ from .._checks import token_batch
 from ..layers.cross_entropy import CrossEntropyCache, _cross_entropy_backward, _cross_entropy_forward
 from ..layers.load_balancing_loss import LoadBalancingCache, _load_balancing_loss_backward, \
     _load_balancing_loss_forward
+from ..layers.moe import MoECache
+from ..layers.moe_grouped import MoEGroupedCache
 from ..layers.embedding import EmbeddingCache, _embedding_backward, _embedding_forward
 from ..layers.rope import rope_frequencies, rope_tables
 from ..layers.softcap import SoftcapCache, _softcap_backward, _softcap_forward
@@ -170,6 +172,18 @@ def _llama_forward(params: Params, config: LlamaConfig, idx: npt.NDArray[np.inte
         loss = np.asarray(loss + config.router_aux_loss_coef * aux_loss)  # () coefficient 0: aux still reported
     return logits, loss, LlamaCache(config, tok_cache, layer_caches, norm_cache, xf2, w_head, cap, ce_cache,
                                     aux_cache, aux_loss)
+
+
+def router_stats(cache: LlamaCache) -> dict[str, object] | None:
+    """A mixture of experts' load in this forward: {"aux_loss": the load-balancing loss before its coefficient
+    (None when not computed), "expert_share": (E,) each expert's share of the (token, choice) routings over
+    every sparse layer, summing to 1}; None for a dense model."""
+    indices = [c.mlp.indices for c in cache.layers if isinstance(c.mlp, (MoECache, MoEGroupedCache))]  # (N, K)
+    if not indices:
+        return None
+    counts = np.bincount(np.concatenate([i.reshape(-1) for i in indices]), minlength=cache.config.num_experts)
+    share = counts / counts.sum()  # (E,)
+    return {"aux_loss": None if cache.aux_loss is None else float(cache.aux_loss), "expert_share": share}
 
 
 def forward_for_runtime(params: Params, config: LlamaConfig, idx: npt.NDArray[np.integer],

@@ -15,7 +15,7 @@ from ..families import save_dir
 from ..tokenizers import BPETokenizer, start_token
 from ..tokenizers.protocol import Tokenizer
 from .config import TrainConfig
-from .outdir import HF_DIR_NAME, PLOT_NAME, describe_os_error
+from .outdir import EXPERT_PLOT_NAME, HF_DIR_NAME, PLOT_NAME, describe_os_error
 from .progress import _clock
 from .resume import _save
 from .state import TrainResult, _kept, _Run
@@ -73,13 +73,16 @@ def _report(run: _Run) -> TrainResult:
 
 
 def _plot(run: _Run) -> Path | None:
-    from .plot import plot_losses
+    from .plot import plot_expert_load, plot_losses
 
     st = run.st
     if not st.step_losses and not st.evals:
         return None
     try:
-        return plot_losses(Path(run.cfg.out_dir) / PLOT_NAME, st.step_losses, st.evals)
+        path = plot_losses(Path(run.cfg.out_dir) / PLOT_NAME, st.step_losses, st.evals)
+        if st.expert_load:  # a mixture of experts: its load beside the loss curve
+            plot_expert_load(Path(run.cfg.out_dir) / EXPERT_PLOT_NAME, st.expert_load)
+        return path
     except Exception as e:  # the picture is a convenience: never lose a finished run over it
         run.prog.message(f"warning: could not draw the loss curve ({type(e).__name__}: {e})")
         return None
