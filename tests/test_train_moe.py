@@ -82,3 +82,26 @@ def test_plot_expert_load_draws_each_expert(tmp_path):
     root = ET.fromstring(out.read_text())
     assert len([e for e in root.iter() if e.tag.endswith("polyline")]) == 3
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary behind
+
+
+def test_an_moe_model_saves_as_mixtral(tmp_path):
+    """--arch moe's model is a Mixtral: save_pretrained writes model_type mixtral, from_pretrained reads the same
+    model back, and (live) transformers loads it to our float32 logits."""
+    import json
+
+    from npgpt.llama import Llama
+    from npgpt.llama.pretrained import from_pretrained, save_pretrained
+    config = tiny(tmp_path).model_config(30)
+    model = Llama(config, seed=1, dtype=np.float32)
+    save_pretrained(model, tmp_path / "hf")
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "mixtral"
+    back = from_pretrained(tmp_path / "hf")
+    assert back.config == config and np.array_equal(back.flat_params, model.flat_params)
+    torch = pytest.importorskip("torch")
+    tr = pytest.importorskip("transformers")
+    hf = tr.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    idx = np.array([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.from_numpy(idx)).logits.numpy()
+    ours = model.forward(idx)[0]
+    assert np.max(np.abs(ours - theirs)) <= 2e-5 * np.max(np.abs(theirs))
