@@ -69,6 +69,7 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen3": ("llama", {"style": "qwen3"}),  # per-head QK-norm
     "gemma3": ("llama", {"style": "gemma3"}),  # (1 + w) sandwich norms, QK-norm, GeGLU, 5 sliding : 1 global
     "olmo2": ("llama", {"style": "olmo2"}),  # post-norm, QK-norm over the whole projection
+    "moe": ("llama", {"style": "moe"}),  # Mixtral's block: top-k of n_experts SwiGLU experts, load-balancing loss
 }
 
 

@@ -479,7 +479,7 @@ def test_13_a_finished_run_is_extended_and_equals_one_long_run(work):
     (["train", "--no-such-flag"], "error: unrecognized arguments: --no-such-flag (see npgpt train --help)"),
     (["train", "--lr", "fast"], "error: argument --lr: invalid float value: 'fast' (see npgpt train --help)"),
     (["train", "--arch", "mamba"], "error: argument --arch: invalid choice: 'mamba' (choose from gpt2, llama, "
-                                   "qwen3, gemma3, olmo2) (see npgpt train --help)"),
+                                   "qwen3, gemma3, olmo2, moe) (see npgpt train --help)"),
     (["train", "small.txt", "--block-size", "100000"], "error: text too short: the training split (the first "
      "90%) has 10800 tokens, but block_size=100000 needs at least 100001; use a longer text or a smaller block_size"),
     (["frobnicate"], None),

@@ -171,7 +171,7 @@ def _edit_config(path, **changes):
 
 @pytest.mark.parametrize("name, changes, match", [
     ("qwen3", {"model_type": "mamba"}, "model_type is 'mamba', expected 'llama' or another family"),
-    ("qwen3", {"model_type": "mixtral"}, "model_type is 'mixtral'"),
+    ("qwen3", {"model_type": "jamba"}, "model_type is 'jamba'"),
     ("qwen3", {"architectures": ["LlamaForCausalLM"]}, "architectures is"),
     ("qwen3", {"some_new_knob": 3}, "some_new_knob: a qwen3 config field npgpt does not implement"),
     ("qwen3", {"rope_parameters": {"rope_type": "su", "rope_theta": 1e4}}, "rope_parameters: rope_type 'su'"),

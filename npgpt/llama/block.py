@@ -7,7 +7,8 @@ with grouped-query attention (query head h reads kv head h // (Hq / Hkv)).  The 
 it through config fields (config.py), each a short commented branch here: which norms sit where (NORM_SLOTS:
 OLMo 2's post-norm, Gemma 2/3's sandwich, the parallel block of GPT-NeoX, Phi-2 and Falcon), LayerNorm or
 Gemma's (1 + w) RMSNorm, QK-norm, biases, partial / per-layer / no RoPE, a sliding window, the attention's
-softcap, sinks and scale, Granite's residual multiplier, and a plain (ungated) MLP.
+softcap, sinks and scale, Granite's residual multiplier, a plain (ungated) MLP, and a sparse mixture of
+experts in the MLP slot (moe_family: Mixtral, Qwen2-MoE, Qwen3-MoE; layers/moe_grouped.py's pair).
 
 Parameters come in a mapping keyed by HF's names inside a layer ('self_attn.q_proj.weight', ...; the canonical
 names of layer_param_shapes), matrices in nn.Linear's (out, in) layout.  Forward x (B, T, C) -> out (B, T, C);
@@ -28,6 +29,8 @@ from ..layers.attention_chunks import AttentionChunksCache, _attention_chunks_ba
 from ..layers.gated_mlp import GatedMLPCache, _gated_mlp_backward, _gated_mlp_forward
 from ..layers.gelu import GeluCache, _gelu_backward, _gelu_forward
 from ..layers.layernorm import LayerNormCache, _layernorm_backward, _layernorm_forward
+from ..layers.moe import MoECache, MoESpec, _moe_backward, _moe_forward, moe_param_shapes, moe_spec
+from ..layers.moe_grouped import MoEGroupedCache, _moe_grouped_backward, _moe_grouped_forward
 from ..layers.merge_heads import MergeHeadsCache, _merge_heads_backward, _merge_heads_forward
 from ..layers.rmsnorm import RMSNormCache, _rmsnorm_backward, _rmsnorm_forward
 from ..layers.rope import RopeCache, _rope_backward, _rope_forward
@@ -70,8 +73,16 @@ def norm_slots(config: LlamaConfig) -> NormSlots:
     return NormSlots("input_layernorm", None, "post_attention_layernorm", None)  # Llama: pre-norm
 
 
-def layer_param_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
-    """Every layer parameter's canonical name and shape for this config (HF's (out, in) layout), in order."""
+def moe_layer_spec(config: LlamaConfig) -> MoESpec:
+    """The MoESpec of the config's sparse layers (layers/moe.py): the family's router, names and flags."""
+    assert config.moe_family is not None
+    over = {} if config.norm_topk_prob is None else {"norm_topk_prob": config.norm_topk_prob}
+    return moe_spec(config.moe_family, config.num_experts, config.num_experts_per_tok, **over)
+
+
+def layer_param_shapes(config: LlamaConfig, layer: int = 0) -> dict[str, tuple[int, ...]]:
+    """Every parameter's canonical name and shape of layer `layer` (HF's (out, in) layout), in order.  The
+    layers differ only where a mixture of experts replaces the dense MLP (config.is_moe_layer)."""
     C, D, F = config.n_embd, config.head_size, config.intermediate_size
     Hq, Hkv = config.n_head, config.n_kv_head
     slots = norm_slots(config)
@@ -100,6 +111,10 @@ def layer_param_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
     norm(slots.attn_out)
     norm(slots.mlp_in)
     norm(slots.mlp_out)
+    if config.is_moe_layer(layer):  # the router, E experts (and Qwen2-MoE's shared expert), as the files name them
+        F_moe = config.moe_intermediate_size or F
+        shapes.update(moe_param_shapes(moe_layer_spec(config), C, F_moe, config.shared_expert_intermediate_size))
+        return shapes
     if config.mlp_kind == "gated":
         linear("mlp.gate_proj", F, C, config.mlp_bias)
     linear("mlp.up_proj", F, C, config.mlp_bias)
@@ -147,10 +162,12 @@ class LlamaLayerCache(NamedTuple):
     attention: AttentionBranchCache  # projections, QK-norm, RoPE, attention, o_proj
     norm_a: NormCache | None  # the attention's output norm (post-norm, sandwich)
     norm_2: NormCache | None  # the MLP's input norm (None in post-norm or with a shared parallel norm)
-    mlp: GatedMLPCache | MLPBranchCache
+    mlp: GatedMLPCache | MLPBranchCache | MoECache | MoEGroupedCache
     norm_m: NormCache | None  # the MLP's output norm (post-norm, sandwich)
     config: LlamaConfig
     x_shape: tuple[int, ...]  # (B, T, C)
+    layer: int = 0  # the layer's index (which MLP it has)
+    router_logits: Array | None = None  # (N, E) a sparse layer's router logits (for the load-balancing loss)
 
     @property
     def attn(self) -> SdpaCache | AttentionChunksCache:
@@ -299,11 +316,28 @@ def _attention_backward(dout: Array, c: AttentionBranchCache, config: LlamaConfi
 # ---------------------------------------------------------------------------------------------- MLP
 
 
-def _mlp_forward(h: Array, p: Mapping[str, Array], config: LlamaConfig) -> tuple[Array, GatedMLPCache | MLPBranchCache]:
-    """h (B, T, C) -> the MLP's output (B, T, C): down(act(gate) * up) (gated) or down(act(up)) (plain)."""
+MLPCache = GatedMLPCache | MLPBranchCache | MoECache | MoEGroupedCache
+
+
+def _moe_branch_forward(h: Array, p: Mapping[str, Array],
+                        config: LlamaConfig) -> tuple[Array, Array, MoECache | MoEGroupedCache]:
+    """h (B, T, C) -> the mixture of experts' output (B, T, C) and its router logits (N, E): the grouped pair
+    (moe_grouped.py), or the clear loop of moe.py with moe_impl='clear' (equal results; tests use both)."""
+    forward = _moe_grouped_forward if config.moe_impl == "grouped" else _moe_forward
+    return forward(h, p, moe_layer_spec(config))
+
+
+def _mlp_forward(h: Array, p: Mapping[str, Array], config: LlamaConfig,
+                 layer: int = 0) -> tuple[Array, MLPCache, Array | None]:
+    """h (B, T, C) -> the MLP's output (B, T, C): down(act(gate) * up) (gated) or down(act(up)) (plain), or a
+    sparse layer's mixture of experts; also its router logits (N, E) (None for a dense MLP)."""
+    if config.is_moe_layer(layer):
+        out, z, moe = _moe_branch_forward(h, p, config)  # (B, T, C), (N, E)
+        return out, moe, z
     if config.mlp_kind == "gated" and not config.mlp_bias:  # Llama: gated_mlp.py's pair
-        return _gated_mlp_forward(h, p["mlp.gate_proj.weight"], p["mlp.up_proj.weight"], p["mlp.down_proj.weight"],
-                                  config.activation)  # (B, T, C)
+        out, gc = _gated_mlp_forward(h, p["mlp.gate_proj.weight"], p["mlp.up_proj.weight"],
+                                     p["mlp.down_proj.weight"], config.activation)  # (B, T, C)
+        return out, gc, None
     h2 = h.reshape(-1, h.shape[-1])  # (N, C)
     up = _linear(h2, p, "mlp.up_proj")  # (N, F)
     act: SwiGLUCache | GeluCache
@@ -313,12 +347,20 @@ def _mlp_forward(h: Array, p: Mapping[str, Array], config: LlamaConfig) -> tuple
         a, act = _gelu_forward(up, "erf" if config.activation == "gelu" else "tanh")  # (N, F)
     out = _linear(a, p, "mlp.down_proj")  # (N, C)
     return out.reshape(h.shape), MLPBranchCache(h2, a, act, p.get("mlp.gate_proj.weight"), p["mlp.up_proj.weight"],
-                                                p["mlp.down_proj.weight"])
+                                                p["mlp.down_proj.weight"]), None
 
 
-def _mlp_backward(dout: Array, c: GatedMLPCache | MLPBranchCache, config: LlamaConfig,
-                  g: dict[str, Array]) -> Array:
-    """dh (B, T, C) of _mlp_forward, the MLP's parameter gradients written into g."""
+def _mlp_backward(dout: Array, c: MLPCache, config: LlamaConfig, g: dict[str, Array],
+                  drouter_logits: Array | None = None) -> Array:
+    """dh (B, T, C) of _mlp_forward, the MLP's parameter gradients written into g; drouter_logits (N, E): the
+    load-balancing loss's gradient reaching a sparse layer's router logits (or None)."""
+    if isinstance(c, (MoECache, MoEGroupedCache)):
+        if isinstance(c, MoEGroupedCache):
+            dh, moe_grads = _moe_grouped_backward(dout, c, drouter_logits)  # (B, T, C)
+        else:
+            dh, moe_grads = _moe_backward(dout, c, drouter_logits)  # (B, T, C) the clear loop's
+        g.update(moe_grads)
+        return dh
     if isinstance(c, GatedMLPCache):
         dh, g["mlp.gate_proj.weight"], g["mlp.up_proj.weight"], g["mlp.down_proj.weight"] = \
             _gated_mlp_backward(dout, c)  # (1) (B, T, C)
@@ -349,12 +391,13 @@ def _mlp_backward(dout: Array, c: GatedMLPCache | MLPBranchCache, config: LlamaC
 
 def llama_layer_forward(x: Array, p: Mapping[str, Array], config: LlamaConfig, cos: Array | None,
                         sin: Array | None, kv: KVSlot | None = None, start: int = 0,
-                        window: int | None = None) -> tuple[Array, LlamaLayerCache]:
+                        window: int | None = None, layer: int = 0) -> tuple[Array, LlamaLayerCache]:
     """x (B, T, C) -> out (B, T, C); cos, sin the RoPE tables (rope_tables) for these T positions (None: a
     layer without RoPE); window W: a sliding-window layer (None: full causal attention).
 
     With kv, this layer's keys and values are written at positions start .. start + T - 1 of kv and the
-    queries attend over all start + T cached positions (the KV cache: T = 1 per new token).  Unchecked:
+    queries attend over all start + T cached positions (the KV cache: T = 1 per new token).  layer: its index
+    (config.is_moe_layer(layer): a mixture of experts in the MLP slot).  Unchecked:
     the model checks its inputs.  See docs/llama.md.
     """
     slots = norm_slots(config)  # Llama: input_layernorm before attention, post_attention_layernorm before the MLP
@@ -369,16 +412,18 @@ def llama_layer_forward(x: Array, p: Mapping[str, Array], config: LlamaConfig, c
         h, norm_2 = (h, None) if slots.mlp_in is None else _norm_forward(x, p, slots.mlp_in, config)
     else:
         h, norm_2 = _norm_forward(x1, p, slots.mlp_in, config)  # (B, T, C)
-    m, mlp = _mlp_forward(h, p, config)  # (B, T, C)
+    m, mlp, router_logits = _mlp_forward(h, p, config, layer)  # (B, T, C), (N, E) or None
     m, norm_m = _norm_forward(m, p, slots.mlp_out, config)  # (B, T, C)
     if rm != 1.0:
         m *= rm
     out = x1 + m  # (B, T, C) second residual add (parallel: x + attention + MLP)
-    return out, LlamaLayerCache(norm_1, attn, norm_a, norm_2, mlp, norm_m, config, x.shape)
+    return out, LlamaLayerCache(norm_1, attn, norm_a, norm_2, mlp, norm_m, config, x.shape, layer, router_logits)
 
 
-def llama_layer_backward(dout: Array, cache: LlamaLayerCache) -> tuple[Array, dict[str, Array]]:
-    """Reverse of the forward; each residual add copies its gradient to both inputs.  dout (B, T, C).
+def llama_layer_backward(dout: Array, cache: LlamaLayerCache,
+                         drouter_logits: Array | None = None) -> tuple[Array, dict[str, Array]]:
+    """Reverse of the forward; each residual add copies its gradient to both inputs.  dout (B, T, C);
+    drouter_logits (N, E): an upstream gradient of a sparse layer's router logits (the load-balancing loss's).
 
     Returns dx (B, T, C) and the gradients keyed like layer_param_shapes(config).  See docs/llama.md.
     """
@@ -388,7 +433,7 @@ def llama_layer_backward(dout: Array, cache: LlamaLayerCache) -> tuple[Array, di
     g: dict[str, Array] = {}
     dm = dout if rm == 1.0 else dout * rm  # (B, T, C)
     dm = _norm_backward(dm, c.norm_m, slots.mlp_out, g)  # (B, T, C)
-    dh = _mlp_backward(dm, c.mlp, config, g)  # (1) (B, T, C)
+    dh = _mlp_backward(dm, c.mlp, config, g, drouter_logits)  # (1) (B, T, C)
     # (every gradient below is a new array, so the in-place adds never write into dout)
     dh_mlp = None  # the parallel block's gradient reaching x (or the shared norm's output) through the MLP
     if config.parallel_residual:  # x1 = x + a: dout reaches x and a unchanged; the MLP read x (or h)
@@ -406,4 +451,4 @@ def llama_layer_backward(dout: Array, cache: LlamaLayerCache) -> tuple[Array, di
     dx += dx1  # (12) residual: straight path + attention branch
     if dh_mlp is not None and slots.mlp_in is not None:
         dx += dh_mlp  # GPT-NeoX: the MLP's own input norm read x
-    return dx, {n: g[n] for n in layer_param_shapes(config)}
+    return dx, {n: g[n] for n in layer_param_shapes(config, c.layer)}

@@ -25,7 +25,12 @@ MLP_KINDS = ("gated", "plain")  # down(act(gate) * up) (Llama) or down(act(up)) 
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
-BLOCK_STYLES = ("llama", "qwen3", "gemma3", "olmo2")  # block_style's names: training from scratch (--arch)
+MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")  # moe_family's flavours (layers/moe.py's moe_spec)
+MOE_IMPLS = ("grouped", "clear")
+MOE_DEFAULTS: dict[str, Any] = {"n_experts": 8, "top_k": 2, "aux_loss_coef": 0.01}  # --arch moe's experts
+
+
+BLOCK_STYLES = ("llama", "qwen3", "gemma3", "olmo2", "moe")  # block_style's names: training from scratch (--arch)
 
 
 def block_style(name: str, n_layer: int, n_embd: int, head_dim: int, block_size: int) -> dict[str, Any]:
@@ -34,10 +39,13 @@ def block_style(name: str, n_layer: int, n_embd: int, head_dim: int, block_size:
     qwen3: per-head QK-norm, RoPE base 1e6.  gemma3: (1 + w) RMSNorms in a sandwich, per-head QK-norm, GeGLU,
     embeddings times sqrt(C), scale 1/sqrt(D), five sliding-window layers (W = block_size // 2, local RoPE
     base 1e4) per global one (base 1e6, the last layer always global as in Gemma 3's pattern of 6), tied
-    head.  olmo2: post-norm with QK-norm over the whole projection, RoPE base 5e5.  llama: none.
+    head.  olmo2: post-norm with QK-norm over the whole projection, RoPE base 5e5.  moe: Mixtral's block, a
+    mixture of SwiGLU experts in every MLP slot with the load-balancing loss on.  llama: none.
     """
     if name == "llama":
         return {}
+    if name == "moe":
+        return {"moe_family": "mixtral", "output_router_logits": True}
     if name == "qwen3":
         return {"qk_norm": "head", "rope_theta": 1e6}
     if name == "olmo2":
@@ -98,6 +106,18 @@ class LlamaConfig:
     logits_scaling: float = 1.0  # the logits are divided by this (Granite)
     mlp_kind: str = "gated"  # "gated": down(act(gate) * up); "plain": down(act(up)), no gate_proj
     attention_sinks: bool = False  # one learned sink logit per query head in the softmax (gpt-oss)
+    # --- a sparse mixture of experts in the MLP slot (layers/moe.py); moe_family None = a dense MLP ---
+    moe_family: str | None = None  # the MoE's flavour (moe.py's moe_spec): mixtral, qwen2_moe, qwen3_moe
+    num_experts: int = 8  # E: routed experts per MoE layer
+    num_experts_per_tok: int = 2  # K: experts each token is sent to (top_k)
+    norm_topk_prob: bool | None = None  # renormalise the K chosen weights to sum 1; None: the family's default
+    moe_intermediate_size: int | None = None  # F of each expert; None: intermediate_size
+    shared_expert_intermediate_size: int | None = None  # Qwen2-MoE's sigmoid-gated shared expert width (or None)
+    decoder_sparse_step: int = 1  # layer i is sparse when (i + 1) % step == 0 (Qwen2/3-MoE), else dense
+    mlp_only_layers: tuple[int, ...] = ()  # these layers keep a dense MLP (Qwen2/3-MoE)
+    router_aux_loss_coef: float = 0.0  # the loss adds coef * load-balancing loss (with output_router_logits)
+    output_router_logits: bool = False  # compute the load-balancing loss over every MoE layer's router logits
+    moe_impl: str = "grouped"  # "grouped" (moe_grouped.py, fast) or "clear" (moe.py's loop): equal results
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size"):
@@ -119,6 +139,7 @@ class LlamaConfig:
         if self.hidden_act not in HIDDEN_ACTS:
             raise ValueError(f"hidden_act: expected one of {', '.join(HIDDEN_ACTS)}, got {self.hidden_act!r}")
         self._check_variants()
+        self._check_moe()
         rope_frequencies(self.rotary_dim, self.rope_theta, self.rope_scaling,
                          max_position_embeddings=self.block_size)  # theta and rope_scaling errors
 
@@ -199,6 +220,61 @@ class LlamaConfig:
                 raise ValueError(f"no_rope_layers: expected a tuple of {self.n_layer} (n_layer) entries 0 or 1 "
                                  f"(1 = RoPE), got {nr!r}")
 
+    def _check_moe(self) -> None:
+        """The mixture-of-experts fields: each error names its field."""
+        if self.moe_family is None:
+            return
+        if self.moe_family not in MOE_FAMILIES:
+            raise ValueError(f"moe_family: expected None or one of {', '.join(MOE_FAMILIES)}, got "
+                             f"{self.moe_family!r}")
+        E, K = self.num_experts, self.num_experts_per_tok
+        if not is_py_int(E) or E < 1:
+            raise ValueError(f"num_experts: expected a positive integer, got {E!r}")
+        if not is_py_int(K) or not 1 <= K <= E:
+            raise ValueError(f"num_experts_per_tok: expected an integer in [1, num_experts={E}], got {K!r}")
+        for name in ("moe_intermediate_size", "shared_expert_intermediate_size"):
+            v = getattr(self, name)
+            if v is not None and (not is_py_int(v) or v < 1):
+                raise ValueError(f"{name}: expected a positive integer or None, got {v!r}")
+        if self.moe_family == "qwen2_moe" and self.shared_expert_intermediate_size is None:
+            raise ValueError("shared_expert_intermediate_size: qwen2_moe has a shared expert; expected its width")
+        if self.moe_family != "qwen2_moe" and self.shared_expert_intermediate_size is not None:
+            raise ValueError(f"shared_expert_intermediate_size: only qwen2_moe has a shared expert, got "
+                             f"moe_family={self.moe_family!r}")
+        if self.norm_topk_prob is not None and not isinstance(self.norm_topk_prob, bool):
+            raise ValueError(f"norm_topk_prob: expected True, False or None, got {self.norm_topk_prob!r}")
+        if not is_py_int(self.decoder_sparse_step) or self.decoder_sparse_step < 1:
+            raise ValueError(f"decoder_sparse_step: expected a positive integer, got {self.decoder_sparse_step!r}")
+        mo = self.mlp_only_layers
+        if not isinstance(mo, tuple) or any(not is_py_int(i) or not 0 <= i < self.n_layer for i in mo):
+            raise ValueError(f"mlp_only_layers: expected a tuple of layer indices in [0, {self.n_layer}), got {mo!r}")
+        c = self.router_aux_loss_coef
+        if not is_real(c) or isinstance(c, bool) or not math.isfinite(c) or c < 0:
+            raise ValueError(f"router_aux_loss_coef: expected a finite number >= 0, got {c!r}")
+        if not isinstance(self.output_router_logits, bool):
+            raise ValueError(f"output_router_logits: expected True or False, got {self.output_router_logits!r}")
+        if self.moe_impl not in MOE_IMPLS:
+            raise ValueError(f"moe_impl: expected one of {', '.join(MOE_IMPLS)}, got {self.moe_impl!r}")
+        if self.mlp_kind != "gated" or self.mlp_bias or self.activation != "silu":
+            raise ValueError("moe_family: the experts are SwiGLU MLPs (mlp_kind='gated', hidden_act='silu', "
+                             "no mlp_bias)")
+
+    def is_moe_layer(self, i: int) -> bool:
+        """Whether layer i's MLP slot holds the mixture of experts (Qwen2-MoE's rule: not in mlp_only_layers,
+        and (i + 1) a multiple of decoder_sparse_step)."""
+        return self.moe_family is not None and i not in self.mlp_only_layers \
+            and (i + 1) % self.decoder_sparse_step == 0
+
+    @property
+    def moe_layers(self) -> tuple[int, ...]:
+        """The indices of the sparse layers, in order."""
+        return tuple(i for i in range(self.n_layer) if self.is_moe_layer(i))
+
+    @property
+    def aux_loss_on(self) -> bool:
+        """Whether the loss adds router_aux_loss_coef times the load-balancing loss (as MixtralForCausalLM)."""
+        return self.output_router_logits and bool(self.moe_layers)
+
     @property
     def rotary_dim(self) -> int:
         """R: the rotated channels of each head, int(D * partial_rotary_factor) as HF computes it."""
@@ -236,7 +312,7 @@ class LlamaConfig:
         if extra:
             raise ValueError(f"config: unexpected keys {sorted(extra)}")
         d = dict(d)
-        for key in ("layer_types", "no_rope_layers"):  # JSON gives lists; the frozen config keeps tuples
+        for key in ("layer_types", "no_rope_layers", "mlp_only_layers"):  # JSON gives lists; the config keeps tuples
             if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
         return cls(**d)
@@ -251,12 +327,27 @@ def training_widths(n_head: int, n_embd: int, n_kv_head: int | None,
 
 def training_config(*, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
                     dropout: float = 0.0, n_kv_head: int | None = None, intermediate_size: int | None = None,
-                    style: str = "llama", **preset: Any) -> LlamaConfig:
+                    style: str = "llama", n_experts: int | None = None, top_k: int | None = None,
+                    aux_loss_coef: float | None = None, **preset: Any) -> LlamaConfig:
     """The LlamaConfig `npgpt train --arch STYLE` builds from the run's widths: RMSNorm eps 1e-5 and a tied head,
-    as Llama 3.2's small models, with the block of `style` (block_style: llama, qwen3, gemma3, olmo2);
-    `preset` sets further fields."""
+    as Llama 3.2's small models, with the block of `style` (block_style: llama, qwen3, gemma3, olmo2, moe);
+    `preset` sets further fields.  The moe style's experts: n_experts (default 8), top_k (2), and the
+    load-balancing loss's coefficient aux_loss_coef (0.01); other styles refuse them."""
     if dropout:
         raise ValueError(f"dropout: the {style} arch has no dropout; expected 0, got {dropout}")
+    moe = {"n_experts": n_experts, "top_k": top_k, "aux_loss_coef": aux_loss_coef}
+    if style == "moe":
+        preset = {"num_experts": MOE_DEFAULTS["n_experts"] if n_experts is None else n_experts,
+                  "num_experts_per_tok": MOE_DEFAULTS["top_k"] if top_k is None else top_k,
+                  "router_aux_loss_coef": MOE_DEFAULTS["aux_loss_coef"] if aux_loss_coef is None else aux_loss_coef,
+                  **preset}
+        E, K = preset["num_experts"], preset["num_experts_per_tok"]
+        if is_py_int(E) and is_py_int(K) and E >= 1 and K > E:
+            raise ValueError(f"top_k: expected at most n_experts={E}, got {K}")
+    else:
+        given = next((k for k, v in moe.items() if v is not None), None)
+        if given is not None:
+            raise ValueError(f"{given}: only --arch moe has experts (got the {style} arch)")
     n_kv_head, intermediate_size = training_widths(n_head, n_embd, n_kv_head, intermediate_size)
     if n_embd % n_head:
         raise ValueError(f"n_embd: expected a multiple of n_head={n_head}, got {n_embd}")

@@ -4,6 +4,8 @@ logits = rmsnorm(layers(embed_tokens[idx])) @ lm_head.T     (positions enter thr
 The later families' model-level variants are config fields: the embeddings' multiplier (Gemma's sqrt(C),
 Granite's), the final norm's kind, a bias on the LM head (Phi-2), a final logit softcap (Gemma 2/3) and
 Granite's logits_scaling; per-layer RoPE tables (Gemma 3's local base, SmolLM3's layers without RoPE).
+With a mixture of experts (config.moe_family) and output_router_logits, the loss adds router_aux_loss_coef
+times the load-balancing loss over every sparse layer's router logits, as MixtralForCausalLM does.
 `logits, loss, cache = llama_forward(params, config, idx, targets)`; `grads = llama_backward(cache)`.
 No buffers, threads or optimizer here (the class is in model.py, generation in generate.py).
 Walkthrough: docs/llama.md
@@ -19,6 +21,10 @@ import numpy.typing as npt
 
 from .._checks import token_batch
 from ..layers.cross_entropy import CrossEntropyCache, _cross_entropy_backward, _cross_entropy_forward
+from ..layers.load_balancing_loss import LoadBalancingCache, _load_balancing_loss_backward, \
+    _load_balancing_loss_forward
+from ..layers.moe import MoECache
+from ..layers.moe_grouped import MoEGroupedCache
 from ..layers.embedding import EmbeddingCache, _embedding_backward, _embedding_forward
 from ..layers.rope import rope_frequencies, rope_tables
 from ..layers.softcap import SoftcapCache, _softcap_backward, _softcap_forward
@@ -37,9 +43,8 @@ def param_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
     when tied); the variants add biases, QK-norms, sinks and their norms under the same naming."""
     V, C = config.vocab_size, config.n_embd
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (V, C)}
-    layer = layer_param_shapes(config)
-    for i in range(config.n_layer):
-        shapes.update({f"model.layers.{i}.{name}": shape for name, shape in layer.items()})
+    for i in range(config.n_layer):  # the layers differ only in a sparse layer's MLP slot
+        shapes.update({f"model.layers.{i}.{name}": shape for name, shape in layer_param_shapes(config, i).items()})
     shapes["model.norm.weight"] = (C,)
     if config.norm_bias:
         shapes["model.norm.bias"] = (C,)
@@ -73,11 +78,13 @@ class LlamaCache(NamedTuple):
     w_head: Array  # (V, C) lm_head.weight, or embed_tokens.weight when tied
     softcap: SoftcapCache | None  # the final logit softcap's, when config.final_logit_softcapping
     ce: CrossEntropyCache | None  # None when no targets were given
+    aux: LoadBalancingCache | None = None  # the load-balancing loss's, when config.aux_loss_on and targets given
+    aux_loss: Array | None = None  # () that loss before its coefficient (reported by training), or None
 
 
 def layer_params(params: Params, i: int, config: LlamaConfig) -> dict[str, Array]:
     """Layer i's parameters, keyed by their names inside a layer."""
-    return {name: params[f"model.layers.{i}.{name}"] for name in layer_param_shapes(config)}
+    return {name: params[f"model.layers.{i}.{name}"] for name in layer_param_shapes(config, i)}
 
 
 def layer_tables(config: LlamaConfig, start: int, T: int, dtype: npt.DTypeLike) -> list[tuple[Array, Array] | None]:
@@ -141,7 +148,7 @@ def _llama_forward(params: Params, config: LlamaConfig, idx: npt.NDArray[np.inte
         slot = None if kv is None else kv[i]
         cos, sin = tables[i] or (None, None)
         x, c = llama_layer_forward(x, layer_params(params, i, config), config, cos, sin, slot, start,
-                                   config.layer_window(i))  # (B, T, C)
+                                   config.layer_window(i), i)  # (B, T, C)
         layer_caches.append(c)
     xf, norm_cache = _norm_forward(x, params, "model.norm", config)  # (B, T, C)
     assert norm_cache is not None
@@ -158,7 +165,25 @@ def _llama_forward(params: Params, config: LlamaConfig, idx: npt.NDArray[np.inte
         logits, cap = _softcap_forward(logits, float(config.final_logit_softcapping))  # (B, T, V)
     loss, ce_cache = (None, None) if targets is None else \
         _cross_entropy_forward(logits, targets, ignore_index=IGNORE_INDEX)
-    return logits, loss, LlamaCache(config, tok_cache, layer_caches, norm_cache, xf2, w_head, cap, ce_cache)
+    aux_cache = aux_loss = None
+    if loss is not None and config.aux_loss_on:  # MixtralForCausalLM: every sparse layer's rows, no mask
+        z = np.stack([c.router_logits for c in layer_caches if c.router_logits is not None])  # (L_moe, N, E)
+        aux_loss, aux_cache = _load_balancing_loss_forward(z, config.num_experts_per_tok, None)  # ()
+        loss = np.asarray(loss + config.router_aux_loss_coef * aux_loss)  # () coefficient 0: aux still reported
+    return logits, loss, LlamaCache(config, tok_cache, layer_caches, norm_cache, xf2, w_head, cap, ce_cache,
+                                    aux_cache, aux_loss)
+
+
+def router_stats(cache: LlamaCache) -> dict[str, object] | None:
+    """A mixture of experts' load in this forward: {"aux_loss": the load-balancing loss before its coefficient
+    (None when not computed), "expert_share": (E,) each expert's share of the (token, choice) routings over
+    every sparse layer, summing to 1}; None for a dense model."""
+    indices = [c.mlp.indices for c in cache.layers if isinstance(c.mlp, (MoECache, MoEGroupedCache))]  # (N, K)
+    if not indices:
+        return None
+    counts = np.bincount(np.concatenate([i.reshape(-1) for i in indices]), minlength=cache.config.num_experts)
+    share = counts / counts.sum()  # (E,)
+    return {"aux_loss": None if cache.aux_loss is None else float(cache.aux_loss), "expert_share": share}
 
 
 def forward_for_runtime(params: Params, config: LlamaConfig, idx: npt.NDArray[np.integer],
@@ -194,8 +219,13 @@ def llama_grads(cache: LlamaCache, dloss: float = 1.0) -> Iterator[tuple[str, Ar
     yield "model.norm.weight", norm_grads["model.norm.weight"]
     if config.norm_bias:
         yield "model.norm.bias", norm_grads["model.norm.bias"]
+    dz = None  # (L_moe, N, E) the load-balancing loss's gradient at each sparse layer's router logits
+    if cache.aux is not None:
+        dz = _load_balancing_loss_backward(float(dloss) * config.router_aux_loss_coef, cache.aux)
+    moe_index = {layer: j for j, layer in enumerate(config.moe_layers)}
     for i in reversed(range(config.n_layer)):
-        dx, layer_grads = llama_layer_backward(dx, cache.layers[i])  # (B, T, C)
+        dzi = None if dz is None or i not in moe_index else dz[moe_index[i]]  # (N, E) or None
+        dx, layer_grads = llama_layer_backward(dx, cache.layers[i], dzi)  # (B, T, C)
         for name, g in layer_grads.items():
             yield f"model.layers.{i}.{name}", g
     if config.embedding_multiplier != 1.0:

@@ -8,8 +8,9 @@ one (C, 2F), so a layer makes four weight products instead of seven, along rows 
 rotates its query and key heads in one RoPE call.  generate skips the copies (and the step) above
 COPY_LIMIT_BYTES.
 Every variant of the configurable decoder runs here too (norm slots, QK-norm, biases, partial / per-layer /
-no RoPE, windows, softcaps, sinks, multipliers, a plain MLP), through the same kernels as the block: a window
-by slicing the cached keys, a softcap or sinks through sdpa.py's pair on the one query row.
+no RoPE, windows, softcaps, sinks, multipliers, a plain MLP, a mixture of experts), through the same kernels
+as the block: a window by slicing the cached keys, a softcap or sinks through sdpa.py's pair on the one query
+row, a sparse layer through the block's MoE pair on the B rows.
 tests/test_llama_decode.py holds this step to forward_cached (float64, 1e-12) on random models;
 tests/test_decoder_block.py in every variant.
 Walkthrough: docs/llama.md ("The one-token step").
@@ -30,7 +31,7 @@ from ..layers.sdpa import _sdpa_forward
 from ..layers.softcap import _softcap_forward
 from ..layers.softmax import _softmax_forward
 from ..layers.swiglu import _swiglu_forward
-from .block import KVSlot, _layer_options, _norm_forward, norm_slots
+from .block import KVSlot, _layer_options, _moe_branch_forward, _norm_forward, layer_param_shapes, norm_slots
 from .config import LlamaConfig
 from .core import head_weight, layer_tables
 
@@ -45,7 +46,8 @@ class DecodeWeights(NamedTuple):
     """One layer's input projections laid out for a one-row product h @ W (made by decode_weights)."""
 
     qkv: Array  # (C, (Hq + 2 Hkv) D) [q_proj; k_proj; v_proj]^T, contiguous
-    gate_up: Array  # (C, 2F) [gate_proj; up_proj]^T, contiguous; (C, F) up_proj^T for a plain MLP
+    gate_up: Array  # (C, 2F) [gate_proj; up_proj]^T, contiguous; (C, F) up_proj^T for a plain MLP; (C, 0) in a
+    # sparse layer, whose experts are read in place
 
 
 def decode_weights(params: Mapping[str, Array], config: LlamaConfig) -> list[DecodeWeights]:
@@ -59,7 +61,10 @@ def decode_weights(params: Mapping[str, Array], config: LlamaConfig) -> list[Dec
     for i in range(config.n_layer):
         p = f"model.layers.{i}."
         qkv = np.concatenate([params[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]).T  # (C, (Hq+2Hkv) D)
-        gate_up = np.concatenate([params[p + f"mlp.{n}_proj.weight"] for n in mlp]).T  # (C, 2F) or (C, F)
+        if config.is_moe_layer(i):
+            gate_up = np.zeros((qkv.shape[0], 0), dtype=qkv.dtype)  # (C, 0) no copy of the experts
+        else:
+            gate_up = np.concatenate([params[p + f"mlp.{n}_proj.weight"] for n in mlp]).T  # (C, 2F) or (C, F)
         out.append(DecodeWeights(np.ascontiguousarray(qkv), np.ascontiguousarray(gate_up)))
     return out
 
@@ -67,8 +72,10 @@ def decode_weights(params: Mapping[str, Array], config: LlamaConfig) -> list[Dec
 def decode_weights_nbytes(config: LlamaConfig, dtype: npt.DTypeLike) -> int:
     """The bytes decode_weights' copies take: (Hq + 2 Hkv) D C + 2 F C numbers a layer (F C when plain)."""
     D, C, F = config.head_size, config.n_embd, config.intermediate_size
-    per_layer = (config.n_head + 2 * config.n_kv_head) * D * C + (2 if config.mlp_kind == "gated" else 1) * F * C
-    return config.n_layer * per_layer * np.dtype(dtype).itemsize
+    attn = (config.n_head + 2 * config.n_kv_head) * D * C
+    mlp = (2 if config.mlp_kind == "gated" else 1) * F * C
+    n_dense = config.n_layer - len(config.moe_layers)  # sparse layers copy no MLP weights
+    return (config.n_layer * attn + n_dense * mlp) * np.dtype(dtype).itemsize
 
 
 def _decode_step(params: Mapping[str, Array], config: LlamaConfig, tokens: npt.NDArray[np.integer],
@@ -144,6 +151,14 @@ def _decode_step(params: Mapping[str, Array], config: LlamaConfig, tokens: npt.N
         else:
             x += a  # (B, C) first residual add, in place
             h = norm(x, slots.mlp_in)  # (B, C)
+        if config.is_moe_layer(i):  # the router and the chosen experts on the B rows, as the block runs them
+            lp = {n: params[p + n] for n in layer_param_shapes(config, i)}
+            m, _, _ = _moe_branch_forward(h, lp, config)  # (B, C)
+            m = norm(m, slots.mlp_out)  # (B, C)
+            if rm != 1.0:
+                m *= rm
+            x += m  # (B, C) second residual add
+            continue
         gu: Array = h @ weights[i].gate_up  # (B, 2F) gate and up in one product; (B, F) up alone when plain
         if config.mlp_bias:
             if config.mlp_kind == "gated":

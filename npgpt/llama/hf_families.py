@@ -314,6 +314,70 @@ def qwen3_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
     return _llama_like(d, where, "qwen3", {**_LLAMA_DEFAULTS}, extra)
 
 
+def _moe_fields(f: _Fields, kw: dict[str, Any], family: str) -> None:
+    """The mixture of experts' fields (Mixtral, Qwen2-MoE, Qwen3-MoE): experts, top-k, widths, the sparse
+    layers, the load-balancing loss; Mixtral's router jitter only at 0 (it is noise in training)."""
+    kw["moe_family"] = family
+    # Mixtral: num_local_experts; Qwen2-MoE: num_experts; Qwen3-MoE's transformers 5 writes num_local_experts
+    key = "num_local_experts" if f.has("num_local_experts") or family == "mixtral" else "num_experts"
+    kw["num_experts"] = f.get(key)
+    if f.has("num_experts") and f.has("num_local_experts") and f.get("num_experts") != f.get("num_local_experts"):
+        raise f.bad(f"num_experts: {f.get('num_experts')} disagrees with num_local_experts "
+                    f"{f.get('num_local_experts')}")
+    f.used.update(("num_experts", "num_local_experts"))
+    kw["num_experts_per_tok"] = f.get("num_experts_per_tok")
+    kw["output_router_logits"] = f.flag("output_router_logits", False)
+    kw["router_aux_loss_coef"] = float(f.get("router_aux_loss_coef", 0.001))
+    if family == "mixtral":
+        _no(f, "router_jitter_noise", "router noise is a training-time perturbation npgpt does not implement", 0.0)
+        return
+    kw["norm_topk_prob"] = f.flag("norm_topk_prob", False)
+    kw["moe_intermediate_size"] = f.get("moe_intermediate_size")
+    kw["decoder_sparse_step"] = f.get("decoder_sparse_step", 1)
+    mo = f.get("mlp_only_layers", [])
+    if not isinstance(mo, list):
+        raise f.bad(f"mlp_only_layers: expected a list of layer indices, got {_show(mo)}")
+    kw["mlp_only_layers"] = tuple(mo)
+    if family == "qwen2_moe":
+        kw["shared_expert_intermediate_size"] = f.get("shared_expert_intermediate_size")
+
+
+def mixtral_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
+    def extra(f: _Fields, kw: dict[str, Any]) -> None:
+        kw["sliding_window"] = f.nullable("sliding_window", None)  # every layer slides; null: full attention
+        _moe_fields(f, kw, "mixtral")
+    return _llama_like(d, where, "mixtral", {**_LLAMA_DEFAULTS, "intermediate_size": 14336,
+                                             "num_key_value_heads": 8, "num_local_experts": 8,
+                                             "num_experts_per_tok": 2, "max_position_embeddings": 131072,
+                                             "rms_norm_eps": 1e-5, "rope_theta": 1e6}, extra)
+
+
+def qwen2_moe_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
+    def extra(f: _Fields, kw: dict[str, Any]) -> None:
+        kw["attention_bias"] = f.flag("qkv_bias", True)  # q, k, v biases (o_proj none)
+        kw["sliding_window"], kw["layer_types"] = _qwen_window(f, kw["n_layer"])
+        if kw["layer_types"] is None:
+            kw["sliding_window"] = None
+        _moe_fields(f, kw, "qwen2_moe")
+    return _llama_like(d, where, "qwen2_moe", {**_LLAMA_DEFAULTS, "num_experts": 60, "num_local_experts": 60,
+                                               "num_experts_per_tok": 4,
+                                               "moe_intermediate_size": 1408, "intermediate_size": 5632,
+                                               "shared_expert_intermediate_size": 5632}, extra)
+
+
+def qwen3_moe_config(d: Mapping[str, Any], where: str) -> LlamaConfig:
+    def extra(f: _Fields, kw: dict[str, Any]) -> None:
+        _biases(f, kw, mlp=False)
+        kw["qk_norm"] = "head"
+        kw["sliding_window"], kw["layer_types"] = _qwen_window(f, kw["n_layer"])
+        if kw["layer_types"] is None:
+            kw["sliding_window"] = None
+        _moe_fields(f, kw, "qwen3_moe")
+    return _llama_like(d, where, "qwen3_moe", {**_LLAMA_DEFAULTS, "num_experts": 128, "num_local_experts": 128,
+                                               "num_experts_per_tok": 8,
+                                               "moe_intermediate_size": 768, "intermediate_size": 6144}, extra)
+
+
 def _gemma_common(f: _Fields, kw: dict[str, Any]) -> None:
     kw["norm_offset"] = 1.0  # x_hat * (1 + w)
     kw["embedding_multiplier"] = math.sqrt(kw["n_embd"])  # sqrt(C), rounded to the dtype by the core
@@ -576,6 +640,26 @@ def _window_out(config: LlamaConfig) -> dict[str, Any]:
                 (i for i, t in enumerate(lt) if t == "sliding_attention"), config.n_layer)}
 
 
+def _moe_out(config: LlamaConfig) -> dict[str, Any]:
+    """The mixture of experts' config.json fields, as each family spells them."""
+    d: dict[str, Any] = {"num_experts_per_tok": config.num_experts_per_tok,
+                         "output_router_logits": config.output_router_logits,
+                         "router_aux_loss_coef": float(config.router_aux_loss_coef)}
+    if config.moe_family == "mixtral":
+        return {**d, "num_local_experts": config.num_experts, "router_jitter_noise": 0.0,
+                "sliding_window": config.sliding_window}
+    d.update({"num_experts": config.num_experts, "norm_topk_prob": bool(config.norm_topk_prob),
+              "moe_intermediate_size": config.moe_intermediate_size or config.intermediate_size,
+              "decoder_sparse_step": config.decoder_sparse_step, "mlp_only_layers": list(config.mlp_only_layers),
+              **_window_out(config)})
+    if config.moe_family == "qwen2_moe":
+        d.update({"qkv_bias": config.attention_bias,
+                  "shared_expert_intermediate_size": config.shared_expert_intermediate_size})
+    else:
+        d["attention_bias"] = config.attention_bias
+    return d
+
+
 def _gemma2_out(config: LlamaConfig) -> dict[str, Any]:
     scale = config.attention_scale if config.attention_scale is not None else config.head_size ** -0.5
     scalar = scale ** -2
@@ -804,6 +888,9 @@ for _name, _arch, _cfg, _out in (
         ("mistral", "MistralForCausalLM", mistral_config, lambda c: {"sliding_window": c.sliding_window}),
         ("qwen2", "Qwen2ForCausalLM", qwen2_config, _window_out),
         ("qwen3", "Qwen3ForCausalLM", qwen3_config, lambda c: {**_window_out(c), "attention_bias": c.attention_bias}),
+        ("mixtral", "MixtralForCausalLM", mixtral_config, _moe_out),
+        ("qwen2_moe", "Qwen2MoeForCausalLM", qwen2_moe_config, _moe_out),
+        ("qwen3_moe", "Qwen3MoeForCausalLM", qwen3_moe_config, _moe_out),
         ("gemma", "GemmaForCausalLM", gemma_config, lambda c: {"attention_bias": c.attention_bias}),
         ("gemma2", "Gemma2ForCausalLM", gemma2_config, _gemma2_out),
         ("gemma3_text", "Gemma3ForCausalLM", gemma3_config, _gemma3_out),

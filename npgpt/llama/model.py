@@ -10,7 +10,8 @@ from __future__ import annotations
 from ..runtime.core import Core
 from ..runtime.model import Model
 from .config import LlamaConfig
-from .core import IGNORE_INDEX, _write_grads, check_inputs, forward_for_runtime, init_params, param_shapes
+from .core import IGNORE_INDEX, _write_grads, check_inputs, forward_for_runtime, init_params, param_shapes, \
+    router_stats
 from .generate import generate
 
 __all__ = ["Llama", "CORE"]
@@ -18,7 +19,7 @@ __all__ = ["Llama", "CORE"]
 # the family's core as the runtime calls it: the loss skips targets equal to -100, as HF's does
 CORE = Core(name="llama", config_class=LlamaConfig, param_shapes=param_shapes, init_params=init_params,
             check_inputs=check_inputs, forward=forward_for_runtime, write_grads=_write_grads,
-            ignore_index=IGNORE_INDEX, generate=generate)
+            ignore_index=IGNORE_INDEX, generate=generate, stats=router_stats)
 
 
 class Llama(Model):

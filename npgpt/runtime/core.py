@@ -44,3 +44,6 @@ class Core(NamedTuple):
     ignore_index: int | None  # the target value the loss skips (None: it counts every target)
     # (params, config, idx, max_new_tokens, **sampling options) -> idx with the new tokens appended
     generate: Callable[..., Any]
+    # cache -> the forward's side numbers a run reports (a mixture of experts' aux loss and expert shares), or
+    # None; None: the family has none
+    stats: Callable[[Any], dict[str, Any] | None] | None = None

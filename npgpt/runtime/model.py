@@ -74,6 +74,7 @@ class Model:
             core.init_params(config, np.random.default_rng(seed), self.params)
         self.training = True
         self._cache: tuple[Any, list[float]] | None = None  # slice 0's cache (workers keep theirs), shares
+        self.last_stats: dict[str, Any] | None = None  # CORE.stats of the last forward
         if self._group is not None:
             weakref.finalize(self, self._group.close)
 
@@ -106,6 +107,8 @@ class Model:
         logits, loss, cache, shares = model_forward(self.CORE, self._group, self.threads, self.params, self.config,
                                                     idx, targets, train=self.training, rng=self.rng)
         self._cache = (cache, shares)
+        # the family's side numbers of this forward (slice 0's when sliced), e.g. an MoE's expert load
+        self.last_stats = None if self.CORE.stats is None else self.CORE.stats(cache)
         return logits, loss
 
     __call__ = forward

@@ -21,6 +21,7 @@ T = TypeVar("T")
 VAL_FRACTION = 0.1  # the last 10% of the text is the validation split
 # the TrainConfig fields a model config is built from
 WIDTHS = ("block_size", "n_layer", "n_head", "n_embd", "dropout", "n_kv_head", "intermediate_size")
+MOE_FIELDS = ("n_experts", "top_k", "aux_loss_coef")  # the experts of --arch moe (refused by the other archs)
 
 
 def _f(default: T, help: str) -> T:
@@ -48,6 +49,9 @@ class TrainConfig:
     n_embd: int = _f(128, "width of the residual stream; a multiple of n_head")
     n_kv_head: int | None = _f(None, "llama: key/value heads, dividing n_head (default: n_head)")
     intermediate_size: int | None = _f(None, "llama: gated MLP width (default: 8 n_embd / 3 up to a multiple of 8)")
+    n_experts: int | None = _f(None, "moe: experts per layer, each a gated MLP of intermediate_size (default 8)")
+    top_k: int | None = _f(None, "moe: experts each token is routed to, at most n_experts (default 2)")
+    aux_loss_coef: float | None = _f(None, "moe: weight of the load-balancing loss added to the loss (default 0.01)")
     block_size: int = _f(64, "context length in tokens, the T of every batch")
     dropout: float = _f(0.0, "dropout probability in training (0: a small model on a short run does not overfit)")
     # batches
@@ -97,9 +101,14 @@ class TrainConfig:
             if self.lr_decay_iters < self.warmup_iters and not self.resume:  # resume keeps the run's schedule
                 raise ValueError(f"lr_decay_iters: expected at least warmup_iters={self.warmup_iters}, got "
                                  f"{self.lr_decay_iters} (the decay would end before the warmup does)")
-        for name in ("n_kv_head", "intermediate_size"):
+        for name in ("n_kv_head", "intermediate_size", "n_experts", "top_k"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
+        if self.aux_loss_coef is not None:
+            _check_float("aux_loss_coef", self.aux_loss_coef, low=0.0)
+        given = next((k for k in MOE_FIELDS if getattr(self, k) is not None), None)
+        if given is not None and self.arch != "moe":
+            raise ValueError(f"{given}: only --arch moe has experts (got --arch {self.arch})")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd: expected a multiple of n_head={self.n_head}, got {self.n_embd}")
         _check_float("lr", self.lr, low=0.0, low_open=True)
@@ -144,7 +153,7 @@ class TrainConfig:
 
     def widths(self) -> dict[str, Any]:
         """The fields a model config is built from (families.arch_config): sizes and dropout."""
-        return {k: getattr(self, k) for k in WIDTHS}
+        return {k: getattr(self, k) for k in WIDTHS + (MOE_FIELDS if self.arch == "moe" else ())}
 
     def model_config(self, vocab_size: int) -> Any:
         """The model config this run trains from scratch, for a vocabulary of vocab_size ids."""

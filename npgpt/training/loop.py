@@ -39,7 +39,7 @@ from ..tokenizers.protocol import Tokenizer
 from .config import TrainConfig
 from .data import BatchSampler
 from .outdir import describe_os_error
-from .progress import StoppedAtOnce, _StopSignals
+from .progress import StoppedAtOnce, _StopSignals, moe_text
 from .report import _plot, _report, _write_last
 from .resume import _save
 from .setup import _setup
@@ -124,10 +124,14 @@ def _step(run: _Run) -> float:
     opt.step(grads)
     st.it += 1
     st.step_losses.append(loss)
+    stats = run.model.last_stats  # a mixture of experts' load in the (last micro-batch's) forward, or None
+    if stats is not None:
+        st.expert_load.append([float(s) for s in stats["expert_share"]])
     dt = time.perf_counter() - t0
     run.step_time += dt
     run.steps_this_session += 1
-    run.prog.step(st.it, loss, opt.lr, dt, st.elapsed_before + time.perf_counter() - run.t_session)
+    run.prog.step(st.it, loss, opt.lr, dt, st.elapsed_before + time.perf_counter() - run.t_session,
+                  "" if stats is None else moe_text(stats["aux_loss"], stats["expert_share"]))
     return loss
 
 
@@ -135,7 +139,9 @@ def _evaluate_and_save(run: _Run) -> None:
     """Measure both splits; write ckpt.npz (and best.npz on a new lowest validation loss) after iteration 0."""
     st = run.st
     t0 = time.perf_counter()
-    tr, va = evaluate(run.model, run.samplers["eval_train"], run.samplers["eval_val"], run.cfg.eval_iters)
+    val_stats: list[dict[str, Any]] = []
+    tr, va = evaluate(run.model, run.samplers["eval_train"], run.samplers["eval_val"], run.cfg.eval_iters,
+                      val_stats)
     _check_loss(run, "the train loss (eval)", tr, st.it)
     _check_loss(run, "the val loss", va, st.it)
     best = st.best_val is None or va < st.best_val
@@ -159,19 +165,29 @@ def _evaluate_and_save(run: _Run) -> None:
     dt = time.perf_counter() - t0
     run.eval_time += dt
     run.prog.evaluated(dt)
+    moe = ""
+    if val_stats:  # a mixture of experts: its val batches' mean aux loss and expert shares
+        auxes = [s["aux_loss"] for s in val_stats if s["aux_loss"] is not None]
+        moe = moe_text(float(np.mean(auxes)) if auxes else None,
+                       np.mean([s["expert_share"] for s in val_stats], axis=0))
     run.prog.message(f"eval at iter {st.it}: train loss {tr:.4f}, val loss {va:.4f}"
-                     f"{' (best)' if best else ''} | {dt:.1f} s{saved}")
+                     f"{' (best)' if best else ''}{moe} | {dt:.1f} s{saved}")
 
 
 def evaluate(model: Model, train_sampler: BatchSampler, val_sampler: BatchSampler,
-             eval_iters: int) -> tuple[float, float]:
+             eval_iters: int, val_stats: list[dict[str, Any]] | None = None) -> tuple[float, float]:
     """Mean loss over eval_iters batches from each sampler, with dropout off; the model is left in train
-    mode.  Only these samplers' generators advance (not the training sampler's, not the model's)."""
+    mode.  Only these samplers' generators advance (not the training sampler's, not the model's).
+    val_stats: receives model.last_stats of each val batch (a mixture of experts' load), when not None."""
     model.eval()
     try:
         out = []
         for sampler in (train_sampler, val_sampler):
-            losses = [float(model.forward(*sampler.next())[1]) for _ in range(eval_iters)]
+            losses = []
+            for _ in range(eval_iters):
+                losses.append(float(model.forward(*sampler.next())[1]))
+                if val_stats is not None and sampler is val_sampler and model.last_stats is not None:
+                    val_stats.append(model.last_stats)
             out.append(float(np.mean(losses)))
     finally:
         model.train()

@@ -29,6 +29,7 @@ TEMP_FILE = re.compile(r"^\.[^/]+\.[0-9a-f]{12}\.tmp$")
 CHECKPOINT_NAME = "ckpt.npz"  # the latest state, what resume continues from
 BEST_NAME = "best.npz"  # the state with the lowest validation loss; never overwritten by a worse one
 PLOT_NAME = "loss"  # out_dir/loss.png, or loss.svg without matplotlib
+EXPERT_PLOT_NAME = "expert_load.svg"  # --arch moe: each expert's share of the routed tokens per step
 HF_DIR_NAME = "hf"  # out_dir/hf: with a BPE tokenizer, the final model as a Hugging Face directory
 
 class OutDir:

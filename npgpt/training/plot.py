@@ -5,6 +5,8 @@ loss as a faint line, and the train and val losses of each evaluation as lines w
     path = plot_losses("out/loss", step_losses, evals)   # -> out/loss.png or out/loss.svg
 
 The file is written atomically (npgpt/io/atomic.py): a failed write leaves the previous picture as it was.
+A mixture of experts' run also gets plot_expert_load: each expert's share of the routed tokens over training,
+an SVG beside the loss curve (written atomically: a reader never sees half of it).
 """
 
 from __future__ import annotations
@@ -145,3 +147,65 @@ def _svg(steps: list[tuple[float, float]], ev: list[tuple[float, float, float]],
         e.append(f'<text x="{lx + 36}" y="{y}">{escape(name)}</text>')
     e.append("</svg>")
     return "\n".join(e) + "\n"
+
+
+EXPERT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf")
+
+
+def plot_expert_load(path: str | os.PathLike[str], load: Sequence[Sequence[float]],
+                     title: str = "npgpt expert load") -> Path:
+    """Each expert's share of the routed tokens (load[i][e]: step i + 1, expert e; rows sum to 1) as one line
+    per expert, smoothed by a running mean over 1% of the steps, with 1/E (perfect balance) dashed.  SVG,
+    standard library only, written atomically; returns the path."""
+    rows = [[float(v) for v in r] for r in load]
+    out = Path(path).with_suffix(".svg")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    E = len(rows[0]) if rows else 0
+    w = max(1, len(rows) // 100)  # running-mean window
+    series = []
+    for e in range(E):
+        vals = [r[e] for r in rows]
+        series.append([(i + 1.0, sum(vals[max(0, i - w + 1):i + 1]) / (i + 1 - max(0, i - w + 1)))
+                       for i in range(len(vals))])
+    W, H = 800, 480
+    left, right, top, bottom = 70, 110, 40, 55
+    pw, ph = W - left - right, H - top - bottom
+    xt = nice_ticks(0.0, float(len(rows)) or 1.0)
+    hi = max([v for s_ in series for _, v in s_] + [1.0 / E if E else 1.0])
+    yt = nice_ticks(0.0, hi)
+    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
+
+    def px(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * pw
+
+    def py(y: float) -> float:
+        return top + (1.0 - (y - y0) / (y1 - y0)) * ph
+
+    e_ = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+          f'font-family="sans-serif" font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>',
+          f'<text x="{(left + W - right) / 2}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>']
+    for t in xt:
+        e_.append(f'<line x1="{px(t):.1f}" y1="{top}" x2="{px(t):.1f}" y2="{top + ph}" stroke="#e5e5e5"/>')
+        e_.append(f'<text x="{px(t):.1f}" y="{top + ph + 19}" text-anchor="middle">{_fmt(t)}</text>')
+    for t in yt:
+        e_.append(f'<line x1="{left}" y1="{py(t):.1f}" x2="{left + pw}" y2="{py(t):.1f}" stroke="#e5e5e5"/>')
+        e_.append(f'<text x="{left - 8}" y="{py(t) + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
+    e_.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>')
+    e_.append(f'<text x="{left + pw / 2}" y="{H - 12}" text-anchor="middle">iteration</text>')
+    e_.append(f'<text transform="translate(18 {top + ph / 2}) rotate(-90)" text-anchor="middle">'
+              f'share of routed tokens</text>')
+    if E:
+        e_.append(f'<line x1="{left}" y1="{py(1.0 / E):.1f}" x2="{left + pw}" y2="{py(1.0 / E):.1f}" '
+                  f'stroke="black" stroke-dasharray="6 4"/>')
+    for e, pts in enumerate(series):
+        color = EXPERT_COLORS[e % len(EXPERT_COLORS)]
+        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+        e_.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{coords}"/>')
+        y = top + 16 + 18 * e
+        e_.append(f'<line x1="{left + pw + 10}" y1="{y - 4}" x2="{left + pw + 32}" y2="{y - 4}" stroke="{color}" '
+                  f'stroke-width="3"/><text x="{left + pw + 38}" y="{y}">expert {e}</text>')
+    e_.append("</svg>")
+    data = ("\n".join(e_) + "\n").encode("utf-8")
+    atomic_write(out, lambda f: f.write(data))
+    return out

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .config import TrainConfig
@@ -73,7 +73,8 @@ class _Progress:
         self.open = False  # a live line is on screen without its newline
         self.last_draw = 0.0
 
-    def step(self, it: int, loss: float, lr: float, dt: float, elapsed: float) -> None:
+    def step(self, it: int, loss: float, lr: float, dt: float, elapsed: float, extra: str = "") -> None:
+        """Show step `it`; extra: more of the line (an MoE's aux loss and expert shares, moe_text)."""
         self.step_ema = dt if self.step_ema is None else 0.9 * self.step_ema + 0.1 * dt
         now = time.perf_counter()
         last = it == self.cfg.max_iters
@@ -89,7 +90,7 @@ class _Progress:
         eta = (c.max_iters - it) * self.step_ema + evals_left * eval_s
         line = (f"iter {it:>{len(str(self.cfg.max_iters))}}/{self.cfg.max_iters} | loss {loss:.4f} | "
                 f"{self.tokens_per_step / self.step_ema:,.0f} tok/s | {1e3 * self.step_ema:.0f} ms/step | "
-                f"lr {lr:.2e} | elapsed {_clock(elapsed)} | ETA {_clock(eta)}")
+                f"lr {lr:.2e} | elapsed {_clock(elapsed)} | ETA {_clock(eta)}{extra}")
         if self.live:
             sys.stdout.write("\r" + line + "\x1b[K")  # \x1b[K clears what a longer previous line left
             sys.stdout.flush()
@@ -116,6 +117,15 @@ class _Progress:
 
     def __exit__(self, *exc: Any) -> None:
         self.end_line()  # also on an exception: leave the terminal at the start of a line
+
+
+def moe_text(aux_loss: float | None, share: Sequence[float] | None) -> str:
+    """' | aux 1.013 | experts 13 12 ... %': a mixture of experts' load-balancing loss and each expert's share of
+    the routed tokens in percent (top_k and 100/E each when perfectly balanced); '' for a dense model."""
+    if share is None:
+        return ""
+    aux = "" if aux_loss is None else f" | aux {aux_loss:.3f}"
+    return f"{aux} | experts {' '.join(f'{100 * s:.0f}' for s in share)} %"
 
 
 def _clock(seconds: float) -> str:

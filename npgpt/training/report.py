@@ -17,7 +17,7 @@ from ..families import save_dir
 from ..tokenizers import BPETokenizer, TextStream, start_token
 from ..tokenizers.protocol import Tokenizer
 from .config import TrainConfig
-from .outdir import HF_DIR_NAME, PLOT_NAME, describe_os_error
+from .outdir import EXPERT_PLOT_NAME, HF_DIR_NAME, PLOT_NAME, describe_os_error
 from .progress import _clock
 from .resume import _save
 from .state import TrainResult, _kept, _Run
@@ -94,7 +94,7 @@ def _report(run: _Run) -> TrainResult:
 
 
 def _plot(run: _Run) -> Path | None:
-    from .plot import plot_losses
+    from .plot import plot_expert_load, plot_losses
 
     st = run.st
     if not st.step_losses and not st.evals:
@@ -102,7 +102,10 @@ def _plot(run: _Run) -> Path | None:
     if run.out.lost(st.it) is not None:  # the directory was deleted or taken over: write nothing there
         return None
     try:
-        return plot_losses(Path(run.cfg.out_dir) / PLOT_NAME, st.step_losses, st.evals)
+        path = plot_losses(Path(run.cfg.out_dir) / PLOT_NAME, st.step_losses, st.evals)
+        if st.expert_load:  # a mixture of experts: its load beside the loss curve
+            plot_expert_load(Path(run.cfg.out_dir) / EXPERT_PLOT_NAME, st.expert_load)
+        return path
     except OSError as e:  # written atomically: a failed write (disk full) keeps the previous picture
         run.prog.message(f"warning: could not draw the loss curve: {describe_os_error(e)} (a previous picture is "
                          f"kept as it was)")

@@ -33,7 +33,8 @@ def _checkpoint_meta(run: _Run) -> dict[str, Any]:
         "model_rng": _jsonable(run.model.rng.bit_generator.state),
         "samplers": {k: s.get_state() for k, s in run.samplers.items()},
         "tokenizer": run.tok.to_dict(), "data": run.data_info,
-        "history": {"train_loss": st.step_losses, "evals": [list(r) for r in st.evals]},
+        "history": {"train_loss": st.step_losses, "evals": [list(r) for r in st.evals],
+                    "expert_load": st.expert_load},
         "best_val_loss": st.best_val, "last_eval_iter": st.last_eval,
         "best_checkpoint": None if st.best_saved is None else list(st.best_saved),
         "elapsed_seconds": st.elapsed_before + (time.perf_counter() - run.t_session),
@@ -56,6 +57,7 @@ def _restore(run: _Run, ck: Checkpoint) -> None:
         st.it = int(meta["iteration"])
         st.step_losses = [float(v) for v in hist["train_loss"]]
         st.evals = [(int(r[0]), float(r[1]), float(r[2])) for r in hist["evals"]]
+        st.expert_load = [[float(v) for v in row] for row in hist.get("expert_load", [])]  # MoE runs only
         st.best_val = None if meta["best_val_loss"] is None else float(meta["best_val_loss"])
         best = meta.get("best_checkpoint")  # absent in checkpoints written before best.npz existed
         st.best_saved = None if best is None else (int(best[0]), float(best[1]))

@@ -104,6 +104,7 @@ class _RunState:
     last_eval: int = -1  # iteration of the latest evaluation
     saved_it: int | None = None  # iteration of the checkpoint this run wrote or resumed from
     elapsed_before: float = 0.0  # seconds spent in earlier sessions of this run
+    expert_load: list[list[float]] = field(default_factory=list)  # --arch moe: per step, each expert's share
 
 
 @dataclass
