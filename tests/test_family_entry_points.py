@@ -83,7 +83,9 @@ def one_line_error(code: int, out: str, err: str) -> str:
     return err.strip()
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+# every adapter with a from-scratch style (style_config); Qwen2-MoE and Qwen3-MoE have none yet: their
+# directories are read and written by tests/test_moe_families.py
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in ("qwen2_moe", "qwen3_moe")])
 def test_every_entry_point_reads_the_family(tmp_path, capsys, monkeypatch, tokenizer, text_file, family):
     d = make_dir(tmp_path / family, family, tokenizer)
     saved_type = model_type(d)

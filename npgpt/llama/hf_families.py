@@ -990,6 +990,8 @@ def style_config(family: str, **shapes: Any) -> LlamaConfig:
     save_pretrained writes it as that family."""
     if family not in FAMILIES:
         raise ValueError(f"family: expected one of {', '.join(FAMILIES)}, got {family!r}")
+    if family in ("qwen2_moe", "qwen3_moe"):
+        raise ValueError(f"family: {family} has no from-scratch style yet (load one with from_pretrained)")
     n_layer = shapes.get("n_layer", LlamaConfig.n_layer)
     block = shapes.get("block_size", LlamaConfig.block_size)
     C = shapes.get("n_embd", LlamaConfig.n_embd)
@@ -1026,6 +1028,7 @@ def style_config(family: str, **shapes: Any) -> LlamaConfig:
                 "lm_head_bias": True, "hidden_act": "gelu_new"},
         "falcon": {**layernorm, "parallel_residual": True, "parallel_shared_norm": True, "mlp_kind": "plain",
                    "hidden_act": "gelu", "tie_word_embeddings": True},
+        "mixtral": {"moe_family": "mixtral", "num_experts": 4, "num_experts_per_tok": 2},
     }
     if family in ("llama", "qwen3", "olmo2", "gemma3_text"):  # the styles config.block_style defines (--arch)
         n_head = shapes.get("n_head", LlamaConfig.n_head)
