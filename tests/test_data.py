@@ -205,5 +205,6 @@ def test_tokenizer_protocol_and_loader():
     import json
     assert tokenizer_from_dict(json.loads(json.dumps(TOK.to_dict()))) == TOK
     # "bpe" is registered by npgpt/tokenizers/bpe.py; an unregistered family is refused in one line
-    with pytest.raises(ValueError, match=r"^tokenizer: unknown type 'wordpiece'; expected one of \['bpe', 'char'\]"):
+    with pytest.raises(ValueError, match=r"^tokenizer: unknown type 'wordpiece'; expected one of "
+                                         r"\['bpe', 'char', 'tokenizer_json'\]"):
         tokenizer_from_dict({"type": "wordpiece"})
